@@ -1,0 +1,76 @@
+import fs from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { UserError } from '../errors.js';
+import { configSchema, type Config } from './schema.js';
+
+/**
+ * Precedence, lowest first: schema defaults <- the YAML file (after ${VAR}
+ * expansion) <- command-line overrides. A test pins this order.
+ */
+export interface ConfigOverrides {
+  endpoints?: string[];
+  prefix?: string;
+}
+
+export function loadConfigFile(file: string, overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UserError(`${file}: cannot read config file (${(err as NodeJS.ErrnoException).code ?? err})`);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (err) {
+    throw new UserError(`${file}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  return parseConfig(raw, file, overrides, env);
+}
+
+export function parseConfig(raw: unknown, source: string, overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const expanded = expandEnv(raw, [], source, env) as Record<string, any>;
+  if (overrides.endpoints || overrides.prefix) {
+    expanded.etcd = { ...(expanded.etcd ?? {}) };
+    if (overrides.endpoints) expanded.etcd.endpoints = overrides.endpoints;
+    if (overrides.prefix) expanded.etcd.prefix = overrides.prefix;
+  }
+  const result = configSchema.safeParse(expanded);
+  if (!result.success) throw new UserError(`${source}: ${formatIssues(result.error)}`);
+  return result.data;
+}
+
+/** `a.b[0].c: message; …` — every problem on one line, each led by its field path. */
+export function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => {
+      const path = fieldPath(issue.path);
+      if (issue.code === 'unrecognized_keys') {
+        return issue.keys.map((k) => `unknown field ${fieldPath([...issue.path, k])}`).join('; ');
+      }
+      return `field ${path || '(top level)'}: ${issue.message}`;
+    })
+    .join('; ');
+}
+
+function fieldPath(path: PropertyKey[]): string {
+  return path.reduce<string>((acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : acc ? `${acc}.${String(p)}` : String(p)), '');
+}
+
+/** `${VAR}` and `${VAR:-default}` in string values; an unset VAR without default is an error naming the field. */
+function expandEnv(value: unknown, path: PropertyKey[], source: string, env: NodeJS.ProcessEnv): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (_m, name: string, fallback: string | undefined) => {
+      const v = env[name];
+      if (v !== undefined && v !== '') return v;
+      if (fallback !== undefined) return fallback;
+      throw new UserError(`${source}: field ${fieldPath(path)}: environment variable ${name} is not set`);
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, [...path, i], source, env));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, [...path, k], source, env)]));
+  }
+  return value;
+}

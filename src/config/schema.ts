@@ -1,0 +1,48 @@
+import os from 'node:os';
+import { z } from 'zod';
+import { clusterError } from '../source/keys.js';
+
+/**
+ * The daemon's configuration, declared once: name, type, default and description
+ * side by side (Renovate's habit). `config.example.yaml` mirrors this file and a
+ * test loads it through the real loader. Unknown fields are refused (strict).
+ */
+
+const dnsLabel = z.string().refine((s) => !clusterError(s), { message: 'must be a DNS-1123 label (lowercase letters, digits, "-", at most 63)' });
+const mode = z.number().int().min(0).max(0o7777);
+
+const files = z.strictObject({
+  root: z.string().min(1).describe('Root of the projection: <root>/configmaps/<ns>/<name>/<key>.'),
+  secretsRoot: z.string().min(1).optional().describe('Where secrets go (default <root>/secrets). Put it on tmpfs, e.g. under /run.'),
+  configFileMode: mode.prefault(0o644).describe('Mode of config files.'),
+  secretFileMode: mode.prefault(0o400).describe('Mode of secret files.'),
+  uid: z.number().int().min(0).optional().describe('Owner of written files and object dirs (default: the daemon user).'),
+  gid: z.number().int().min(0).optional().describe('Group of written files and object dirs.'),
+});
+
+export const configSchema = z.strictObject({
+  cluster: dnsLabel.describe("This cluster's name; selects PREFIX/clusters/<cluster>/ overrides."),
+  node: z.string().min(1).prefault(os.hostname()).describe('This node; names the status key. Defaults to the hostname.'),
+  labels: z.record(z.string(), z.string()).prefault({}).describe('Matched by @meta placement.clusterSelector.'),
+  etcd: z
+    .strictObject({
+      endpoints: z.array(z.url({ protocol: /^https?$/ })).min(1).prefault(['http://127.0.0.1:2379']),
+      prefix: z
+        .string()
+        .regex(/^\/[^\0]*[^/]$/, 'must start with "/" and not end with "/"')
+        .prefault('/confsync'),
+      tls: z.strictObject({ ca: z.string().optional(), cert: z.string().optional(), key: z.string().optional() }).optional(),
+      auth: z.strictObject({ username: z.string().min(1), passwordFile: z.string().min(1) }).optional(),
+    })
+    .prefault({}),
+  identity: z.string().min(1).optional().describe('Private key file (0600) used to open secrets sealed to this cluster.'),
+  sinks: z
+    .strictObject({
+      files: files.optional().describe('Omit to disable the file sink.'),
+    })
+    .prefault({}),
+  resyncSeconds: z.number().positive().prefault(60).describe('How often every sink is re-checked against desired state (repairs drift missed by file events).'),
+  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).prefault('info') }).prefault({}),
+});
+
+export type Config = z.infer<typeof configSchema>;

@@ -1,0 +1,28 @@
+/** The pure core's output: what one object should look like on this cluster. */
+
+export type ObjectKind = 'configmaps' | 'secrets';
+
+/** `<kind>/<namespace>/<name>`: how objects are named everywhere (hooks, logs, status). */
+export type ObjectId = string;
+
+export interface DesiredObject {
+  id: ObjectId;
+  kind: ObjectKind;
+  namespace: string;
+  name: string;
+  /** key -> bytes. For secrets this is plaintext: never log it, never put it in an error. */
+  data: Map<string, Buffer>;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  /** Secret type from @meta; undefined means Opaque. */
+  type?: string;
+  immutable?: boolean;
+  /** Highest etcd mod revision among the keys (and @meta) that made this object. */
+  revision: number;
+  /** sha256 hex over keys, values and metadata: equal hash means nothing to write. */
+  hash: string;
+}
+
+export function objectId(kind: ObjectKind, namespace: string, name: string): ObjectId {
+  return `${kind}/${namespace}/${name}`;
+}

@@ -1,0 +1,22 @@
+import type { DesiredObject, ObjectId } from '../desired/types.js';
+
+export type ApplyResult = 'written' | 'unchanged';
+
+/**
+ * Where desired objects go. Every method is idempotent. A thrown error means
+ * "this object could not be brought to the desired state now": the reconciler
+ * reports it, keeps the others going and retries later. A sink never deletes or
+ * modifies something it does not own (see each sink's ownership marker).
+ */
+export interface Sink {
+  readonly name: string;
+  /** Make the object exist exactly as desired; does nothing when it already does. */
+  apply(obj: DesiredObject): Promise<ApplyResult>;
+  /** Remove an object this sink owns; does nothing when it is absent. */
+  remove(id: ObjectId): Promise<void>;
+  /** Ids of every object this sink currently owns, for pruning after a full sync. */
+  list(): Promise<ObjectId[]>;
+  /** Start reporting ids whose actual state may have drifted (hints, not facts). */
+  watchDrift?(onDrift: (id: ObjectId) => void): Promise<void>;
+  close(): Promise<void>;
+}

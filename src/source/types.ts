@@ -1,0 +1,37 @@
+/**
+ * What a Source hands the daemon. A Source owns its connection and its resume
+ * revision; the daemon only consumes events, in etcd revision order.
+ */
+
+/** One key as etcd holds it. Values are raw bytes: config may be binary. */
+export interface Kv {
+  key: string;
+  value: Buffer;
+  modRevision: number;
+}
+
+export type Change =
+  | { type: 'put'; kv: Kv }
+  | { type: 'delete'; key: string; modRevision: number };
+
+/** Connection states, as a union rather than booleans (client-node's ListWatch habit). */
+export type ConnectionState = 'connecting' | 'listing' | 'watching' | 'backoff' | 'closed';
+
+export type SourceEvent =
+  /** The complete state of the prefix at `revision`: any key not in `kvs` is gone. */
+  | { type: 'snapshot'; revision: number; kvs: Kv[] }
+  /** Changes that happened after the previous event, ending at `revision`, in order. */
+  | { type: 'changes'; revision: number; changes: Change[] }
+  /** etcd confirmed nothing under the prefix changed up to `revision`. */
+  | { type: 'progress'; revision: number }
+  | { type: 'state'; state: ConnectionState; detail?: string };
+
+/**
+ * Where keys come from. `start` lists, then watches from list revision + 1 and
+ * keeps doing so across reconnects and compactions until `close`.
+ * Errors never escape: a Source reports them as `state` events and retries.
+ */
+export interface Source {
+  start(onEvent: (event: SourceEvent) => void): void;
+  close(): Promise<void>;
+}
