@@ -101,8 +101,8 @@ export class EtcdSource implements Source {
     setState('closed');
   }
 
-  /** (1) A consistent snapshot: the first page fixes the revision, later pages read at it. */
-  private async list(): Promise<Extract<SourceEvent, { type: 'snapshot' }>> {
+  /** (1) A consistent snapshot: the first page fixes the revision, later pages read at it. `plan` uses it alone. */
+  async list(): Promise<Extract<SourceEvent, { type: 'snapshot' }>> {
     const kvs: Kv[] = [];
     let revision = 0;
     let from = this.prefixBuf;

@@ -1,0 +1,43 @@
+import { Command, CommanderError } from 'commander';
+import { UserError } from '../errors.js';
+import { registerConfigCommands } from './config-cmd.js';
+import { registerDev } from './dev.js';
+import { registerPlan } from './plan.js';
+import { registerRun } from './run.js';
+
+export function buildProgram(): Command {
+  const program = new Command('confsync')
+    .description('Config and secrets from one etcd keyspace, materialized as files and Kubernetes objects on every cluster.')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  registerRun(program);
+  registerDev(program);
+  registerConfigCommands(program);
+  registerPlan(program);
+  return program;
+}
+
+/**
+ * Thin entry: parse, dispatch, and turn errors into one line on stderr.
+ * User mistakes (UserError) never show a stack; anything else shows its
+ * message, and its stack only with CONFSYNC_DEBUG=1.
+ */
+export async function runCli(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    if (err instanceof UserError) {
+      process.stderr.write(`confsync: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    process.stderr.write(`confsync: ${(err as Error).message ?? err}\n`);
+    if (process.env.CONFSYNC_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    process.exitCode = 1;
+  }
+}

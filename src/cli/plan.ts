@@ -1,0 +1,85 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../config/load.js';
+import { createSinks, loadIdentity } from '../daemon.js';
+import type { DesiredObject, ObjectId } from '../desired/types.js';
+import { open } from '../envelope/envelope.js';
+import { UserError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { Reconciler } from '../reconcile.js';
+import type { ApplyResult, Sink } from '../sink/types.js';
+import { createEtcdClient } from '../source/etcd-client.js';
+import { EtcdSource } from '../source/etcd.js';
+import { connectionOptions, overridesFrom } from './common.js';
+
+export interface PlannedChange {
+  sink: string;
+  action: 'create' | 'update' | 'delete';
+  id: ObjectId;
+}
+
+/**
+ * Wraps a real sink so the reconciler's own path computes the changes while
+ * nothing is written: `apply` asks the sink what it would do, `remove` records a
+ * delete when the sink owns the object.
+ */
+export class PlanningSink implements Sink {
+  readonly name: string;
+  readonly changes: PlannedChange[] = [];
+  private owned?: Set<ObjectId>;
+
+  constructor(private readonly inner: Sink) {
+    this.name = inner.name;
+  }
+
+  async apply(obj: DesiredObject): Promise<ApplyResult> {
+    if (!this.inner.plan) throw new Error(`sink ${this.name} cannot plan`);
+    const action = await this.inner.plan(obj);
+    if (action !== 'unchanged') this.changes.push({ sink: this.name, action, id: obj.id });
+    return 'unchanged';
+  }
+
+  async remove(id: ObjectId): Promise<void> {
+    this.owned ??= new Set(await this.inner.list());
+    if (this.owned.has(id)) this.changes.push({ sink: this.name, action: 'delete', id });
+  }
+
+  list(): Promise<ObjectId[]> {
+    return this.inner.list();
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+export function registerPlan(program: Command): void {
+  connectionOptions(program.command('plan').description('show what the daemon would change on this node, changing nothing')).action(async (flags) => {
+    if (!flags.config) throw new UserError('plan: --config FILE is required');
+    const cfg = loadConfigFile(flags.config, overridesFrom(flags));
+    const logger = createLogger('warn', process.stderr);
+    const keyring = await loadIdentity(cfg);
+    const sinks = (await createSinks(cfg, logger)).map((s) => new PlanningSink(s));
+    const client = createEtcdClient(cfg.etcd);
+    try {
+      const source = new EtcdSource({ client, prefix: `${cfg.etcd.prefix}/`, logger });
+      const snapshot = await source.list();
+      const reconciler = new Reconciler({
+        prefix: `${cfg.etcd.prefix}/`,
+        cluster: cfg.cluster,
+        labels: cfg.labels,
+        sinks,
+        logger,
+        openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
+      });
+      reconciler.handle(snapshot);
+      await reconciler.whenIdle();
+      const changes = sinks.flatMap((s) => s.changes).sort((a, b) => a.id.localeCompare(b.id));
+      for (const c of changes) process.stdout.write(`${c.action.padEnd(6)} ${c.sink.padEnd(6)} ${c.id}\n`);
+      process.stdout.write(`plan at etcd revision ${snapshot.revision}: ${changes.length} change(s), ${reconciler.desiredObjects().size} object(s) desired on cluster ${cfg.cluster}\n`);
+    } finally {
+      client.close();
+      for (const s of sinks) await s.close();
+      keyring?.dispose();
+    }
+  });
+}

@@ -1,0 +1,31 @@
+import type { Command } from 'commander';
+import { loadConfigFile } from '../config/load.js';
+import { startDaemon } from '../daemon.js';
+import { UserError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { connectionOptions, overridesFrom } from './common.js';
+
+export function registerRun(program: Command): void {
+  connectionOptions(program.command('run').description('run the daemon (SIGTERM/SIGINT: clean exit 0)')).action(async (flags) => {
+    if (!flags.config) throw new UserError('run: --config FILE is required (see config.example.yaml)');
+    const cfg = loadConfigFile(flags.config, overridesFrom(flags));
+    const logger = createLogger(cfg.log.level);
+    const daemon = await startDaemon(cfg, logger);
+    await untilSignal();
+    logger.info('stopping');
+    await daemon.stop();
+    logger.info('stopped');
+  });
+}
+
+/** Resolves on the first SIGTERM or SIGINT; a second one exits at once. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      process.once(sig, () => process.exit(130));
+      resolve(sig);
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+}

@@ -1,0 +1,133 @@
+import { createHash } from 'node:crypto';
+import type { Kv } from '../source/types.js';
+import { objectId, type DesiredObject, type ObjectKind } from './types.js';
+import { parseMeta, placementAdmits, type Meta } from './meta.js';
+
+/** Every key in etcd that can contribute to one object on this cluster. */
+export interface ObjectKeys {
+  kind: ObjectKind;
+  namespace: string;
+  name: string;
+  global: Map<string, Kv>;
+  cluster: Map<string, Kv>;
+  globalMeta?: Kv;
+  clusterMeta?: Kv;
+}
+
+export interface BuildContext {
+  cluster: string;
+  labels: Record<string, string>;
+  /**
+   * The plaintext of a secret value, or why it cannot be opened. Secrets are
+   * opened ahead of time by the caller (libsodium is async to load), so this
+   * core stays a pure function of its inputs.
+   */
+  secret: (logicalPath: string, kv: Kv) => Buffer | { error: string };
+}
+
+/** A reportable problem: the etcd key (without prefix) and why. Never a value. */
+export interface Problem {
+  path: string;
+  reason: string;
+}
+
+export type BuildResult =
+  /** The object as it should be on this cluster. */
+  | { type: 'object'; object: DesiredObject; problems: Problem[] }
+  /** It does not exist on this cluster (no keys, or placement excludes it): prune it. */
+  | { type: 'absent'; problems: Problem[] }
+  /** It cannot be built right now (bad @meta, a secret that won't open): keep the last good state. */
+  | { type: 'hold'; problems: Problem[] };
+
+/**
+ * Build one object for this cluster — pure: same inputs, same output.
+ *  - global keys first, then `clusters/<me>` keys: the cluster value wins, key by key;
+ *  - a global object whose placement excludes us contributes nothing;
+ *    keys under `clusters/<me>` always apply (they name us explicitly);
+ *  - labels/annotations: global @meta, then cluster @meta on top; type and
+ *    immutable: the cluster's when set;
+ *  - a secret that does not open keeps its previous value when there is one,
+ *    and holds the object otherwise (a restart must not drop a last good value).
+ */
+export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: DesiredObject): BuildResult {
+  const problems: Problem[] = [];
+  const base = `${keys.kind}/${keys.namespace}/${keys.name}`;
+  const metas: (Meta | undefined)[] = [];
+  for (const [scope, kv] of [['global', keys.globalMeta], [`clusters/${ctx.cluster}`, keys.clusterMeta]] as const) {
+    if (!kv) {
+      metas.push(undefined);
+      continue;
+    }
+    const parsed = parseMeta(kv.value);
+    if ('error' in parsed) {
+      problems.push({ path: `${scope}/${base}/@meta`, reason: parsed.error });
+      return { type: 'hold', problems };
+    }
+    metas.push(parsed.meta);
+  }
+  const [globalMeta, clusterMeta] = metas;
+
+  const layers: [string, Map<string, Kv>][] = [];
+  if (placementAdmits(globalMeta, ctx.cluster, ctx.labels)) layers.push(['global', keys.global]);
+  layers.push([`clusters/${ctx.cluster}`, keys.cluster]);
+
+  const data = new Map<string, Buffer>();
+  let revision = Math.max(keys.globalMeta?.modRevision ?? 0, keys.clusterMeta?.modRevision ?? 0);
+  let held = false;
+  for (const [scope, layer] of layers) {
+    for (const [key, kv] of layer) {
+      revision = Math.max(revision, kv.modRevision);
+      if (keys.kind === 'configmaps') {
+        data.set(key, kv.value);
+        continue;
+      }
+      const path = `${scope}/${base}/${key}`;
+      const opened = ctx.secret(path, kv);
+      if (Buffer.isBuffer(opened)) {
+        data.set(key, opened);
+        continue;
+      }
+      problems.push({ path, reason: opened.error });
+      const last = previous?.data.get(key);
+      if (last) data.set(key, last);
+      else if (!data.has(key)) held = true; // a global value under a failing override stays
+    }
+  }
+  if (held) return { type: 'hold', problems };
+  if (data.size === 0) return { type: 'absent', problems };
+
+  const labels = { ...(globalMeta?.labels ?? {}), ...(clusterMeta?.labels ?? {}) };
+  const annotations = { ...(globalMeta?.annotations ?? {}), ...(clusterMeta?.annotations ?? {}) };
+  const type = clusterMeta?.type ?? globalMeta?.type;
+  const immutable = clusterMeta?.immutable ?? globalMeta?.immutable;
+  const object: DesiredObject = {
+    id: objectId(keys.kind, keys.namespace, keys.name),
+    kind: keys.kind,
+    namespace: keys.namespace,
+    name: keys.name,
+    data,
+    labels,
+    annotations,
+    type,
+    immutable,
+    revision,
+    hash: hashObject(data, { labels, annotations, type, immutable }),
+  };
+  return { type: 'object', object, problems };
+}
+
+/** sha256 over sorted keys and values (length-prefixed, so no two payloads collide) and metadata. */
+export function hashObject(
+  data: Map<string, Buffer>,
+  meta: { labels: Record<string, string>; annotations: Record<string, string>; type?: string; immutable?: boolean },
+): string {
+  const h = createHash('sha256');
+  const sorted = (r: Record<string, string>) => Object.entries(r).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  h.update(JSON.stringify([sorted(meta.labels), sorted(meta.annotations), meta.type ?? null, meta.immutable ?? null]));
+  for (const key of [...data.keys()].sort()) {
+    const v = data.get(key)!;
+    h.update(`\n${key.length}:${key}:${v.length}:`);
+    h.update(v);
+  }
+  return h.digest('hex');
+}
