@@ -176,7 +176,9 @@ export async function loadKeyring(path: string): Promise<Keyring> {
     throw new UserError(`identity file ${path}: cannot open (${err.code ?? err.message})`, { cause: err });
   });
   try {
-    const { mode } = await fh.stat(); // fstat of the open file: no check/use race
+    const st = await fh.stat(); // fstat of the open file: no check/use race
+    const mode = st.mode;
+    if (!st.isFile()) throw new UserError(`identity file ${path} is not a regular file`);
     if ((mode & 0o077) !== 0) {
       const octal = (mode & 0o777).toString(8).padStart(4, '0');
       throw new UserError(`identity file ${path} is accessible by group/others (mode ${octal}); run: chmod 600 ${path}`);
