@@ -200,3 +200,38 @@ test('etcd killed: last good files stay; after restart the next put still arrive
     await etcd.stop();
   }
 });
+
+test('plan lists creates, updates and deletes through the reconcile path, changing nothing', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { MAIN } = await import('./harness/daemon.js');
+  const etcd = await startEtcd();
+  const etcdc = new Etcd3({ hosts: etcd.endpoint });
+  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] } }).start();
+  try {
+    await d.ready();
+    await etcdc.put(`${P}/global/configmaps/default/same/k`).value('1');
+    await etcdc.put(`${P}/global/configmaps/default/changed/k`).value('1');
+    await etcdc.put(`${P}/global/configmaps/default/removed/k`).value('1');
+    await until(() => fs.existsSync(d.file('configmaps', 'default', 'removed', 'k')), 'initial');
+    await d.signal('SIGTERM');
+    await etcdc.put(`${P}/global/configmaps/default/changed/k`).value('2');
+    await etcdc.put(`${P}/global/configmaps/default/added/k`).value('1');
+    await etcdc.delete().prefix(`${P}/global/configmaps/default/removed/`);
+    const before = walk(d.root).sort();
+    const r = spawnSync(process.execPath, [MAIN, 'plan', '--config', d.configFile], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.deepEqual(lines.slice(0, -1).map((l) => l.split(/\s+/).join(' ')), [
+      'create files configmaps/default/added',
+      'update files configmaps/default/changed',
+      'delete files configmaps/default/removed',
+    ]);
+    assert.match(lines.at(-1)!, /3 change\(s\), 3 object\(s\) desired on cluster eu/);
+    assert.deepEqual(walk(d.root).sort(), before, 'plan changed nothing on disk');
+    assert.equal(readOr(d.file('configmaps', 'default', 'changed', 'k')), '1');
+  } finally {
+    etcdc.close();
+    await d.cleanup();
+    await etcd.stop();
+  }
+});

@@ -32,7 +32,6 @@ export class PlanningSink implements Sink {
   }
 
   async apply(obj: DesiredObject): Promise<ApplyResult> {
-    if (!this.inner.plan) throw new Error(`sink ${this.name} cannot plan`);
     const action = await this.inner.plan(obj);
     if (action !== 'unchanged') this.changes.push({ sink: this.name, action, id: obj.id });
     return 'unchanged';
@@ -41,6 +40,10 @@ export class PlanningSink implements Sink {
   async remove(id: ObjectId): Promise<void> {
     this.owned ??= new Set(await this.inner.list());
     if (this.owned.has(id)) this.changes.push({ sink: this.name, action: 'delete', id });
+  }
+
+  plan(obj: DesiredObject) {
+    return this.inner.plan(obj);
   }
 
   list(): Promise<ObjectId[]> {

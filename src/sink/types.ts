@@ -13,7 +13,7 @@ export interface Sink {
   /** Make the object exist exactly as desired; does nothing when it already does. */
   apply(obj: DesiredObject): Promise<ApplyResult>;
   /** What `apply` would do, doing nothing (for `confsync plan`). */
-  plan?(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'>;
+  plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'>;
   /** Remove an object this sink owns; does nothing when it is absent. */
   remove(id: ObjectId): Promise<void>;
   /** Ids of every object this sink currently owns, for pruning after a full sync. */
