@@ -9,13 +9,21 @@ import { clusterError } from '../source/keys.js';
  */
 
 const dnsLabel = z.string().refine((s) => !clusterError(s), { message: 'must be a DNS-1123 label (lowercase letters, digits, "-", at most 63)' });
-const mode = z.number().int().min(0).max(0o7777);
+/**
+ * File modes: a quoted octal string ("0644", "0400") or a YAML 0o-number (0o644).
+ * A bare 0644 is decimal 644 in YAML 1.2, so numbers above 0o777 are refused
+ * rather than silently meaning something else.
+ */
+const mode = z.union([
+  z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode like "0644"').transform((s) => parseInt(s, 8)),
+  z.number().int().min(0).max(0o777, 'is not a mode: write it as a quoted octal string like "0644" (a bare 0644 is decimal in YAML)'),
+]);
 
 const files = z.strictObject({
   root: z.string().min(1).describe('Root of the projection: <root>/configmaps/<ns>/<name>/<key>.'),
   secretsRoot: z.string().min(1).optional().describe('Where secrets go (default <root>/secrets). Put it on tmpfs, e.g. under /run.'),
-  configFileMode: mode.prefault(0o644).describe('Mode of config files.'),
-  secretFileMode: mode.prefault(0o400).describe('Mode of secret files.'),
+  configFileMode: mode.prefault('0644').describe('Mode of config files.'),
+  secretFileMode: mode.prefault('0400').describe('Mode of secret files.'),
   uid: z.number().int().min(0).optional().describe('Owner of written files and object dirs (default: the daemon user).'),
   gid: z.number().int().min(0).optional().describe('Group of written files and object dirs.'),
 });
