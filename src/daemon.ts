@@ -16,6 +16,11 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
+/** What a daemon of this cluster reads: global and its own scope, nothing else (least privilege). */
+export function watchedPrefixes(cfg: Config): string[] {
+  return [`${cfg.etcd.prefix}/global/`, `${cfg.etcd.prefix}/clusters/${cfg.cluster}/`];
+}
+
 /** Build the sinks a config asks for. Shared by the daemon and `plan`. */
 export async function createSinks(cfg: Config, logger: Logger): Promise<Sink[]> {
   const sinks: Sink[] = [];
@@ -62,7 +67,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
   });
   const client = createEtcdClient(cfg.etcd);
-  const source = new EtcdSource({ client, prefix: `${cfg.etcd.prefix}/`, logger });
+  const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
   let state: ConnectionState = 'connecting';
   let lastState: ConnectionState | undefined;
   source.start((event) => {

@@ -76,7 +76,7 @@ test('SIGKILL, changes while down, restart → converges (new keys written, dele
   }
 });
 
-test('invalid-key corpus: each reported by path, nothing written outside the root, daemon keeps working', async () => {
+test('invalid-key corpus: each reported by path (daemon log, or lint outside its scopes), nothing written outside the root, daemon keeps working', async () => {
   const etcd = await startEtcd();
   const etcdc = new Etcd3({ hosts: etcd.endpoint });
   const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] } }).start();
@@ -106,9 +106,18 @@ test('invalid-key corpus: each reported by path, nothing written outside the roo
     for (const k of bad) await etcdc.put(`${P}/${k}`).value('evil');
     await etcdc.put(`${P}/global/configmaps/default/good/k`).value('fine');
     await until(() => readOr(d.file('configmaps', 'default', 'good', 'k')) === 'fine', 'the good key');
-    // Every bad key is reported by its path (control bytes escaped).
+    // Every bad key the daemon reads (global/, clusters/eu/) is reported by its path, control bytes escaped.
     const shown = (k: string) => JSON.stringify(k.replace(/\u0000/g, '\\x00')).slice(1, -1);
-    await until(() => bad.every((k) => d.log.includes(shown(k))), 'every bad key reported by path');
+    const inScope = bad.filter((k) => k.startsWith('global/') || k.startsWith('clusters/eu/'));
+    assert.ok(inScope.length >= 15);
+    await until(() => inScope.every((k) => d.log.includes(shown(k))), 'every bad key in scope reported by path');
+    // The rest it never reads (least privilege); `confsync lint` reports every one.
+    const { spawnSync } = await import('node:child_process');
+    const { MAIN } = await import('./harness/daemon.js');
+    const lint = spawnSync(process.execPath, [MAIN, 'lint', '--endpoints', etcd.endpoint], { encoding: 'utf8' });
+    assert.equal(lint.status, 1, lint.stderr);
+    for (const k of bad) assert.ok(lint.stdout.includes(`${P}/${k.replace(/\u0000/g, '\\x00')}\t`), `lint reports ${k.slice(0, 60)}`);
+    assert.match(lint.stderr, new RegExp(`${bad.length} invalid`));
     const written = walk(d.dir).filter((p) => !p.startsWith(d.root + '/') && p !== d.root && p !== d.configFile);
     assert.deepEqual(written, [], 'nothing outside the root');
     const inRoot = walk(d.root).filter((p) => !p.includes('/..')).map((p) => path.relative(d.root, p));

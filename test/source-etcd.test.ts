@@ -49,7 +49,7 @@ test('watch resumes with no lost and no duplicate event when etcd is killed mid 
   const proxy = await startProxy(etcd.endpoint);
   const writer = new Etcd3({ hosts: etcd.endpoint });
   const client = createEtcdClient({ endpoints: [proxy.endpoint], prefix: '/t' });
-  const source = new EtcdSource({ client, prefix: '/t/', logger, backoff: { initialMs: 20, maxMs: 200 }, progressIntervalMs: 0 });
+  const source = new EtcdSource({ client, prefixes: ['/t/'], logger, backoff: { initialMs: 20, maxMs: 200 }, progressIntervalMs: 0 });
   const c = collector();
   try {
     source.start(c.onEvent);
@@ -96,7 +96,7 @@ test('compaction past our revision while cut off: re-list, and deleted keys are 
   const proxy = await startProxy(etcd.endpoint);
   const writer = new Etcd3({ hosts: etcd.endpoint });
   const client = createEtcdClient({ endpoints: [proxy.endpoint], prefix: '/t' });
-  const source = new EtcdSource({ client, prefix: '/t/', logger, backoff: { initialMs: 20, maxMs: 200 }, progressIntervalMs: 0 });
+  const source = new EtcdSource({ client, prefixes: ['/t/'], logger, backoff: { initialMs: 20, maxMs: 200 }, progressIntervalMs: 0 });
   const c = collector();
   try {
     await writer.put('/t/a').value('1');
@@ -131,7 +131,7 @@ test('a list larger than gRPC\'s 4 MiB default is read whole, at one revision', 
   const etcd = await startEtcd();
   const writer = new Etcd3({ hosts: etcd.endpoint });
   const client = createEtcdClient({ endpoints: [etcd.endpoint], prefix: '/t' });
-  const source = new EtcdSource({ client, prefix: '/t/', logger, pageSize: 5000, progressIntervalMs: 0 });
+  const source = new EtcdSource({ client, prefixes: ['/t/'], logger, pageSize: 5000, progressIntervalMs: 0 });
   const c = collector();
   try {
     const big = 'v'.repeat(1024);

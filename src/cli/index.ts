@@ -2,8 +2,10 @@ import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.js';
 import { registerConfigCommands } from './config-cmd.js';
 import { registerDev } from './dev.js';
+import { registerLint } from './lint.js';
 import { registerPlan } from './plan.js';
 import { registerRun } from './run.js';
+import { registerSecretCommands } from './secret-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
@@ -13,7 +15,9 @@ export function buildProgram(): Command {
   registerRun(program);
   registerDev(program);
   registerConfigCommands(program);
+  registerSecretCommands(program);
   registerPlan(program);
+  registerLint(program);
   return program;
 }
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../config/load.js';
-import { createSinks, loadIdentity } from '../daemon.js';
+import { createSinks, loadIdentity, watchedPrefixes } from '../daemon.js';
 import type { DesiredObject, ObjectId } from '../desired/types.js';
 import { open } from '../envelope/envelope.js';
 import { UserError } from '../errors.js';
@@ -64,7 +64,7 @@ export function registerPlan(program: Command): void {
     const sinks = (await createSinks(cfg, logger)).map((s) => new PlanningSink(s));
     const client = createEtcdClient(cfg.etcd);
     try {
-      const source = new EtcdSource({ client, prefix: `${cfg.etcd.prefix}/`, logger });
+      const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
       const snapshot = await source.list();
       const reconciler = new Reconciler({
         prefix: `${cfg.etcd.prefix}/`,

@@ -30,6 +30,7 @@ export function loadConfigFile(file: string, overrides: ConfigOverrides = {}, en
 }
 
 export function parseConfig(raw: unknown, source: string, overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new UserError(`${source}: field (top level): must be a mapping of fields (cluster:, etcd:, …)`);
   const expanded = expandEnv(raw, [], source, env) as Record<string, any>;
   if (overrides.endpoints || overrides.prefix) {
     expanded.etcd = { ...(expanded.etcd ?? {}) };

@@ -10,14 +10,13 @@ import { clusterError } from '../source/keys.js';
 
 const dnsLabel = z.string().refine((s) => !clusterError(s), { message: 'must be a DNS-1123 label (lowercase letters, digits, "-", at most 63)' });
 /**
- * File modes: a quoted octal string ("0644", "0400") or a YAML 0o-number (0o644).
- * A bare 0644 is decimal 644 in YAML 1.2, so numbers above 0o777 are refused
- * rather than silently meaning something else.
+ * File modes are quoted octal strings ("0644", "0400"). Numbers are refused: a
+ * bare 0400 is decimal 400 in YAML 1.2 (= 0o620), which would silently be wrong.
  */
-const mode = z.union([
-  z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode like "0644"').transform((s) => parseInt(s, 8)),
-  z.number().int().min(0).max(0o777, 'is not a mode: write it as a quoted octal string like "0644" (a bare 0644 is decimal in YAML)'),
-]);
+const mode = z
+  .string({ error: 'must be a quoted octal mode like "0644" (a bare 0644 is a decimal number in YAML)' })
+  .regex(/^0?[0-7]{3}$/, 'must be an octal mode like "0644"')
+  .transform((s) => parseInt(s, 8));
 
 const files = z.strictObject({
   root: z.string().min(1).describe('Root of the projection: <root>/configmaps/<ns>/<name>/<key>.'),

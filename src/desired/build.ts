@@ -42,12 +42,13 @@ export type BuildResult =
 /**
  * Build one object for this cluster — pure: same inputs, same output.
  *  - global keys first, then `clusters/<me>` keys: the cluster value wins, key by key;
- *  - a global object whose placement excludes us contributes nothing;
+ *  - a global object whose placement excludes us contributes nothing (keys or @meta);
  *    keys under `clusters/<me>` always apply (they name us explicitly);
  *  - labels/annotations: global @meta, then cluster @meta on top; type and
  *    immutable: the cluster's when set;
  *  - a secret that does not open keeps its previous value when there is one,
- *    and holds the object otherwise (a restart must not drop a last good value).
+ *    and holds the object otherwise (a restart must not drop a last good value);
+ *    it never falls back to the global value its override was meant to replace.
  */
 export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: DesiredObject): BuildResult {
   const problems: Problem[] = [];
@@ -65,33 +66,36 @@ export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: Desi
     }
     metas.push(parsed.meta);
   }
-  const [globalMeta, clusterMeta] = metas;
+  const globalPlaced = placementAdmits(metas[0], ctx.cluster, ctx.labels);
+  // An excluded global object contributes nothing here: not its keys, not its @meta.
+  const globalMeta = globalPlaced ? metas[0] : undefined;
+  const clusterMeta = metas[1];
 
-  const layers: [string, Map<string, Kv>][] = [];
-  if (placementAdmits(globalMeta, ctx.cluster, ctx.labels)) layers.push(['global', keys.global]);
-  layers.push([`clusters/${ctx.cluster}`, keys.cluster]);
+  // Pick each key's winning value first (the cluster's beats the global one), so
+  // a global secret sealed only to other clusters never blocks our own override.
+  const winners = new Map<string, { scope: string; kv: Kv }>();
+  if (globalPlaced) for (const [key, kv] of keys.global) winners.set(key, { scope: 'global', kv });
+  for (const [key, kv] of keys.cluster) winners.set(key, { scope: `clusters/${ctx.cluster}`, kv });
 
   const data = new Map<string, Buffer>();
-  let revision = Math.max(keys.globalMeta?.modRevision ?? 0, keys.clusterMeta?.modRevision ?? 0);
+  let revision = Math.max(globalPlaced ? (keys.globalMeta?.modRevision ?? 0) : 0, keys.clusterMeta?.modRevision ?? 0);
   let held = false;
-  for (const [scope, layer] of layers) {
-    for (const [key, kv] of layer) {
-      revision = Math.max(revision, kv.modRevision);
-      if (keys.kind === 'configmaps') {
-        data.set(key, kv.value);
-        continue;
-      }
-      const path = `${scope}/${base}/${key}`;
-      const opened = ctx.secret(path, kv);
-      if (Buffer.isBuffer(opened)) {
-        data.set(key, opened);
-        continue;
-      }
-      problems.push({ path, reason: opened.error });
-      const last = previous?.data.get(key);
-      if (last) data.set(key, last);
-      else if (!data.has(key)) held = true; // a global value under a failing override stays
+  for (const [key, { scope, kv }] of winners) {
+    revision = Math.max(revision, kv.modRevision);
+    if (keys.kind === 'configmaps') {
+      data.set(key, kv.value);
+      continue;
     }
+    const path = `${scope}/${base}/${key}`;
+    const opened = ctx.secret(path, kv);
+    if (Buffer.isBuffer(opened)) {
+      data.set(key, opened);
+      continue;
+    }
+    problems.push({ path, reason: opened.error });
+    const last = previous?.data.get(key);
+    if (last) data.set(key, last);
+    else held = true;
   }
   if (held) return { type: 'hold', problems };
   if (data.size === 0) return { type: 'absent', problems };

@@ -6,53 +6,62 @@ import type { Change, ConnectionState, Kv, Source, SourceEvent } from './types.j
 
 export interface EtcdSourceOptions {
   client: Etcd3;
-  /** Watched key prefix, with its trailing slash (e.g. "/confsync/"). */
-  prefix: string;
+  /**
+   * Key prefixes to list and watch, each with its trailing slash. A daemon
+   * watches only `PREFIX/global/` and `PREFIX/clusters/<me>/`: what it may read
+   * under least privilege, and no traffic for other clusters.
+   */
+  prefixes: string[];
   logger: Logger;
   /** Keys per list page; halved when a page exceeds gRPC's receive limit. */
   pageSize?: number;
   /** Backoff between attempts: first, cap (ms). Injectable so tests run fast. */
   backoff?: { initialMs: number; maxMs: number };
-  /** How often to ask etcd for a progress notification while idle (ms); 0 = never. */
+  /** How often to ask etcd for a progress notification (ms); 0 = never. */
   progressIntervalMs?: number;
   delay?: (ms: number, signal: AbortSignal) => Promise<unknown>;
 }
 
+/** etcd answers a progress_request with one response for the whole stream, watch id -1. */
+const STREAM_WIDE = '-1';
+
 /**
  * List + watch, the known-good way (client-node's ListWatch), with the resume
- * revision owned here rather than by etcd3's high-level watcher, which moves it
- * to the server's head on reconnect and so loses a catch-up backlog:
+ * revisions owned here rather than by etcd3's high-level watcher, which moves
+ * its revision to the server's head on reconnect and so loses a catch-up backlog:
  *
- *  (1) list the prefix at one revision R, page by page (every page read AT R,
- *      so the snapshot is consistent); emit `snapshot`; rev := R.
- *  (2) open a Watch stream from rev + 1.
- *  (3) for each response: events → emit `changes`; rev := the last event's
- *      mod revision (NOT the header revision: during catch-up etcd sends batches
+ *  (1) list every prefix at one revision R (the first page fixes R, every later
+ *      page of every prefix reads AT R, so the snapshot is consistent); emit
+ *      `snapshot`; each prefix's revision := R.
+ *  (2) open one Watch stream with a watcher per prefix, each from its own
+ *      revision + 1.
+ *  (3) events → emit `changes`; that watcher's revision := its last event's mod
+ *      revision (NOT the header revision: during catch-up etcd sends batches
  *      whose header is the current head while older events are still to come).
- *      A response without events after `created` is a progress notification:
- *      etcd promises nothing under the prefix changed up to its header revision.
- *  (4) stream error or end → back off (jittered, capped) and go to (2) from
- *      rev + 1: nothing is lost and nothing repeats.
- *  (5) compact_revision set (the history we need is gone) → go to (1): a full
- *      re-list, which the consumer reconciles against (pruning what vanished).
+ *      A progress notification (per watcher, or stream-wide for our periodic
+ *      progress_request, sent only once every watcher has caught up) moves the
+ *      revision to its header: etcd promises nothing changed up to there.
+ *      The revision we report is the lowest over the prefixes.
+ *  (4) stream error or end → back off (jittered, capped), go to (2): every
+ *      watcher resumes from its own revision + 1, so nothing is lost or repeated.
+ *  (5) compact_revision on any watcher (history we need is gone) → go to (1):
+ *      a full re-list, which the consumer reconciles against, pruning what vanished.
  */
 export class EtcdSource implements Source {
   private readonly abort = new AbortController();
   private readonly kv: KVClient;
   private readonly watchClient: WatchClient;
-  private readonly prefixBuf: Buffer;
-  private readonly rangeEnd: Buffer;
+  private readonly ranges: { key: Buffer; end: Buffer }[];
   private pageSize: number;
   private running?: Promise<void>;
-  private stream?: { end(): void; write(x: unknown): void; removeAllListeners(): void; on(e: string, f: (...a: any[]) => void): unknown };
+  private stream?: WatchStream;
 
   constructor(private readonly opts: EtcdSourceOptions) {
     // etcd3 exposes its generated gRPC clients; the pool handles auth and hosts.
     const pool = (opts.client as unknown as { pool: ConstructorParameters<typeof KVClient>[0] }).pool;
     this.kv = new KVClient(pool);
     this.watchClient = new WatchClient(pool);
-    this.prefixBuf = Buffer.from(opts.prefix);
-    this.rangeEnd = prefixEnd(this.prefixBuf);
+    this.ranges = opts.prefixes.map((p) => ({ key: Buffer.from(p), end: prefixEnd(Buffer.from(p)) }));
     this.pageSize = opts.pageSize ?? 1000;
   }
 
@@ -71,29 +80,26 @@ export class EtcdSource implements Source {
     const setState = (state: ConnectionState, detail?: string) => onEvent({ type: 'state', state, detail });
     const backoff = this.opts.backoff ?? { initialMs: 100, maxMs: 1000 };
     const delay = this.opts.delay ?? ((ms, s) => sleep(ms, undefined, { signal: s }).catch(() => undefined));
-    let rev = 0; // 0 = no consistent view yet: list first
+    let revs: number[] = []; // empty = no consistent view yet: list first
     let failures = 0;
     while (!signal.aborted) {
       try {
-        if (rev === 0) {
+        if (revs.length === 0) {
           setState('listing');
           const snapshot = await this.list();
-          rev = snapshot.revision;
+          revs = this.ranges.map(() => snapshot.revision);
           onEvent(snapshot);
         }
         setState('watching');
-        const outcome = await this.watchFrom(rev + 1, onEvent, (r) => {
-          rev = r;
-          failures = 0;
-        });
+        const outcome = await this.watch(revs, onEvent, () => (failures = 0));
         if (outcome === 'closed') break;
-        rev = 0; // compacted: re-list
+        revs = []; // compacted: re-list
       } catch (err) {
         if (signal.aborted) break;
         failures++;
         const ms = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(failures - 1, 10)) * (0.5 + Math.random() / 2);
         const reason = (err as Error).message;
-        this.opts.logger.warn({ err: reason, retryInMs: Math.round(ms), resumeFrom: rev + 1 }, 'etcd unavailable; keeping the last good state, retrying');
+        this.opts.logger.warn({ err: reason, retryInMs: Math.round(ms), resumeFrom: revs.length ? Math.min(...revs) + 1 : 'list' }, 'etcd unavailable; keeping the last good state, retrying');
         setState('backoff', reason);
         await delay(ms, signal);
       }
@@ -101,69 +107,78 @@ export class EtcdSource implements Source {
     setState('closed');
   }
 
-  /** (1) A consistent snapshot: the first page fixes the revision, later pages read at it. `plan` uses it alone. */
+  /** (1) A consistent snapshot of every prefix. `plan` uses it alone. */
   async list(): Promise<Extract<SourceEvent, { type: 'snapshot' }>> {
     const kvs: Kv[] = [];
     let revision = 0;
-    let from = this.prefixBuf;
-    for (;;) {
-      let res;
-      try {
-        res = await this.kv.range({ key: from, range_end: this.rangeEnd, limit: this.pageSize, revision: revision || undefined });
-      } catch (err) {
-        if ((err as Error).name === 'GRPCResourceExhastedError' && this.pageSize > 1) {
-          this.pageSize = Math.max(1, Math.floor(this.pageSize / 2));
-          continue;
+    for (const range of this.ranges) {
+      let from = range.key;
+      for (;;) {
+        let res;
+        try {
+          res = await this.kv.range({ key: from, range_end: range.end, limit: this.pageSize, revision: revision || undefined });
+        } catch (err) {
+          if ((err as Error).name === 'GRPCResourceExhastedError' && this.pageSize > 1) {
+            this.pageSize = Math.max(1, Math.floor(this.pageSize / 2));
+            continue;
+          }
+          throw err;
         }
-        throw err;
+        if (revision === 0) revision = Number(res.header.revision);
+        for (const kv of res.kvs) kvs.push(toKv(kv));
+        if (!res.more || res.kvs.length === 0) break;
+        from = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
       }
-      if (revision === 0) revision = Number(res.header.revision);
-      for (const kv of res.kvs) kvs.push(toKv(kv));
-      if (!res.more || res.kvs.length === 0) break;
-      from = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
     }
     return { type: 'snapshot', revision, kvs };
   }
 
-  /** (2)–(5). Resolves 'compacted' when a re-list is needed, 'closed' on close(); rejects on stream failure. */
-  private async watchFrom(startRevision: number, onEvent: (e: SourceEvent) => void, advance: (rev: number) => void): Promise<'compacted' | 'closed'> {
-    const stream = (await this.watchClient.watch()) as unknown as NonNullable<typeof this.stream>;
+  /**
+   * (2)–(5). `revs[i]` is prefix i's revision and is advanced in place.
+   * Resolves 'compacted' when a re-list is needed, 'closed' on close(); rejects on stream failure.
+   */
+  private async watch(revs: number[], onEvent: (e: SourceEvent) => void, onProgress: () => void): Promise<'compacted' | 'closed'> {
+    const stream = (await this.watchClient.watch()) as unknown as WatchStream;
     this.stream = stream;
     const { signal } = this.abort;
+    const ids = new Map<string, number>(); // etcd watch id -> prefix index
+    const reported = () => Math.min(...revs);
     let progressTimer: NodeJS.Timeout | undefined;
     let onAbort = () => {};
     try {
       return await new Promise<'compacted' | 'closed'>((resolve, reject) => {
-        let created = false;
         stream.on('data', (res: IWatchResponse) => {
           if (Number(res.compact_revision) > 0) {
-            this.opts.logger.warn({ compactRevision: Number(res.compact_revision), wanted: startRevision }, 'etcd compacted past our revision; re-listing');
+            this.opts.logger.warn({ compactRevision: Number(res.compact_revision), wanted: reported() + 1 }, 'etcd compacted past our revision; re-listing');
             return resolve('compacted');
           }
           if (res.canceled) return reject(new Error(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
-          if (res.created) {
-            created = true;
-            return;
-          }
+          // Creates are answered in the order they were sent.
+          if (res.created) return void ids.set(res.watch_id, ids.size);
           if (res.events.length > 0) {
+            const i = ids.get(res.watch_id);
+            if (i === undefined) return;
             const changes = res.events.map(toChange);
             const last = changes[changes.length - 1]!;
-            const revision = last.type === 'put' ? last.kv.modRevision : last.modRevision;
-            advance(revision);
-            onEvent({ type: 'changes', revision, changes });
-          } else if (created) {
-            const revision = Number(res.header.revision);
-            advance(revision);
-            onEvent({ type: 'progress', revision });
+            revs[i] = last.type === 'put' ? last.kv.modRevision : last.modRevision;
+            onProgress();
+            onEvent({ type: 'changes', revision: reported(), changes });
+            return;
           }
+          const header = Number(res.header.revision);
+          if (res.watch_id === STREAM_WIDE) revs.fill(header);
+          else if (ids.has(res.watch_id)) revs[ids.get(res.watch_id)!] = Math.max(revs[ids.get(res.watch_id)!]!, header);
+          else return;
+          onProgress();
+          onEvent({ type: 'progress', revision: reported() });
         });
         stream.on('error', (err: Error) => reject(err));
         stream.on('end', () => (signal.aborted ? resolve('closed') : reject(new Error('watch stream ended'))));
         onAbort = () => resolve('closed');
         signal.addEventListener('abort', onAbort, { once: true });
-        stream.write({
-          create_request: { key: this.prefixBuf, range_end: this.rangeEnd, start_revision: startRevision, progress_notify: true },
-        });
+        this.ranges.forEach((range, i) =>
+          stream.write({ create_request: { key: range.key, range_end: range.end, start_revision: revs[i]! + 1, progress_notify: true } }),
+        );
         const every = this.opts.progressIntervalMs ?? 5000;
         if (every > 0) progressTimer = setInterval(() => stream.write({ progress_request: {} }), every);
       });
@@ -178,12 +193,19 @@ export class EtcdSource implements Source {
   }
 }
 
+interface WatchStream {
+  end(): void;
+  write(x: unknown): void;
+  removeAllListeners(): void;
+  on(e: string, f: (...a: any[]) => void): unknown;
+}
+
 function toKv(kv: IKeyValue): Kv {
   return { key: kv.key.toString('utf8'), value: kv.value, modRevision: Number(kv.mod_revision) };
 }
 
 function toChange(ev: { type: string; kv: IKeyValue }): Change {
-  return ev.type === 'Delete' || (ev.type as unknown) === 1
+  return ev.type === 'Delete'
     ? { type: 'delete', key: ev.kv.key.toString('utf8'), modRevision: Number(ev.kv.mod_revision) }
-    : { type: "put", kv: toKv(ev.kv) };
+    : { type: 'put', kv: toKv(ev.kv) };
 }

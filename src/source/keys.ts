@@ -75,13 +75,13 @@ export function parseKey(rest: string): ParsedKey {
   } else if (parts[0] === 'clusters') {
     const cluster = parts[1] ?? '';
     const err = clusterError(cluster);
-    if (err) return { type: 'invalid', reason: err };
+    if (err) return { type: 'invalid', reason: printable(err) };
     scope = { type: 'cluster', cluster };
     i = 2;
   } else if (parts[0] === 'recipients') {
     if (parts.length !== 2) return { type: 'invalid', reason: 'expected recipients/<cluster>' };
     const err = clusterError(parts[1]!);
-    return err ? { type: 'invalid', reason: err } : { type: 'recipient', cluster: parts[1]! };
+    return err ? { type: 'invalid', reason: printable(err) } : { type: 'recipient', cluster: parts[1]! };
   } else if (parts[0] === 'status') {
     if (parts.length !== 3 || !parts[2]) return { type: 'invalid', reason: 'expected status/<cluster>/<node>' };
     return { type: 'status', cluster: parts[1]!, node: parts[2]! };
