@@ -1,9 +1,19 @@
+import { performance } from 'node:perf_hooks';
 import { buildObject, type BuildContext, type Problem } from './desired/build.js';
 import { KeyStore } from './desired/store.js';
 import type { DesiredObject, ObjectId } from './desired/types.js';
 import type { Logger } from './log.js';
 import type { Sink } from './sink/types.js';
 import type { Kv, SourceEvent } from './source/types.js';
+
+/** Who wants to know what the loop did: metrics, hooks, status. Must not throw. */
+export interface ReconcileObserver {
+  /** A sink wrote the object; `dirtySince` is when the change that caused it arrived (performance.now()). */
+  written?(sink: string, obj: DesiredObject, dirtySince: number | undefined): void;
+  removed?(sink: string, id: ObjectId): void;
+  problem?(kind: 'invalidInputs' | 'decryptFailures', p: Problem): void;
+  sinkError?(sink: string, id: ObjectId, err: Error): void;
+}
 
 export interface ReconcilerOptions {
   /** Key prefix with trailing slash, e.g. "/confsync/". */
@@ -18,6 +28,7 @@ export interface ReconcilerOptions {
   concurrency?: number;
   /** Delay before retrying an object a sink failed on. */
   retryMs?: number;
+  observers?: ReconcileObserver[];
 }
 
 export interface ReconcileStats {
@@ -56,6 +67,8 @@ export class Reconciler {
   private readonly desired = new Map<ObjectId, DesiredObject>();
   private readonly held = new Set<ObjectId>();
   private readonly dirty = new Set<ObjectId>();
+  /** When each dirty object's oldest unapplied change arrived, for the latency histogram. */
+  private readonly dirtySince = new Map<ObjectId, number>();
   private readonly forced = new Set<ObjectId>();
   private readonly opened = new Map<string, { rev: number; result: Buffer | { error: string } }>();
   private readonly reported = new Set<string>();
@@ -67,9 +80,11 @@ export class Reconciler {
   private closed = false;
 
   private readonly buildContext: BuildContext;
+  private readonly observers: ReconcileObserver[];
 
   constructor(private readonly opts: ReconcilerOptions) {
     this.store = new KeyStore(opts.prefix, opts.cluster);
+    this.observers = opts.observers ?? [];
     this.buildContext = {
       cluster: opts.cluster,
       labels: opts.labels,
@@ -88,7 +103,11 @@ export class Reconciler {
     } else if (event.type === 'changes') {
       const { dirty, invalid } = this.store.apply(event.changes, event.revision);
       this.reportInvalid(invalid);
-      for (const id of dirty) this.dirty.add(id);
+      const now = performance.now();
+      for (const id of dirty) {
+        this.dirty.add(id);
+        if (!this.dirtySince.has(id)) this.dirtySince.set(id, now);
+      }
     } else if (event.type === 'progress') {
       this.store.revision = Math.max(this.store.revision, event.revision);
     } else {
@@ -158,6 +177,8 @@ export class Reconciler {
 
   private async reconcileObject(id: ObjectId): Promise<void> {
     const force = this.forced.delete(id);
+    const since = this.dirtySince.get(id);
+    this.dirtySince.delete(id);
     const keys = this.store.objects.get(id);
     const previous = this.desired.get(id);
     let result: ReturnType<typeof buildObject>;
@@ -171,7 +192,7 @@ export class Reconciler {
 
     if (result.type === 'hold') {
       this.held.add(id);
-      if (force && previous) await this.applyEverywhere(previous);
+      if (force && previous) await this.applyEverywhere(previous, since);
       return;
     }
     this.held.delete(id);
@@ -181,7 +202,7 @@ export class Reconciler {
       return;
     }
     this.desired.set(id, result.object);
-    if (force || !previous || previous.hash !== result.object.hash) await this.applyEverywhere(result.object);
+    if (force || !previous || previous.hash !== result.object.hash) await this.applyEverywhere(result.object, since);
   }
 
   /** Open each secret once per mod revision; the result (or its generic error) is cached. */
@@ -203,12 +224,13 @@ export class Reconciler {
     }
   }
 
-  private async applyEverywhere(obj: DesiredObject): Promise<void> {
+  private async applyEverywhere(obj: DesiredObject, since?: number): Promise<void> {
     for (const sink of this.opts.sinks) {
       try {
         if ((await sink.apply(obj)) === 'written') {
           this.stats.writes++;
           this.opts.logger.info({ sink: sink.name, object: obj.id, revision: obj.revision, keys: obj.data.size }, 'object written');
+          for (const o of this.observers) o.written?.(sink.name, obj, since);
         }
       } catch (err) {
         this.sinkFailed(sink, obj.id, err);
@@ -220,6 +242,7 @@ export class Reconciler {
     for (const sink of this.opts.sinks) {
       try {
         await sink.remove(id);
+        for (const o of this.observers) o.removed?.(sink.name, id);
       } catch (err) {
         this.sinkFailed(sink, id, err);
       }
@@ -241,6 +264,7 @@ export class Reconciler {
         try {
           await sink.remove(id);
           this.opts.logger.info({ sink: sink.name, object: id }, 'object pruned: no longer in etcd for this cluster');
+          for (const o of this.observers) o.removed?.(sink.name, id);
         } catch (err) {
           this.sinkFailed(sink, id, err);
         }
@@ -251,6 +275,7 @@ export class Reconciler {
   /** (5) */
   private sinkFailed(sink: Sink, id: ObjectId, err: unknown): void {
     this.stats.sinkErrors++;
+    for (const o of this.observers) o.sinkError?.(sink.name, id, err as Error);
     this.stats.lastError = { path: `${sink.name}:${id}`, reason: (err as Error).message };
     const retryMs = this.opts.retryMs ?? 1000;
     this.opts.logger.warn({ sink: sink.name, object: id, err: (err as Error).message, retryInMs: retryMs }, 'sink could not apply object; keeping its last state and retrying');
@@ -274,6 +299,7 @@ export class Reconciler {
     if (this.reported.has(tag)) return;
     this.reported.add(tag);
     this.stats[counter]++;
+    for (const o of this.observers) o.problem?.(counter, p);
     this.opts.logger.warn({ path: p.path, reason: p.reason }, counter === 'invalidInputs' ? 'invalid input skipped; last good state kept' : 'secret not opened; last good value kept');
   }
 }

@@ -48,6 +48,9 @@ test('defaults: a minimal {cluster} gets every default', () => {
     labels: {},
     etcd: { endpoints: ['http://127.0.0.1:2379'], prefix: '/confsync' },
     sinks: {},
+    hooks: [],
+    metrics: { stallSeconds: 30 },
+    status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
     resyncSeconds: 60,
     log: { level: 'info' },
   };
@@ -266,6 +269,9 @@ test('loadConfigFile: a full file loads', () => {
     etcd: { endpoints: ['https://etcd:2379'], prefix: '/cs' },
     identity: '/etc/confsync/identity.key',
     sinks: { files: { root: '/var/lib/confsync', secretsRoot: '/run/confsync/secrets', configFileMode: 0o640, secretFileMode: 0o400 } },
+    hooks: [],
+    metrics: { stallSeconds: 30 },
+    status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
     resyncSeconds: 30,
     log: { level: 'warn' },
   } satisfies Config);

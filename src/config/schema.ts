@@ -48,6 +48,39 @@ export const configSchema = z.strictObject({
       files: files.optional().describe('Omit to disable the file sink.'),
     })
     .prefault({}),
+  hooks: z
+    .array(
+      z
+        .strictObject({
+          objects: z.array(z.string().min(1)).min(1).describe('Globs over <kind>/<namespace>/<name>, e.g. "configmaps/default/app", "secrets/default/*".'),
+          command: z.array(z.string().min(1)).min(1).optional().describe('argv run (no shell) after a matching object was swapped.'),
+          signal: z
+            .strictObject({ pidFile: z.string().min(1), name: z.string().regex(/^SIG[A-Z0-9]+$/, 'must be a signal name like SIGHUP').prefault('SIGHUP') })
+            .optional()
+            .describe('Or: signal the process whose pid is in pidFile.'),
+          debounceMs: z.number().int().min(0).prefault(200).describe('Changes within this window fire the hook once.'),
+          timeoutSeconds: z.number().positive().prefault(30).describe('A command running longer is killed and reported.'),
+        })
+        .refine((h) => !!h.command !== !!h.signal, { message: 'give exactly one of command or signal' }),
+    )
+    .prefault([])
+    .describe('Run after an object\'s files were swapped.'),
+  metrics: z
+    .strictObject({
+      listen: z
+        .string()
+        .regex(/^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'must be host:port')
+        .optional()
+        .describe('host:port for /metrics, /healthz and /readyz. Omit to disable.'),
+      stallSeconds: z.number().positive().prefault(30).describe('/readyz fails when etcd has confirmed no progress for this long.'),
+    })
+    .prefault({}),
+  status: z
+    .strictObject({
+      leaseTtlSeconds: z.number().int().min(2).prefault(10).describe('TTL of the lease under PREFIX/status/<cluster>/<node>: the key vanishes this long after the daemon dies.'),
+      intervalSeconds: z.number().positive().prefault(2).describe('How often the status key is rewritten when something changed.'),
+    })
+    .prefault({}),
   resyncSeconds: z.number().positive().prefault(60).describe('How often every sink is re-checked against desired state (repairs drift missed by file events).'),
   log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).prefault('info') }).prefault({}),
 });
