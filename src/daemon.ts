@@ -1,8 +1,12 @@
+import { performance } from 'node:perf_hooks';
 import type { Config } from './config/schema.js';
 import { open } from './envelope/envelope.js';
 import { loadKeyring, type Keyring } from './envelope/identity.js';
 import type { Logger } from './log.js';
+import { Metrics, serveMetrics, type Health } from './metrics.js';
 import { Reconciler } from './reconcile.js';
+import { StatusReporter, statusSnapshot } from './status.js';
+import { VERSION } from './version.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
 import type { Sink } from './sink/types.js';
 import { createEtcdClient } from './source/etcd-client.js';
@@ -58,6 +62,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
       logger.warn({ secretsRoot }, 'secrets root is on a persistent filesystem; plaintext secrets belong on tmpfs (e.g. under /run)');
     }
   }
+  const metrics = new Metrics();
   const reconciler = new Reconciler({
     prefix: `${cfg.etcd.prefix}/`,
     cluster: cfg.cluster,
@@ -65,31 +70,69 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     sinks,
     logger,
     openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
+    observers: [metrics],
   });
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
   let state: ConnectionState = 'connecting';
-  let lastState: ConnectionState | undefined;
+  let head = 0;
+  let lastProgressAt = performance.now();
   source.start((event) => {
     if (event.type === 'state') {
+      if (event.state !== state && event.state !== 'backoff') logger.info({ state: event.state }, 'etcd source state');
+      if (event.state === 'backoff' && state !== 'backoff') metrics.reconnects.inc();
       state = event.state;
-      if (state !== lastState && state !== 'backoff') logger.info({ state, detail: event.detail }, 'etcd source state');
-      lastState = state;
       return;
     }
-    if (event.type === 'snapshot') logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
+    lastProgressAt = performance.now();
+    if (event.type === 'snapshot') {
+      metrics.relists.inc();
+      head = Math.max(head, event.revision);
+      logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
+    } else {
+      head = Math.max(head, event.head);
+    }
     reconciler.handle(event);
   });
   for (const sink of sinks) await sink.watchDrift?.(reconciler.markDrift);
   const resync = setInterval(() => reconciler.resync(), cfg.resyncSeconds * 1000);
   resync.unref();
-  logger.info({ cluster: cfg.cluster, node: cfg.node, endpoints: cfg.etcd.endpoints, prefix: cfg.etcd.prefix, sinks: sinks.map((s) => s.name) }, 'confsync started');
+
+  // Ready after the first full sync, and while etcd keeps confirming progress
+  // (the source asks for a progress notification every 2 s, so silence means a stall).
+  const health: Health = {
+    notReady() {
+      if (!reconciler.synced) return 'first full sync not done';
+      const idle = (performance.now() - lastProgressAt) / 1000;
+      if (idle > cfg.metrics.stallSeconds) return `no progress from the etcd watch for ${Math.round(idle)} s (state: ${state})`;
+      return undefined;
+    },
+  };
+  const server = cfg.metrics.listen
+    ? await serveMetrics(cfg.metrics.listen, metrics, health, () => metrics.sample(reconciler, head), logger)
+    : undefined;
+  const base = { cluster: cfg.cluster, node: cfg.node, startedAt: new Date().toISOString(), version: VERSION };
+  const status = new StatusReporter({
+    client,
+    key: `${cfg.etcd.prefix}/status/${cfg.cluster}/${cfg.node}`,
+    ttlSeconds: cfg.status.leaseTtlSeconds,
+    intervalSeconds: cfg.status.intervalSeconds,
+    logger,
+    snapshot: () => statusSnapshot(reconciler, base, state, !health.notReady()),
+  });
+  status.start();
+  logger.info(
+    { cluster: cfg.cluster, node: cfg.node, endpoints: cfg.etcd.endpoints, prefix: cfg.etcd.prefix, sinks: sinks.map((s) => s.name), metrics: cfg.metrics.listen },
+    'confsync started',
+  );
 
   return {
     reconciler,
     state: () => state,
     async stop() {
       clearInterval(resync);
+      await status.close();
+      server?.close();
       await source.close();
       client.close();
       await reconciler.close();

@@ -110,6 +110,9 @@ export class Reconciler {
       }
     } else if (event.type === 'progress') {
       this.store.revision = Math.max(this.store.revision, event.revision);
+      // Nothing of ours changed up to here: once idle, we have applied it.
+      if (!this.draining && this.dirty.size === 0 && this.synced) this.appliedRevision = Math.max(this.appliedRevision, this.store.revision);
+      return;
     } else {
       return;
     }

@@ -3,6 +3,7 @@ import { UserError } from '../errors.js';
 import { registerConfigCommands } from './config-cmd.js';
 import { registerDev } from './dev.js';
 import { registerLint } from './lint.js';
+import { registerStatus } from './status.js';
 import { registerPlan } from './plan.js';
 import { registerRun } from './run.js';
 import { registerSecretCommands } from './secret-cmd.js';
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerSecretCommands(program);
   registerPlan(program);
   registerLint(program);
+  registerStatus(program);
   return program;
 }
 

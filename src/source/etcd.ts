@@ -162,7 +162,7 @@ export class EtcdSource implements Source {
             const last = changes[changes.length - 1]!;
             revs[i] = last.type === 'put' ? last.kv.modRevision : last.modRevision;
             onProgress();
-            onEvent({ type: 'changes', revision: reported(), changes });
+            onEvent({ type: 'changes', revision: reported(), changes, head: Number(res.header.revision) });
             return;
           }
           const header = Number(res.header.revision);
@@ -170,7 +170,7 @@ export class EtcdSource implements Source {
           else if (ids.has(res.watch_id)) revs[ids.get(res.watch_id)!] = Math.max(revs[ids.get(res.watch_id)!]!, header);
           else return;
           onProgress();
-          onEvent({ type: 'progress', revision: reported() });
+          onEvent({ type: 'progress', revision: reported(), head: Number(res.header.revision) });
         });
         stream.on('error', (err: Error) => reject(err));
         stream.on('end', () => (signal.aborted ? resolve('closed') : reject(new Error('watch stream ended'))));
@@ -179,7 +179,7 @@ export class EtcdSource implements Source {
         this.ranges.forEach((range, i) =>
           stream.write({ create_request: { key: range.key, range_end: range.end, start_revision: revs[i]! + 1, progress_notify: true } }),
         );
-        const every = this.opts.progressIntervalMs ?? 5000;
+        const every = this.opts.progressIntervalMs ?? 2000;
         if (every > 0) progressTimer = setInterval(() => stream.write({ progress_request: {} }), every);
       });
     } finally {

@@ -21,9 +21,9 @@ export type SourceEvent =
   /** The complete state of the prefix at `revision`: any key not in `kvs` is gone. */
   | { type: 'snapshot'; revision: number; kvs: Kv[] }
   /** Changes that happened after the previous event, ending at `revision`, in order. */
-  | { type: 'changes'; revision: number; changes: Change[] }
+  | { type: 'changes'; revision: number; changes: Change[]; head: number }
   /** etcd confirmed nothing under the prefix changed up to `revision`. */
-  | { type: 'progress'; revision: number }
+  | { type: 'progress'; revision: number; head: number }
   | { type: 'state'; state: ConnectionState; detail?: string };
 
 /**

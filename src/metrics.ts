@@ -1,0 +1,100 @@
+import http from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Logger } from './log.js';
+import type { ReconcileObserver, Reconciler } from './reconcile.js';
+import { UserError } from './errors.js';
+
+/**
+ * Prometheus metrics (`confsync_` prefix) and the health endpoints. Labels carry
+ * sink names, object kinds and error classes — never paths or values, so a
+ * secret's name cannot leak through a label and cardinality stays bounded.
+ */
+export class Metrics implements ReconcileObserver {
+  readonly registry = new Registry();
+  readonly appliedRevision = new Gauge({ name: 'confsync_applied_revision', help: 'Last etcd revision whose changes every sink has been handed.', registers: [this.registry] });
+  readonly headRevision = new Gauge({ name: 'confsync_etcd_revision', help: "etcd's head revision as last seen by the watch.", registers: [this.registry] });
+  readonly watchLag = new Gauge({ name: 'confsync_watch_lag_revisions', help: 'etcd head revision minus applied revision.', registers: [this.registry] });
+  readonly applyLatency = new Histogram({
+    name: 'confsync_apply_latency_seconds',
+    help: 'From the watch event arriving to the sink having written the object (etcd put → watch adds ~1 ms, see docs/BENCHMARKS.md).',
+    labelNames: ['sink'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly writes = new Counter({ name: 'confsync_writes_total', help: 'Objects written (created or changed) per sink.', labelNames: ['sink'], registers: [this.registry] });
+  readonly removals = new Counter({ name: 'confsync_removals_total', help: 'Objects removed per sink.', labelNames: ['sink'], registers: [this.registry] });
+  readonly invalidInputs = new Counter({ name: 'confsync_invalid_inputs_total', help: 'Distinct invalid keys or @meta values seen (skipped, last good kept).', registers: [this.registry] });
+  readonly decryptFailures = new Counter({ name: 'confsync_decrypt_failures_total', help: 'Distinct secret values that did not open (last good kept).', registers: [this.registry] });
+  readonly sinkErrors = new Counter({ name: 'confsync_sink_errors_total', help: 'Failed sink operations (retried).', labelNames: ['sink'], registers: [this.registry] });
+  readonly reconnects = new Counter({ name: 'confsync_etcd_reconnects_total', help: 'Times the etcd watch had to back off and reconnect.', registers: [this.registry] });
+  readonly relists = new Counter({ name: 'confsync_etcd_relists_total', help: 'Full re-lists of the watched prefixes (start-up and compaction).', registers: [this.registry] });
+  readonly objects = new Gauge({ name: 'confsync_objects', help: 'Desired objects on this cluster, by kind.', labelNames: ['kind'], registers: [this.registry] });
+  readonly ready = new Gauge({ name: 'confsync_ready', help: '1 when /readyz would answer 200.', registers: [this.registry] });
+  readonly hookRuns = new Counter({ name: 'confsync_hook_runs_total', help: 'Hook runs, by result.', labelNames: ['result'], registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'confsync_process_' });
+  }
+
+  written(sink: string, _obj: unknown, dirtySince: number | undefined): void {
+    this.writes.inc({ sink });
+    if (dirtySince !== undefined) this.applyLatency.observe({ sink }, (performance.now() - dirtySince) / 1000);
+  }
+  removed(sink: string): void {
+    this.removals.inc({ sink });
+  }
+  problem(kind: 'invalidInputs' | 'decryptFailures'): void {
+    (kind === 'invalidInputs' ? this.invalidInputs : this.decryptFailures).inc();
+  }
+  sinkError(sink: string): void {
+    this.sinkErrors.inc({ sink });
+  }
+
+  /** Refresh the gauges that are read from the loop's state rather than pushed. */
+  sample(reconciler: Reconciler, head: number): void {
+    this.appliedRevision.set(reconciler.appliedRevision);
+    this.headRevision.set(head);
+    this.watchLag.set(Math.max(0, head - reconciler.appliedRevision));
+    const byKind = { configmaps: 0, secrets: 0 };
+    for (const obj of reconciler.desiredObjects().values()) byKind[obj.kind]++;
+    for (const [kind, n] of Object.entries(byKind)) this.objects.set({ kind }, n);
+  }
+}
+
+export interface Health {
+  /** Why the daemon is not ready, or undefined when it is. */
+  notReady(): string | undefined;
+}
+
+/** /metrics, /healthz (the process serves), /readyz (first full sync done and the watch not stalled). */
+export async function serveMetrics(listen: string, metrics: Metrics, health: Health, refresh: () => void, logger: Logger): Promise<http.Server> {
+  const i = listen.lastIndexOf(':');
+  const host = listen.slice(0, i).replace(/^\[|\]$/g, '');
+  const port = Number(listen.slice(i + 1));
+  const server = http.createServer(async (req, res) => {
+    try {
+      if (req.url === '/metrics') {
+        refresh();
+        const body = await metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body);
+      } else if (req.url === '/healthz') {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      } else if (req.url === '/readyz') {
+        const why = health.notReady();
+        metrics.ready.set(why ? 0 : 1);
+        res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain' }).end(why ? `not ready: ${why}\n` : 'ready\n');
+      } else {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('try /metrics, /healthz or /readyz\n');
+      }
+    } catch (err) {
+      logger.warn({ err: (err as Error).message, url: req.url }, 'metrics endpoint failed');
+      res.writeHead(500).end();
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new UserError(`field metrics.listen: cannot listen on ${listen} (${err.code ?? err.message})`)));
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}

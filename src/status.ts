@@ -1,0 +1,106 @@
+import type { Etcd3, Lease } from 'etcd3';
+import type { Logger } from './log.js';
+import type { Reconciler } from './reconcile.js';
+import type { ConnectionState } from './source/types.js';
+
+/** The JSON each daemon keeps at PREFIX/status/<cluster>/<node> (SPEC §7). Never a value. */
+export interface NodeStatus {
+  cluster: string;
+  node: string;
+  /** Last applied etcd revision. */
+  revision: number;
+  updatedAt: string;
+  startedAt: string;
+  objects: number;
+  errors: number;
+  lastError?: { path: string; reason: string };
+  state: ConnectionState;
+  ready: boolean;
+  version: string;
+}
+
+export interface StatusOptions {
+  client: Etcd3;
+  key: string;
+  ttlSeconds: number;
+  intervalSeconds: number;
+  logger: Logger;
+  snapshot: () => Omit<NodeStatus, 'updatedAt'>;
+}
+
+/**
+ * Keeps the status key on a lease: when the daemon dies, keepalives stop and
+ * etcd deletes the key after the TTL. A lost lease (etcd outage longer than the
+ * TTL) is replaced by a new one as soon as etcd answers again.
+ * The key is rewritten only when something in it changed (besides updatedAt),
+ * and at least once per TTL so its age says the daemon is alive.
+ */
+export class StatusReporter {
+  private lease?: Lease;
+  private timer?: NodeJS.Timeout;
+  private last = '';
+  private lastWrite = 0;
+  private writing = false;
+  private closed = false;
+
+  constructor(private readonly opts: StatusOptions) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.opts.intervalSeconds * 1000);
+    this.timer.unref();
+    void this.tick();
+  }
+
+  async tick(): Promise<void> {
+    if (this.writing || this.closed) return;
+    this.writing = true;
+    try {
+      const snap = this.opts.snapshot();
+      const body = JSON.stringify(snap);
+      const stale = Date.now() - this.lastWrite > (this.opts.ttlSeconds * 1000) / 2;
+      if (body === this.last && this.lease && !stale) return;
+      if (!this.lease) this.lease = this.newLease();
+      const status: NodeStatus = { ...snap, updatedAt: new Date().toISOString() };
+      await this.lease.put(this.opts.key).value(JSON.stringify(status));
+      this.last = body;
+      this.lastWrite = Date.now();
+    } catch (err) {
+      this.opts.logger.debug({ err: (err as Error).message, key: this.opts.key }, 'status not written; retrying on the next tick');
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private newLease(): Lease {
+    const lease = this.opts.client.lease(this.opts.ttlSeconds, { autoKeepAlive: true });
+    lease.on('lost', (err) => {
+      if (this.lease !== lease) return;
+      this.opts.logger.warn({ err: err.message, key: this.opts.key }, 'status lease lost (etcd unreachable longer than the TTL); a new one is made when etcd answers');
+      this.lease = undefined;
+      this.last = '';
+    });
+    return lease;
+  }
+
+  /** Revoke the lease so the status disappears at once on a clean stop. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    const lease = this.lease;
+    this.lease = undefined;
+    await lease?.revoke().catch(() => undefined);
+  }
+}
+
+export function statusSnapshot(reconciler: Reconciler, base: { cluster: string; node: string; startedAt: string; version: string }, state: ConnectionState, ready: boolean): Omit<NodeStatus, 'updatedAt'> {
+  const s = reconciler.stats;
+  return {
+    ...base,
+    revision: reconciler.appliedRevision,
+    objects: reconciler.desiredObjects().size,
+    errors: s.invalidInputs + s.decryptFailures + s.sinkErrors,
+    lastError: s.lastError,
+    state,
+    ready,
+  };
+}
