@@ -1,13 +1,18 @@
 import { performance } from 'node:perf_hooks';
+import * as k8s from '@kubernetes/client-node';
 import type { Config } from './config/schema.js';
 import { open } from './envelope/envelope.js';
 import { loadKeyring, type Keyring } from './envelope/identity.js';
 import type { Logger } from './log.js';
+import { Hooks } from './hooks.js';
 import { Metrics, serveMetrics, type Health } from './metrics.js';
 import { Reconciler } from './reconcile.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
+import { UserError } from './errors.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
+import { LeaderElector } from './sink/kube-leader.js';
+import { KubernetesSink } from './sink/kubernetes.js';
 import type { Sink } from './sink/types.js';
 import { createEtcdClient } from './source/etcd-client.js';
 import { EtcdSource } from './source/etcd.js';
@@ -25,8 +30,22 @@ export function watchedPrefixes(cfg: Config): string[] {
   return [`${cfg.etcd.prefix}/global/`, `${cfg.etcd.prefix}/clusters/${cfg.cluster}/`];
 }
 
+export function kubeConfigFor(cfg: NonNullable<Config['sinks']['kubernetes']>): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  try {
+    if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
+    else kc.loadFromCluster();
+  } catch (err) {
+    throw new UserError(`field sinks.kubernetes.kubeconfig: cannot load ${cfg.kubeconfig ?? 'the in-cluster config'} (${(err as Error).message})`);
+  }
+  if (!cfg.kubeconfig && !process.env.KUBERNETES_SERVICE_HOST) {
+    throw new UserError('field sinks.kubernetes.kubeconfig: not running in a pod (no KUBERNETES_SERVICE_HOST); give a kubeconfig path');
+  }
+  return kc;
+}
+
 /** Build the sinks a config asks for. Shared by the daemon and `plan`. */
-export async function createSinks(cfg: Config, logger: Logger): Promise<Sink[]> {
+export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => boolean): Promise<Sink[]> {
   const sinks: Sink[] = [];
   const files = cfg.sinks.files;
   if (files) {
@@ -41,6 +60,18 @@ export async function createSinks(cfg: Config, logger: Logger): Promise<Sink[]> 
     });
     sinks.push(sink);
   }
+  const kube = cfg.sinks.kubernetes;
+  if (kube?.enabled) {
+    sinks.push(
+      new KubernetesSink({
+        kubeConfig: kubeConfigFor(kube),
+        fieldManager: kube.fieldManager,
+        createNamespaces: kube.createNamespaces,
+        logger: logger.child({ sink: 'kubernetes' }),
+        isActive: isLeader,
+      }),
+    );
+  }
   return sinks;
 }
 
@@ -54,7 +85,8 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
  */
 export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> {
   const keyring = await loadIdentity(cfg);
-  const sinks = await createSinks(cfg, logger);
+  let elector: LeaderElector | undefined;
+  const sinks = await createSinks(cfg, logger, () => elector?.leader ?? true);
   const files = cfg.sinks.files;
   if (files) {
     const secretsRoot = files.secretsRoot ?? `${files.root}/secrets`;
@@ -63,6 +95,8 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     }
   }
   const metrics = new Metrics();
+  const hooks = new Hooks(cfg.hooks, logger);
+  metrics.hookCounters = hooks.counters;
   const reconciler = new Reconciler({
     prefix: `${cfg.etcd.prefix}/`,
     cluster: cfg.cluster,
@@ -70,7 +104,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     sinks,
     logger,
     openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
-    observers: [metrics],
+    observers: [metrics, hooks],
   });
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
@@ -95,6 +129,22 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     reconciler.handle(event);
   });
   for (const sink of sinks) await sink.watchDrift?.(reconciler.markDrift);
+  const kube = cfg.sinks.kubernetes;
+  if (kube?.enabled && kube.leaderElection.enabled) {
+    const le = kube.leaderElection;
+    elector = new LeaderElector({
+      api: kubeConfigFor(kube).makeApiClient(k8s.CoordinationV1Api),
+      namespace: le.namespace,
+      name: le.name ?? `confsync-${cfg.cluster}`,
+      identity: cfg.node,
+      leaseDurationSeconds: le.leaseDurationSeconds,
+      renewSeconds: le.renewSeconds,
+      logger,
+      // A new leader converges every object: the old one may have died mid-way.
+      onChange: (leader) => leader && reconciler.resync(),
+    });
+    elector.start();
+  }
   const resync = setInterval(() => reconciler.resync(), cfg.resyncSeconds * 1000);
   resync.unref();
 
@@ -131,11 +181,13 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     state: () => state,
     async stop() {
       clearInterval(resync);
+      await elector?.stop();
       await status.close();
       server?.close();
       await source.close();
       client.close();
       await reconciler.close();
+      await hooks.close();
       for (const sink of sinks) await sink.close();
       keyring?.dispose();
     },

@@ -31,10 +31,27 @@ export class Metrics implements ReconcileObserver {
   readonly relists = new Counter({ name: 'confsync_etcd_relists_total', help: 'Full re-lists of the watched prefixes (start-up and compaction).', registers: [this.registry] });
   readonly objects = new Gauge({ name: 'confsync_objects', help: 'Desired objects on this cluster, by kind.', labelNames: ['kind'], registers: [this.registry] });
   readonly ready = new Gauge({ name: 'confsync_ready', help: '1 when /readyz would answer 200.', registers: [this.registry] });
-  readonly hookRuns = new Counter({ name: 'confsync_hook_runs_total', help: 'Hook runs, by result.', labelNames: ['result'], registers: [this.registry] });
+  /** Set by the daemon: the hooks' own counters, read at scrape time. */
+  hookCounters?: { runs: readonly number[]; failures: readonly number[] };
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'confsync_process_' });
+    const metrics = this;
+    new Counter({
+      name: 'confsync_hook_runs_total',
+      help: 'Hook runs (after files were swapped), by hook index and result.',
+      labelNames: ['hook', 'result'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const c = metrics.hookCounters;
+        c?.runs.forEach((runs, hook) => {
+          const failed = c.failures[hook] ?? 0;
+          this.inc({ hook: String(hook), result: 'ok' }, runs - failed);
+          this.inc({ hook: String(hook), result: 'failed' }, failed);
+        });
+      },
+    });
   }
 
   written(sink: string, _obj: unknown, dirtySince: number | undefined): void {

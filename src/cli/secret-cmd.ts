@@ -10,6 +10,7 @@
  */
 import { Option, type Command } from 'commander';
 import type { Etcd3, IKeyValue, IRangeResponse } from 'etcd3';
+import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline/promises';
 import { loadConfigFile } from '../config/load.js';
 import { EnvelopeError, envelopeRecipients, open, seal } from '../envelope/envelope.js';
@@ -48,7 +49,7 @@ export const identityOption = () =>
 
 /** --identity, else the identity: field of --config. */
 export async function keyringFrom(flags: SecretFlags): Promise<Keyring> {
-  const file = flags.identity ?? (flags.config ? loadConfigFile(flags.config).identity : undefined);
+  const file = flags.identity || (flags.config ? loadConfigFile(flags.config).identity : undefined);
   if (!file) throw new UserError('--identity FILE is required (or --config with an identity: field)');
   return loadKeyring(file);
 }
@@ -69,7 +70,6 @@ async function readStdin(): Promise<Buffer> {
 /** The secret value: --file, a hidden prompt on a terminal, or stdin to EOF. */
 async function readSecretValue(file: string | undefined): Promise<Buffer> {
   if (file) {
-    const { readFile } = await import('node:fs/promises');
     return readFile(file).catch((err: NodeJS.ErrnoException) => {
       throw new UserError(`--file ${file}: cannot read (${err.code ?? err.message})`);
     });
@@ -89,8 +89,10 @@ async function promptHidden(prompt: string): Promise<Buffer> {
     return await new Promise<Buffer>((resolve, reject) => {
       stdin.on('data', (chunk: Buffer) => {
         for (const b of chunk) {
-          if (b === 0x0d || b === 0x0a || b === 0x04) return resolve(Buffer.from(bytes));
-          if (b === 0x03) return reject(new UserError('interrupted; nothing written'));
+          if (b === 0x0d || b === 0x0a || b === 0x04 || b === 0x03) {
+            chunk.fill(0);
+            return b === 0x03 ? reject(new UserError('interrupted; nothing written')) : resolve(Buffer.from(bytes));
+          }
           if (b === 0x7f || b === 0x08) {
             while (bytes.length > 0 && (bytes[bytes.length - 1]! & 0xc0) === 0x80) bytes.pop(); // UTF-8 continuation bytes
             bytes.pop();
@@ -154,7 +156,7 @@ function registerKeygen(program: Command): void {
     try {
       const regKey = conn && `${conn.etcd.prefix}/recipients/${flags.cluster}`;
       // Check the registration before writing anything, so a refusal leaves no new file behind.
-      const existing = conn && regKey ? (await conn.client.getAll().prefix(regKey).exec()).kvs.find((kv) => kv.key.toString() === regKey) : undefined;
+      const existing = conn && regKey ? (await conn.client.get(regKey).exec()).kvs[0] : undefined;
 
       const identity = generateIdentity();
       const recipient = recipientOf(identity.publicKey);
@@ -218,7 +220,7 @@ function registerSeal(program: Command): void {
         throw new UserError(`--path "${printable(flags.path)}": not a secret value path; expected <scope>/secrets/<namespace>/<name>/<key>`);
       }
       const recipients = flags.recipient.map(parseRecipientFlag);
-      const pinnedPath = flags.recipientsFile ?? (flags.scope || recipients.length === 0 ? (process.env.CONFSYNC_RECIPIENTS ?? DEFAULT_RECIPIENTS_FILE) : undefined);
+      const pinnedPath = flags.recipientsFile ?? (flags.scope || recipients.length === 0 ? (process.env.CONFSYNC_RECIPIENTS || DEFAULT_RECIPIENTS_FILE) : undefined);
       if (pinnedPath) {
         const scope = scopePath(parsed.scope);
         if (flags.scope && flags.scope !== scope) throw new UserError(`--scope ${printable(flags.scope)} does not match the scope of --path (${scope})`);
@@ -256,7 +258,7 @@ function registerSecret(program: Command): void {
     .action(async (ref: string, _value: string | undefined, flags: SecretFlags, cmd: Command) => {
       if (cmd.args.length !== 1) throw new UserError(`unexpected argument or unknown option (not shown: it may be a secret). ${NO_ARGV_VALUES}`);
       const scope = scopeFromFlags(flags);
-      const pinned = await RecipientsFile.load(flags.recipientsFile ?? DEFAULT_RECIPIENTS_FILE);
+      const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE);
       const recipients = pinned.forScope(scope);
       const { etcd, client } = connect(flags);
       try {
@@ -317,7 +319,7 @@ function registerSecret(program: Command): void {
   scoped(secret.command('ls [ref]').description('list secret keys and who can open each (never values); optionally under <namespace> or <namespace>/<name>'))
     .addOption(recipientsFileOption())
     .action(async (ref: string | undefined, flags: SecretFlags) => {
-      const pinned = await RecipientsFile.load(flags.recipientsFile ?? DEFAULT_RECIPIENTS_FILE, { missingOk: true }).catch(() => undefined);
+      const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE, { missingOk: true }).catch(() => undefined);
       const { etcd, client } = connect(flags);
       try {
         const base = `${etcd.prefix}/${scopeOf(flags)}/secrets/${ref ? `${ref.replace(/\/+$/, '')}/` : ''}`;
@@ -354,7 +356,7 @@ function registerRecipients(program: Command): void {
     .option('--yes', 'pin NEW clusters without asking (compare the fingerprints out of band first)')
     .option('--force', "accept a CHANGED key for an already pinned cluster (a rotation you know about; otherwise someone may have replaced it)")
     .action(async (flags: SecretFlags & { yes?: boolean; force?: boolean }) => {
-      const pinned = await RecipientsFile.load(flags.recipientsFile ?? DEFAULT_RECIPIENTS_FILE, { missingOk: true });
+      const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE, { missingOk: true });
       const { etcd, client } = connect(flags);
       let kvs: IKeyValue[];
       try {
@@ -416,7 +418,7 @@ function registerRecipients(program: Command): void {
     .description('show the pinned clusters and admins with their fingerprints')
     .addOption(recipientsFileOption())
     .action(async (flags: SecretFlags) => {
-      const pinned = await RecipientsFile.load(flags.recipientsFile ?? DEFAULT_RECIPIENTS_FILE);
+      const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE);
       for (const [name, r] of pinned.clusters) process.stdout.write(`cluster  ${name.padEnd(20)} ${r.id}  ${r.text}\n`);
       for (const r of pinned.admins) process.stdout.write(`admin    ${'-'.padEnd(20)} ${r.id}  ${r.text}\n`);
       if (pinned.clusters.size + pinned.admins.length === 0) process.stderr.write(`${pinned.path} pins nothing\n`);
@@ -445,7 +447,7 @@ function registerRewrap(program: Command): void {
       if (err) throw new UserError(`--under: ${err}`);
     }
     const scope = flags.cluster ? scopeFromFlags(flags) : undefined;
-    const pinned = await RecipientsFile.load(flags.recipientsFile ?? DEFAULT_RECIPIENTS_FILE);
+    const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE);
     if (scope) pinned.forScope(scope); // an unpinned --cluster fails before any work
     const keyring = await keyringFrom(flags);
     const { etcd, client } = connect(flags);
@@ -508,12 +510,12 @@ type Outcome = 'rewrapped' | 'unchanged' | 'not-a-recipient' | 'unopenable' | 'n
 const OUTCOME_NOTES: Record<Outcome, string> = {
   rewrapped: 're-sealed to the current recipients',
   unchanged: 'already sealed to exactly the current recipients',
-  'not-a-recipient': 'skipped: not openable with this identity (not a recipient)',
-  unopenable: 'skipped: envelope cannot be opened (corrupt, tampered or moved); daemons refuse it too',
-  'not-an-envelope': 'skipped: not an envelope (plaintext?); daemons refuse it too',
+  'not-a-recipient': 'skipped: not openable with this identity, which is not among its recipients',
+  unopenable: 'skipped: envelope cannot be opened, corrupt, tampered or moved; daemons refuse it too',
+  'not-an-envelope': 'skipped: not an envelope, plaintext?; daemons refuse it too',
   'invalid-key': 'skipped: invalid key, daemons ignore it',
   unpinned: 'skipped: its cluster is not pinned in the recipients file',
-  meta: '@meta keys (not secrets)',
+  meta: '@meta keys, not secrets',
   gone: 'deleted by someone else while rewrapping',
   failed: 'failed (etcd error or kept changing)',
 };
@@ -567,7 +569,10 @@ async function rewrap(job: RewrapJob): Promise<void> {
       return 'invalid-key';
     }
     const target = targets.get(scopePath(parsed.scope));
-    if (!target) return 'unpinned';
+    if (!target) {
+      note(rel, 'cluster not pinned');
+      return 'unpinned';
+    }
     let { value, mod_revision: rev } = kv;
     for (let attempt = 0; ; attempt++) {
       const skip = (err: unknown): Outcome => {
@@ -634,7 +639,7 @@ async function rewrap(job: RewrapJob): Promise<void> {
   const lines = (Object.keys(OUTCOME_NOTES) as Outcome[])
     .filter((o) => counts[o] > 0 || o === 'rewrapped' || o === 'unchanged' || o === 'not-a-recipient')
     .map((o) => `${o}: ${counts[o]}\t(${OUTCOME_NOTES[o]})`);
-  lines.push(`conflicts-retried: ${conflicts}\t(written by someone else meanwhile; re-read and redone)`);
+  lines.push(`conflicts-retried: ${conflicts}\t(written by someone else meanwhile: re-read and redone)`);
   lines.push(`elapsed: ${secs.toFixed(2)} s (${Math.round(progress.done / Math.max(secs, 0.001))} keys/s over ${progress.done} keys)`);
   process.stdout.write(`${lines.join('\n')}\n`);
   const behind = LEFT_BEHIND.reduce((n, o) => n + counts[o], 0);
