@@ -71,6 +71,7 @@ export function registerDev(program: Command): void {
       } finally {
         etcd.kill('SIGTERM');
       }
+      process.exit(0);
     });
 }
 

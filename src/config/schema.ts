@@ -46,6 +46,24 @@ export const configSchema = z.strictObject({
   sinks: z
     .strictObject({
       files: files.optional().describe('Omit to disable the file sink.'),
+      kubernetes: z
+        .strictObject({
+          enabled: z.boolean().prefault(false),
+          kubeconfig: z.string().min(1).optional().describe('Path to a kubeconfig; in-cluster config when omitted.'),
+          fieldManager: z.string().min(1).prefault('confsync').describe('Server-side apply field manager.'),
+          createNamespaces: z.boolean().prefault(false).describe('Create a missing namespace instead of reporting it (needs RBAC on namespaces).'),
+          leaderElection: z
+            .strictObject({
+              enabled: z.boolean().prefault(true).describe('Only the holder of a coordination.k8s.io Lease writes objects (one writer per cluster).'),
+              namespace: z.string().min(1).prefault('confsync').describe('Namespace of the Lease (the DaemonSet\'s own).'),
+              name: z.string().min(1).optional().describe('Lease name; default confsync-<cluster>.'),
+              leaseDurationSeconds: z.number().int().min(2).prefault(15),
+              renewSeconds: z.number().positive().prefault(5),
+            })
+            .prefault({}),
+        })
+        .optional()
+        .describe('ConfigMaps and Secrets in the local cluster. Omit (or enabled: false) to disable.'),
     })
     .prefault({}),
   hooks: z

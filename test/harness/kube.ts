@@ -82,12 +82,13 @@ export interface StartOptions {
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 const live = new Set<ChildProcess>();
+const liveDirs = new Set<string>();
 let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   // Never leave orphaned etcd/kube-apiserver behind if a test dies.
-  process.on('exit', () => {
+  const killAll = () => {
     for (const c of live) {
       try {
         c.kill('SIGKILL');
@@ -95,7 +96,25 @@ function installExitHook(): void {
         /* already gone */
       }
     }
-  });
+    if (process.env.CONFSYNC_KEEP_KUBE_DIR) return;
+    for (const d of liveDirs) {
+      try {
+        fs.rmSync(d, { recursive: true, force: true, maxRetries: 3 });
+      } catch {
+        /* best effort */
+      }
+    }
+  };
+  process.on('exit', killAll);
+  // Signals skip 'exit'. Only hook a signal nobody else handles, then re-raise it so
+  // the default behaviour (terminate) is unchanged.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    if (process.listenerCount(sig) > 0) continue;
+    process.once(sig, () => {
+      killAll();
+      process.kill(process.pid, sig);
+    });
+  }
 }
 
 /** Runs scripts/kube-apiserver.sh; its progress (possibly a long build) goes to our stderr. */
@@ -264,10 +283,23 @@ current-context: ${q(user + '@confsync-test')}
 `;
 }
 
-async function tail(file: string, lines = 40): Promise<string> {
+async function portClash(logFile: string): Promise<boolean> {
   try {
-    const text = await fsp.readFile(file, 'utf8');
-    return text.split('\n').slice(-lines).join('\n');
+    return /address already in use/.test(await fsp.readFile(logFile, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Error/fatal lines (klog E/F, "Error:", panics) followed by the last lines of the log. */
+async function tail(file: string, lines = 25): Promise<string> {
+  try {
+    const all = (await fsp.readFile(file, 'utf8')).split('\n');
+    const errors = all.filter((l) => /^[EF]\d{4} |^Error:|^panic:|"level":"(error|fatal|panic)"/.test(l)).slice(-10);
+    return [
+      ...(errors.length ? ['errors:', ...errors, `last ${lines} lines of ${path.basename(file)}:`] : []),
+      ...all.slice(-lines),
+    ].join('\n');
   } catch {
     return '(no log)';
   }
@@ -301,10 +333,17 @@ function launch(bin: string, args: string[], logFile: string): Proc {
   return proc;
 }
 
+/** SIGTERM (or SIGKILL when graceMs is 0), SIGKILL after graceMs; resolves once the process is gone. */
 async function terminate(p: Proc | undefined, graceMs: number): Promise<void> {
   if (!p || p.exitCode !== undefined) return;
-  p.child.kill('SIGTERM');
-  const done = await Promise.race([p.exited.then(() => true), sleep(graceMs).then(() => false)]);
+  p.child.kill(graceMs > 0 ? 'SIGTERM' : 'SIGKILL');
+  let timer: NodeJS.Timeout | undefined;
+  const done = await Promise.race([
+    p.exited.then(() => true),
+    // Cleared below: a pending grace timer would keep the test process alive.
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), graceMs))),
+  ]);
+  clearTimeout(timer);
   if (!done) {
     p.child.kill('SIGKILL');
     await p.exited;
@@ -321,6 +360,7 @@ export async function startKubeApiserver(opts: StartOptions = {}): Promise<KubeH
   await fsp.mkdir(parent, { recursive: true });
   const dir = await fsp.mkdtemp(path.join(parent, 'confsync-kube-'));
   await fsp.chmod(dir, 0o700);
+  liveDirs.add(dir);
   const pkiDir = path.join(dir, 'pki');
   const etcdDir = path.join(dir, 'etcd');
   await fsp.mkdir(pkiDir, { mode: 0o700 });
@@ -333,40 +373,56 @@ export async function startKubeApiserver(opts: StartOptions = {}): Promise<KubeH
   let stopped = false;
 
   const cleanup = async () => {
-    await terminate(apiserver, 2_000);
-    await terminate(etcd, 2_000);
+    // Nothing is kept after stop(), so no graceful shutdown for kube-apiserver.
+    await terminate(apiserver, 0);
+    await terminate(etcd, 5_000);
     if (!process.env.CONFSYNC_KEEP_KUBE_DIR) await fsp.rm(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
   };
 
   try {
-    const [pki, [etcdClient, etcdPeer, securePort]] = await Promise.all([makePki(pkiDir), distinctFreePorts(3)]);
-    const etcdUrl = `http://127.0.0.1:${etcdClient}`;
-    const url = `https://127.0.0.1:${securePort}`;
+    const pki = await makePki(pkiDir);
 
-    // ---- etcd
-    etcd = launch(
-      etcdBin,
-      [
-        '--name', 't',
-        '--data-dir', etcdDir,
-        '--listen-client-urls', etcdUrl,
-        '--advertise-client-urls', etcdUrl,
-        '--listen-peer-urls', `http://127.0.0.1:${etcdPeer}`,
-        '--initial-advertise-peer-urls', `http://127.0.0.1:${etcdPeer}`,
-        '--initial-cluster', `t=http://127.0.0.1:${etcdPeer}`,
-        '--initial-cluster-state', 'new',
-        '--heartbeat-interval=10',
-        '--election-timeout=100',
-        '--logger', 'zap',
-        '--log-level', 'error',
-      ],
-      etcdLog,
-    );
-    await waitFor('etcd', 20_000, etcd, etcdLog, async () => {
-      const r = await fetch(`${etcdUrl}/health`);
-      const j = (await r.json()) as { health?: string };
-      return j.health === 'true';
-    });
+    // ---- etcd. Ports come from "listen on :0, close": another process can grab one
+    // before we bind it, so a bind failure is retried with fresh ports.
+    let etcdUrl = '';
+    for (let attempt = 1; ; attempt++) {
+      const [client, peer] = await distinctFreePorts(2);
+      etcdUrl = `http://127.0.0.1:${client}`;
+      await fsp.rm(etcdDir, { recursive: true, force: true });
+      await fsp.mkdir(etcdDir, { mode: 0o700 });
+      etcd = launch(
+        etcdBin,
+        [
+          '--name', 't',
+          '--data-dir', etcdDir,
+          '--listen-client-urls', etcdUrl,
+          '--advertise-client-urls', etcdUrl,
+          '--listen-peer-urls', `http://127.0.0.1:${peer}`,
+          '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
+          '--initial-cluster', `t=http://127.0.0.1:${peer}`,
+          '--initial-cluster-state', 'new',
+          '--heartbeat-interval=10',
+          '--election-timeout=100',
+          '--logger', 'zap',
+          '--log-level', 'error',
+        ],
+        etcdLog,
+      );
+      try {
+        const url = etcdUrl;
+        await waitFor('etcd', 20_000, etcd, etcdLog, async () => {
+          const r = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_000) });
+          const j = (await r.json()) as { health?: string };
+          return j.health === 'true';
+        });
+        break;
+      } catch (e) {
+        await terminate(etcd, 0);
+        if (attempt < 3 && (await portClash(etcdLog))) continue;
+        throw e;
+      }
+    }
 
     // ---- kube-apiserver
     const [caPem, adminCertPem, adminKeyPem] = await Promise.all([
@@ -380,7 +436,7 @@ export async function startKubeApiserver(opts: StartOptions = {}): Promise<KubeH
       new Promise<KubeResponse>((resolve, reject) => {
         const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
         const req = https.request(
-          `${url}${urlPath}`,
+          `https://127.0.0.1:${securePort}${urlPath}`,
           {
             method,
             agent,
@@ -413,11 +469,16 @@ export async function startKubeApiserver(opts: StartOptions = {}): Promise<KubeH
         req.end();
       });
 
-    const apiserverArgs = [
+    let securePort = 0;
+    const apiserverArgs = () => [
       `--etcd-servers=${etcdUrl}`,
       `--secure-port=${securePort}`,
       '--bind-address=127.0.0.1',
       '--advertise-address=127.0.0.1',
+      // 1.37 refuses a loopback advertise address with the default (lease) reconciler:
+      // "cannot use public IP 127.0.0.1 with endpoint reconciler ... may not be in the
+      // loopback range". The kubernetes Service endpoints are irrelevant here.
+      '--endpoint-reconciler-type=none',
       `--tls-cert-file=${pki.serverCrt}`,
       `--tls-private-key-file=${pki.serverKey}`,
       `--client-ca-file=${pki.caCrt}`,
@@ -438,7 +499,7 @@ export async function startKubeApiserver(opts: StartOptions = {}): Promise<KubeH
 
     const startApiserver = async () => {
       await fsp.appendFile(logFile, `\n===== start ${new Date().toISOString()} ${apiserverBin}\n`);
-      apiserver = launch(apiserverBin, apiserverArgs, logFile);
+      apiserver = launch(apiserverBin, apiserverArgs(), logFile);
       const proc = apiserver;
       await waitFor('kube-apiserver', readyTimeout, proc, logFile, async () => {
         const r = await request('GET', '/readyz');
@@ -447,7 +508,18 @@ export async function startKubeApiserver(opts: StartOptions = {}): Promise<KubeH
     };
 
     const tStart = Date.now();
-    await startApiserver();
+    for (let attempt = 1; ; attempt++) {
+      [securePort] = await distinctFreePorts(1);
+      try {
+        await startApiserver();
+        break;
+      } catch (e) {
+        await terminate(apiserver, 0);
+        if (attempt < 3 && (await portClash(logFile))) continue;
+        throw e;
+      }
+    }
+    const url = `https://127.0.0.1:${securePort}`;
     const ver = await request('GET', '/version');
     const version = String((ver.body as { gitVersion?: string })?.gitVersion ?? 'unknown');
     if (process.env.CONFSYNC_KUBE_VERBOSE) {

@@ -1,0 +1,197 @@
+import * as k8s from '@kubernetes/client-node';
+import type { DesiredObject, ObjectId, ObjectKind } from '../desired/types.js';
+import { objectId } from '../desired/types.js';
+import type { Logger } from '../log.js';
+import type { ApplyResult, Sink } from './types.js';
+import { describeKubeError } from './kube-leader.js';
+import { OWNED_SELECTOR, isOwned, liveMatches, toKubeObject, type KubeObject } from './kube-objects.js';
+
+export interface KubernetesSinkOptions {
+  kubeConfig: k8s.KubeConfig;
+  fieldManager: string;
+  /** Create a missing namespace instead of reporting it. */
+  createNamespaces: boolean;
+  logger: Logger;
+  /** Writes happen only while this is true (the elected leader). Default: always. */
+  isActive?: () => boolean;
+}
+
+/**
+ * ConfigMaps and Secrets in the local cluster, by server-side apply under one
+ * field manager. Ownership: the `app.kubernetes.io/managed-by: confsync` label;
+ * an object without it is reported and never modified or deleted.
+ *
+ *  (1) compare with the live object (informer cache of owned objects, or a GET):
+ *      unowned → refuse; equal data/labels/annotations → nothing to do;
+ *  (2) an immutable live object whose content must change is deleted first
+ *      (Kubernetes forbids updating it, and kubelets cache it until pods restart);
+ *  (3) server-side apply with force (we are the only manager of these fields);
+ *      a missing namespace is created when configured, else reported;
+ *  (4) removals delete only owned objects, guarded by uid + resourceVersion;
+ *  (5) informers on owned ConfigMaps/Secrets report hand edits and deletes as
+ *      drift, which the reconciler answers by re-applying (≈ one round trip).
+ */
+export class KubernetesSink implements Sink {
+  readonly name = 'kubernetes';
+  private readonly core: k8s.CoreV1Api;
+  private readonly informers: k8s.Informer<KubeObject>[] = [];
+  private readonly caches = new Map<ObjectKind, k8s.ObjectCache<KubeObject>>();
+  private readonly synced = new Set<ObjectKind>();
+  private closed = false;
+
+  constructor(private readonly opts: KubernetesSinkOptions) {
+    this.core = opts.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  }
+
+  private get active(): boolean {
+    return this.opts.isActive?.() ?? true;
+  }
+
+  async apply(obj: DesiredObject): Promise<ApplyResult> {
+    if (!this.active) return 'unchanged';
+    const want = toKubeObject(obj);
+    let live = await this.live(obj.kind, obj.namespace, obj.name); // (1)
+    if (live && !isOwned(live)) throw new Error(`${kindName(obj.kind)} ${obj.namespace}/${obj.name} exists and is not managed by confsync (no ${OWNED_SELECTOR} label); left alone`);
+    if (live && liveMatches(live, want)) return 'unchanged';
+    if (live?.immutable) {
+      // (2)
+      await this.delete(obj.kind, live);
+      this.opts.logger.info({ object: obj.id }, 'immutable object changed in etcd: deleted and re-created (pods using it must restart to see it)');
+      live = undefined;
+    }
+    try {
+      await this.ssa(obj.kind, want); // (3)
+    } catch (err) {
+      if (!isMissingNamespace(err)) throw new Error(`${obj.id}: ${describeKubeError(err)}`);
+      if (!this.opts.createNamespaces) throw new Error(`${obj.id}: namespace "${obj.namespace}" does not exist (create it, or set sinks.kubernetes.createNamespaces)`);
+      await this.core.createNamespace({ body: { metadata: { name: obj.namespace, labels: { 'app.kubernetes.io/managed-by': 'confsync' } } } }).catch((e) => {
+        if (!(e instanceof k8s.ApiException && e.code === 409)) throw new Error(`${obj.id}: cannot create namespace: ${describeKubeError(e)}`);
+      });
+      await this.ssa(obj.kind, want);
+    }
+    return 'written';
+  }
+
+  async plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'> {
+    const want = toKubeObject(obj);
+    const live = await this.live(obj.kind, obj.namespace, obj.name);
+    if (!live) return 'create';
+    if (!isOwned(live)) throw new Error(`${kindName(obj.kind)} ${obj.namespace}/${obj.name} exists and is not managed by confsync; it would be left alone`);
+    return liveMatches(live, want) ? 'unchanged' : 'update';
+  }
+
+  async remove(id: ObjectId): Promise<void> {
+    if (!this.active) return;
+    const [kind, namespace, name] = id.split('/') as [ObjectKind, string, string];
+    const live = await this.live(kind, namespace, name);
+    if (!live || !isOwned(live)) return; // (4) never touch what is not ours
+    await this.delete(kind, live);
+  }
+
+  async list(): Promise<ObjectId[]> {
+    if (!this.active) return [];
+    const ids: ObjectId[] = [];
+    for (const kind of ['configmaps', 'secrets'] as const) {
+      const items = this.synced.has(kind)
+        ? this.caches.get(kind)!.list()
+        : (kind === 'configmaps'
+            ? await this.core.listConfigMapForAllNamespaces({ labelSelector: OWNED_SELECTOR })
+            : await this.core.listSecretForAllNamespaces({ labelSelector: OWNED_SELECTOR })
+          ).items;
+      for (const o of items) if (isOwned(o)) ids.push(objectId(kind, o.metadata!.namespace!, o.metadata!.name!));
+    }
+    return ids.sort();
+  }
+
+  /** (5) */
+  async watchDrift(onDrift: (id: ObjectId) => void): Promise<void> {
+    for (const kind of ['configmaps', 'secrets'] as const) {
+      const list = () =>
+        (kind === 'configmaps'
+          ? this.core.listConfigMapForAllNamespaces({ labelSelector: OWNED_SELECTOR })
+          : this.core.listSecretForAllNamespaces({ labelSelector: OWNED_SELECTOR })) as Promise<k8s.KubernetesListObject<KubeObject>>;
+      const informer = k8s.makeInformer<KubeObject>(this.opts.kubeConfig, `/api/v1/${kind}`, list, OWNED_SELECTOR);
+      const report = (o: KubeObject) => {
+        if (this.active && o.metadata?.namespace && o.metadata.name) onDrift(objectId(kind, o.metadata.namespace, o.metadata.name));
+      };
+      informer.on('update', report);
+      informer.on('delete', report);
+      informer.on('connect', () => this.synced.add(kind));
+      informer.on('error', (err) => {
+        this.synced.delete(kind);
+        if (this.closed) return;
+        this.opts.logger.warn({ err: describeKubeError(err), kind }, 'Kubernetes watch failed; re-listing in 1 s');
+        setTimeout(() => !this.closed && informer.start().catch(() => undefined), 1000).unref();
+      });
+      this.informers.push(informer);
+      this.caches.set(kind, informer);
+      await informer.start().catch((err) => this.opts.logger.warn({ err: describeKubeError(err), kind }, 'Kubernetes watch not started; retrying'));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const i of this.informers) await i.stop().catch(() => undefined);
+  }
+
+  private async live(kind: ObjectKind, namespace: string, name: string): Promise<KubeObject | undefined> {
+    if (this.synced.has(kind)) {
+      const cached = this.caches.get(kind)!.get(name, namespace);
+      if (cached) return cached;
+    }
+    try {
+      return kind === 'configmaps'
+        ? await this.core.readNamespacedConfigMap({ name, namespace })
+        : await this.core.readNamespacedSecret({ name, namespace });
+    } catch (err) {
+      if (err instanceof k8s.ApiException && err.code === 404) return undefined;
+      throw new Error(`${kind}/${namespace}/${name}: cannot read: ${describeKubeError(err)}`);
+    }
+  }
+
+  private async ssa(kind: ObjectKind, body: KubeObject): Promise<void> {
+    const { name, namespace } = body.metadata as { name: string; namespace: string };
+    const params = { name, namespace, body, fieldManager: this.opts.fieldManager, force: true };
+    const options = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply);
+    const live: KubeObject =
+      kind === 'configmaps' ? await this.core.patchNamespacedConfigMap(params, options) : await this.core.patchNamespacedSecret(params, options);
+    // Apply never removes fields another manager owns, so data keys added by hand
+    // survive it; drop them with a merge patch (null deletes a map key).
+    const strays = (field: 'data' | 'binaryData') => {
+      const want = (body as Record<string, any>)[field] ?? {};
+      const extra = Object.keys((live as Record<string, any>)[field] ?? {}).filter((k) => !(k in want));
+      return extra.length ? { [field]: Object.fromEntries(extra.map((k) => [k, null])) } : {};
+    };
+    const patch = { ...strays('data'), ...strays('binaryData') };
+    if (Object.keys(patch).length === 0) return;
+    const merge = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
+    const p = { name, namespace, body: patch, fieldManager: this.opts.fieldManager };
+    if (kind === 'configmaps') await this.core.patchNamespacedConfigMap(p, merge);
+    else await this.core.patchNamespacedSecret(p, merge);
+  }
+
+  private async delete(kind: ObjectKind, live: KubeObject): Promise<void> {
+    const { name, namespace, uid, resourceVersion } = live.metadata as { name: string; namespace: string; uid: string; resourceVersion: string };
+    const body = { preconditions: { uid, resourceVersion } };
+    try {
+      if (kind === 'configmaps') await this.core.deleteNamespacedConfigMap({ name, namespace, body });
+      else await this.core.deleteNamespacedSecret({ name, namespace, body });
+    } catch (err) {
+      if (err instanceof k8s.ApiException && err.code === 404) return;
+      throw new Error(`${kind}/${namespace}/${name}: cannot delete: ${describeKubeError(err)}`);
+    }
+  }
+}
+
+function kindName(kind: ObjectKind): string {
+  return kind === 'configmaps' ? 'ConfigMap' : 'Secret';
+}
+
+function isMissingNamespace(err: unknown): boolean {
+  if (!(err instanceof k8s.ApiException) || err.code !== 404) return false;
+  try {
+    return JSON.parse(err.body as string)?.details?.kind === 'namespaces';
+  } catch {
+    return false;
+  }
+}
