@@ -176,6 +176,9 @@ export class Reconciler {
       }
       this.appliedRevision = Math.max(this.appliedRevision, target);
     }
+    // Changes that touched no object (an invalid key, another kind of key) are
+    // applied by doing nothing: once idle, the whole store revision is applied.
+    if (this.synced) this.appliedRevision = Math.max(this.appliedRevision, this.store.revision);
   }
 
   private async reconcileObject(id: ObjectId): Promise<void> {

@@ -312,3 +312,29 @@ test('interop: PyNaCl opens the envelope following only docs/envelope-format.md'
   assert.equal(res.status, 1, 'the Python opener binds the path too');
   assert.equal(res.stdout.length, 0);
 });
+
+test('identity file: group read is accepted only for the daemon\'s own non-root group (a Kubernetes Secret with fsGroup)', async () => {
+  const { chown } = await import('node:fs/promises');
+  const dir = await mkdtemp(join(tmpdir(), 'confsync-fsgroup-'));
+  await chmod(dir, 0o755);
+  const file = join(dir, 'identity.key');
+  await writeIdentityFile(file, generateIdentity());
+  const identityModule = fileURLToPath(new URL('../src/envelope/identity.js', import.meta.url));
+  const load = (gid: number) =>
+    spawnSync(process.execPath, ['--input-type=module', '-e', `import { loadKeyring } from ${JSON.stringify(identityModule)}; await loadKeyring(${JSON.stringify(file)}); console.log('loaded');`], {
+      uid: 10001,
+      gid,
+      encoding: 'utf8',
+    });
+  try {
+    await chown(file, 0, 10001);
+    await chmod(file, 0o440);
+    assert.match(load(10001).stdout, /loaded/, 'root:10001 0440 read by gid 10001');
+    const other = load(10002);
+    assert.notEqual(other.status, 0, 'another group is refused (it cannot even open it)');
+    await chmod(file, 0o460);
+    assert.match(load(10001).stderr, /accessible by group\/others \(mode 0460\)/, 'group write is never accepted');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

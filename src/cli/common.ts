@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { loadConfigFile, type ConfigOverrides } from '../config/load.js';
+import { loadEtcdSection, type ConfigOverrides } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { UserError } from '../errors.js';
 import { createEtcdClient } from '../source/etcd-client.js';
@@ -24,7 +24,9 @@ export function overridesFrom(flags: ConnectionFlags): ConfigOverrides {
  */
 export function etcdFromFlags(flags: ConnectionFlags): Config['etcd'] {
   const o = overridesFrom(flags);
-  if (flags.config) return loadConfigFile(flags.config, o).etcd;
+  // The CLI needs only the etcd section: a config without `cluster:` (an operator's
+  // workstation file) is fine here.
+  if (flags.config) return loadEtcdSection(flags.config, o);
   const endpoints = o.endpoints ?? process.env.CONFSYNC_ENDPOINTS?.split(',') ?? ['http://127.0.0.1:2379'];
   const prefix = o.prefix ?? process.env.CONFSYNC_PREFIX ?? '/confsync';
   if (!/^\/[^\0]*[^/]$/.test(prefix)) throw new UserError(`--prefix "${prefix}": must start with "/" and not end with "/"`);

@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.js';
+import { VERSION } from '../version.js';
 import { registerConfigCommands } from './config-cmd.js';
 import { registerDev } from './dev.js';
 import { registerLint } from './lint.js';
@@ -11,6 +12,7 @@ import { registerSecretCommands } from './secret-cmd.js';
 export function buildProgram(): Command {
   const program = new Command('confsync')
     .description('Config and secrets from one etcd keyspace, materialized as files and Kubernetes objects on every cluster.')
+    .version(VERSION, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
   registerRun(program);

@@ -13,20 +13,29 @@ export interface ConfigOverrides {
   prefix?: string;
 }
 
+/** Only the `etcd:` section of a config file, validated by the same schema (for CLI verbs). */
+export function loadEtcdSection(file: string, overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Config['etcd'] {
+  const raw = readYaml(file);
+  const etcd = raw && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>).etcd : undefined;
+  return parseConfig({ cluster: 'cli', etcd: etcd ?? {} }, file, overrides, env).etcd;
+}
+
 export function loadConfigFile(file: string, overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  return parseConfig(readYaml(file), file, overrides, env);
+}
+
+function readYaml(file: string): unknown {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
     throw new UserError(`${file}: cannot read config file (${(err as NodeJS.ErrnoException).code ?? err})`);
   }
-  let raw: unknown;
   try {
-    raw = parseYaml(text) ?? {};
+    return parseYaml(text) ?? {};
   } catch (err) {
     throw new UserError(`${file}: not valid YAML: ${(err as Error).message.split('\n')[0]}`);
   }
-  return parseConfig(raw, file, overrides, env);
 }
 
 export function parseConfig(raw: unknown, source: string, overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Config {

@@ -167,7 +167,8 @@ export async function writeIdentityFile(
 
 /**
  * Loads every key of an identity file. Refuses a file with any group/other
- * permission bit (as ssh does for private keys); errors are UserErrors naming
+ * permission bit (as ssh does for private keys), except group read for the
+ * daemon's own group (a Kubernetes Secret volume with fsGroup); errors are UserErrors naming
  * the file and, for parse errors, the line, never its content.
  */
 export async function loadKeyring(path: string): Promise<Keyring> {
@@ -179,7 +180,10 @@ export async function loadKeyring(path: string): Promise<Keyring> {
     const st = await fh.stat(); // fstat of the open file: no check/use race
     const mode = st.mode;
     if (!st.isFile()) throw new UserError(`identity file ${path} is not a regular file`);
-    if ((mode & 0o077) !== 0) {
+    // Group read is tolerated only when the group is our own: that is how the
+    // kubelet mounts a Secret for a non-root pod (fsGroup → 0440 root:<our gid>).
+    const ownGroupRead = (mode & 0o070) === 0o040 && st.gid !== 0 && st.gid === process.getgid?.();
+    if ((mode & 0o007) !== 0 || ((mode & 0o070) !== 0 && !ownGroupRead)) {
       const octal = (mode & 0o777).toString(8).padStart(4, '0');
       throw new UserError(`identity file ${path} is accessible by group/others (mode ${octal}); run: chmod 600 ${path}`);
     }

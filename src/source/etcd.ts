@@ -99,7 +99,12 @@ export class EtcdSource implements Source {
         failures++;
         const ms = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(failures - 1, 10)) * (0.5 + Math.random() / 2);
         const reason = (err as Error).message;
-        this.opts.logger.warn({ err: reason, retryInMs: Math.round(ms), resumeFrom: revs.length ? Math.min(...revs) + 1 : 'list' }, 'etcd unavailable; keeping the last good state, retrying');
+        // Say which: a refused credential or permission needs an operator, an outage does not.
+        const refused = /permission denied|authentication failed|user name is empty|invalid auth token|PermissionDenied|Unauthenticated/i.test(reason);
+        this.opts.logger.warn(
+          { err: reason, retryInMs: Math.round(ms), resumeFrom: revs.length ? Math.min(...revs) + 1 : 'list' },
+          refused ? 'etcd refused our credentials or permissions (check etcd.auth / the role); keeping the last good state, retrying' : 'etcd unavailable; keeping the last good state, retrying',
+        );
         setState('backoff', reason);
         await delay(ms, signal);
       }
