@@ -11,6 +11,8 @@ command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 /usr/bin/python3 -c 'import nacl.bindings' >/dev/null 2>&1 || need_apt+=(python3-nacl)
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubectl)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)                 # the kube-apiserver harness's certificates
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)         # the unit's security score test
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: installing ${need_apt[*]} (apt-get)" >&2
