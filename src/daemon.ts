@@ -13,6 +13,7 @@ import { UserError } from './errors.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
 import { LeaderElector } from './sink/kube-leader.js';
 import { KubernetesSink } from './sink/kubernetes.js';
+import { KubeRestarts } from './sink/kube-restarts.js';
 import type { Sink } from './sink/types.js';
 import { createEtcdClient } from './source/etcd-client.js';
 import { EtcdSource } from './source/etcd.js';
@@ -97,6 +98,8 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const metrics = new Metrics();
   const hooks = new Hooks(cfg.hooks, logger);
   metrics.hookCounters = hooks.counters;
+  const kube = cfg.sinks.kubernetes;
+  const restarts = kube?.enabled && kube.rollingRestarts ? new KubeRestarts(kubeConfigFor(kube), logger) : undefined;
   const reconciler = new Reconciler({
     prefix: `${cfg.etcd.prefix}/`,
     cluster: cfg.cluster,
@@ -104,7 +107,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     sinks,
     logger,
     openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
-    observers: [metrics, hooks],
+    observers: [metrics, hooks, ...(restarts ? [restarts] : [])],
   });
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
@@ -129,7 +132,6 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     reconciler.handle(event);
   });
   for (const sink of sinks) await sink.watchDrift?.(reconciler.markDrift);
-  const kube = cfg.sinks.kubernetes;
   if (kube?.enabled && kube.leaderElection.enabled) {
     const le = kube.leaderElection;
     elector = new LeaderElector({
@@ -188,6 +190,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
       client.close();
       await reconciler.close();
       await hooks.close();
+      await restarts?.close();
       for (const sink of sinks) await sink.close();
       keyring?.dispose();
     },

@@ -218,3 +218,42 @@ test('two daemons for one cluster: exactly one writes; the other takes over when
     await kube.request('DELETE', '/api/v1/namespaces/default/configmaps/ha');
   }
 });
+
+test('rolling restart: an opted-in Deployment using a changed ConfigMap gets a new pod-template annotation; others do not', { skip }, async () => {
+  const deployment = (name: string, optIn: boolean, cm: string) => ({
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, annotations: optIn ? { 'confsync.io/restart-on-change': 'true' } : {} },
+    spec: {
+      selector: { matchLabels: { app: name } },
+      template: {
+        metadata: { labels: { app: name } },
+        spec: { containers: [{ name: 'c', image: 'busybox', envFrom: [{ configMapRef: { name: cm } }] }] },
+      },
+    },
+  });
+  for (const [n, optIn, cm] of [['web', true, 'web-config'], ['web-no', false, 'web-config'], ['other', true, 'other-config']] as const) {
+    const r = await kube.request('POST', '/apis/apps/v1/namespaces/default/deployments', deployment(n, optIn, cm));
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+  }
+  const d = daemon();
+  const annotation = async (name: string) =>
+    (await kube.request('GET', `/apis/apps/v1/namespaces/default/deployments/${name}`)).body.spec.template.metadata.annotations?.['confsync.io/restartedAt'];
+  try {
+    await d.ready();
+    await until(() => d.log.includes('became the leader'), 'leader');
+    await etcdc.put(`${P}/global/configmaps/default/web-config/k`).value('1');
+    const first = await until(() => annotation('web'), 'web rolled');
+    await etcdc.put(`${P}/global/configmaps/default/web-config/k`).value('2');
+    await until(async () => ((await annotation('web')) ?? '') > first, 'web rolled again on the next change');
+    await sleep(800);
+    assert.equal(await annotation('web-no'), undefined, 'not opted in: untouched');
+    assert.equal(await annotation('other'), undefined, 'uses another ConfigMap: untouched');
+    assert.match(d.log, /rolling restart: a ConfigMap or Secret it uses changed/);
+  } finally {
+    await d.cleanup();
+    await etcdc.delete().prefix(`${P}/`);
+    for (const n of ['web', 'web-no', 'other']) await kube.request('DELETE', `/apis/apps/v1/namespaces/default/deployments/${n}`);
+    await kube.request('DELETE', '/api/v1/namespaces/default/configmaps/web-config');
+  }
+});

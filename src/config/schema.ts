@@ -52,6 +52,10 @@ export const configSchema = z.strictObject({
           kubeconfig: z.string().min(1).optional().describe('Path to a kubeconfig; in-cluster config when omitted.'),
           fieldManager: z.string().min(1).prefault('confsync').describe('Server-side apply field manager.'),
           createNamespaces: z.boolean().prefault(false).describe('Create a missing namespace instead of reporting it (needs RBAC on namespaces).'),
+          rollingRestarts: z
+            .boolean()
+            .prefault(true)
+            .describe('Roll Deployments/StatefulSets/DaemonSets annotated confsync.io/restart-on-change: "true" when a ConfigMap or Secret they use changes.'),
           leaderElection: z
             .strictObject({
               enabled: z.boolean().prefault(true).describe('Only the holder of a coordination.k8s.io Lease writes objects (one writer per cluster).'),
