@@ -10,6 +10,9 @@ import { startDaemon } from '../daemon.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { untilSignal } from './run.js';
+import { Etcd3 } from 'etcd3';
+import { generateIdentity, loadKeyring, writeIdentityFile } from '../envelope/identity.js';
+import { RecipientsFile } from '../envelope/recipients-file.js';
 
 const INSTALL_HINT = 'etcd was not found on PATH. Install it (Debian/Ubuntu: sudo apt-get install -y etcd-server etcd-client), or run ./scripts/setup.sh';
 
@@ -44,12 +47,15 @@ export function registerDev(program: Command): void {
             cluster: 'dev',
             node: 'dev',
             etcd: { endpoints: [endpoint], prefix: '/confsync' },
+            identity: path.join(dir, 'identity.key'),
             sinks: { files: { root: path.join(dir, 'out') } },
             log: { level: 'info' },
           })}`,
         );
         const cfg = loadConfigFile(configFile);
         const out = path.join(dir, 'out');
+        const recipient = await devIdentity(dir, endpoint);
+        const recipientsFile = path.join(dir, 'recipients.yaml');
         process.stderr.write(
           [
             '',
@@ -60,7 +66,12 @@ export function registerDev(program: Command): void {
             `    cat ${out}/configmaps/default/app/greeting`,
             `    etcdctl --endpoints ${endpoint} put /confsync/clusters/dev/configmaps/default/app/greeting 'hello, dev'`,
             `    etcdctl --endpoints ${endpoint} del /confsync/clusters/dev/configmaps/default/app/greeting`,
-            `    confsync config ls --endpoints ${endpoint}`,
+            `    npx confsync config ls --endpoints ${endpoint}`,
+            '  secrets (sealed to this dev cluster, opened by the daemon, written 0400):',
+            `    printf s3cret | npx confsync seal --recipient ${recipient} --path global/secrets/default/db/password \\`,
+            `      | etcdctl --endpoints ${endpoint} put /confsync/global/secrets/default/db/password`,
+            `    printf s3cret | CONFSYNC_RECIPIENTS=${recipientsFile} npx confsync secret set default/db/password --endpoints ${endpoint}`,
+            `    cat ${out}/secrets/default/db/password`,
             '  Ctrl-C stops the daemon and etcd.',
             '',
           ].join('\n') + '\n',
@@ -73,6 +84,27 @@ export function registerDev(program: Command): void {
       }
       process.exit(0);
     });
+}
+
+/**
+ * The dev cluster's identity (created once, 0600), registered under
+ * PREFIX/recipients/dev and pinned in ./.confsync/recipients.yaml so that
+ * `confsync secret set` works out of the box. Returns the recipient string.
+ */
+async function devIdentity(dir: string, endpoint: string): Promise<string> {
+  const file = path.join(dir, 'identity.key');
+  if (!fs.existsSync(file)) await writeIdentityFile(file, generateIdentity());
+  const recipient = (await loadKeyring(file)).recipients()[0]!;
+  const pinned = await RecipientsFile.load(path.join(dir, 'recipients.yaml'), { missingOk: true });
+  pinned.pin('dev', recipient);
+  await pinned.save();
+  const client = new Etcd3({ hosts: endpoint });
+  try {
+    await client.put('/confsync/recipients/dev').value(recipient.text);
+  } finally {
+    client.close();
+  }
+  return recipient.text;
 }
 
 function startEtcd(bin: string, dataDir: string, client: number, peer: number): ChildProcess {
