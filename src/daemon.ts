@@ -6,7 +6,7 @@ import { loadKeyring, type Keyring } from './envelope/identity.js';
 import type { Logger } from './log.js';
 import { Hooks } from './hooks.js';
 import { Metrics, serveMetrics, type Health } from './metrics.js';
-import { Reconciler } from './reconcile.js';
+import { Reconciler, type ReconcileObserver } from './reconcile.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
 import { UserError } from './errors.js';
@@ -76,6 +76,19 @@ export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => 
   return sinks;
 }
 
+/** The one reconcile loop for this config: the daemon and `plan` both build it here. */
+export function createReconciler(cfg: Config, sinks: Sink[], logger: Logger, keyring: Keyring | undefined, observers: ReconcileObserver[] = []): Reconciler {
+  return new Reconciler({
+    prefix: `${cfg.etcd.prefix}/`,
+    cluster: cfg.cluster,
+    labels: cfg.labels,
+    sinks,
+    logger,
+    openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
+    observers,
+  });
+}
+
 export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
   return cfg.identity ? loadKeyring(cfg.identity) : undefined;
 }
@@ -100,15 +113,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   metrics.hookCounters = hooks.counters;
   const kube = cfg.sinks.kubernetes;
   const restarts = kube?.enabled && kube.rollingRestarts ? new KubeRestarts(kubeConfigFor(kube), logger) : undefined;
-  const reconciler = new Reconciler({
-    prefix: `${cfg.etcd.prefix}/`,
-    cluster: cfg.cluster,
-    labels: cfg.labels,
-    sinks,
-    logger,
-    openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
-    observers: [metrics, hooks, ...(restarts ? [restarts] : [])],
-  });
+  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics, hooks, ...(restarts ? [restarts] : [])]);
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
   let state: ConnectionState = 'connecting';

@@ -1,11 +1,9 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../config/load.js';
-import { createSinks, loadIdentity, watchedPrefixes } from '../daemon.js';
+import { createReconciler, createSinks, loadIdentity, watchedPrefixes } from '../daemon.js';
 import type { DesiredObject, ObjectId } from '../desired/types.js';
-import { open } from '../envelope/envelope.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { Reconciler } from '../reconcile.js';
 import type { ApplyResult, Sink } from '../sink/types.js';
 import { createEtcdClient } from '../source/etcd-client.js';
 import { EtcdSource } from '../source/etcd.js';
@@ -66,14 +64,7 @@ export function registerPlan(program: Command): void {
     try {
       const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
       const snapshot = await source.list();
-      const reconciler = new Reconciler({
-        prefix: `${cfg.etcd.prefix}/`,
-        cluster: cfg.cluster,
-        labels: cfg.labels,
-        sinks,
-        logger,
-        openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
-      });
+      const reconciler = createReconciler(cfg, sinks, logger, keyring);
       reconciler.handle(snapshot);
       await reconciler.whenIdle();
       const changes = sinks.flatMap((s) => s.changes).sort((a, b) => a.id.localeCompare(b.id));
