@@ -7,6 +7,7 @@ import { registerLint } from './lint.js';
 import { registerStatus } from './status.js';
 import { registerPlan } from './plan.js';
 import { registerRun } from './run.js';
+import { registerRewrap } from './rewrap.js';
 import { registerSecretCommands } from './secret-cmd.js';
 
 export function buildProgram(): Command {
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   registerDev(program);
   registerConfigCommands(program);
   registerSecretCommands(program);
+  registerRewrap(program);
   registerPlan(program);
   registerLint(program);
   registerStatus(program);
