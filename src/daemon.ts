@@ -156,7 +156,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   resync.unref();
 
   // Ready after the first full sync, and while etcd keeps confirming progress
-  // (the source asks for a progress notification every 2 s, so silence means a stall).
+  // (the source asks for a progress notification every second, so silence means a stall).
   const health: Health = {
     notReady() {
       if (!reconciler.synced) return 'first full sync not done';

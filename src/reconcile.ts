@@ -121,6 +121,10 @@ export class Reconciler {
 
   /** A sink saw something change under an object: re-check it against desired. */
   markDrift = (id: ObjectId): void => {
+    // Before the first snapshot the store is empty, so every object would look
+    // absent and be removed: a restart while etcd is down must keep the last
+    // good files. The first snapshot reconciles everything anyway.
+    if (!this.sawSnapshot) return;
     this.forced.add(id);
     this.dirty.add(id);
     this.kick();

@@ -351,9 +351,24 @@ function stamp(d: Date): string {
   return `${d.getUTCFullYear()}_${p(d.getUTCMonth() + 1)}_${p(d.getUTCDate())}_${p(d.getUTCHours())}_${p(d.getUTCMinutes())}_${p(d.getUTCSeconds())}_${p(d.getUTCMilliseconds(), 3)}`;
 }
 
+/**
+ * Ours: the dir has a `..data` link — or it is what a crash mid-way leaves of
+ * one (a first projection cut before its swap, a removal cut after unlinking
+ * `..data`): non-empty, holding nothing but our payload dirs, temp link and key
+ * links. Such leftovers can hold a deleted secret's plaintext, so they must be
+ * listed (and so pruned) like any owned object. Anything else is not ours.
+ */
 async function isOwned(dir: string): Promise<boolean> {
   const st = await lstatOrUndefined(dir);
-  return !!st?.isDirectory() && !!(await lstatOrUndefined(path.join(dir, DATA)))?.isSymbolicLink();
+  if (!st?.isDirectory()) return false;
+  if ((await lstatOrUndefined(path.join(dir, DATA)))?.isSymbolicLink()) return true;
+  const entries = await readdir(dir).catch(() => [] as string[]);
+  if (entries.length === 0) return false;
+  for (const name of entries) {
+    if (TS_DIR.test(name) || name === DATA_TMP || (await isKeyLink(dir, name))) continue;
+    return false;
+  }
+  return true;
 }
 
 /** A user-visible link we made: `<name> -> ..data/<name>`. */

@@ -22,6 +22,9 @@ export interface EtcdSourceOptions {
   delay?: (ms: number, signal: AbortSignal) => Promise<unknown>;
 }
 
+/** A list page that takes longer is abandoned and retried (a hung member must not stall us). */
+const LIST_PAGE_DEADLINE_MS = 10_000;
+
 /** etcd answers a progress_request with one response for the whole stream, watch id -1. */
 const STREAM_WIDE = '-1';
 
@@ -46,6 +49,8 @@ const STREAM_WIDE = '-1';
  *      watcher resumes from its own revision + 1, so nothing is lost or repeated.
  *  (5) compact_revision on any watcher (history we need is gone) → go to (1):
  *      a full re-list, which the consumer reconciles against, pruning what vanished.
+ *  (6) a stream on which etcd stops answering our progress requests is treated
+ *      as failed (4); list pages carry a deadline for the same reason.
  */
 export class EtcdSource implements Source {
   private readonly abort = new AbortController();
@@ -121,7 +126,10 @@ export class EtcdSource implements Source {
       for (;;) {
         let res;
         try {
-          res = await this.kv.range({ key: from, range_end: range.end, limit: this.pageSize, revision: revision || undefined });
+          res = await this.kv.range(
+            { key: from, range_end: range.end, limit: this.pageSize, revision: revision || undefined },
+            { deadline: Date.now() + LIST_PAGE_DEADLINE_MS },
+          );
         } catch (err) {
           if ((err as Error).name === 'GRPCResourceExhastedError' && this.pageSize > 1) {
             this.pageSize = Math.max(1, Math.floor(this.pageSize / 2));
@@ -149,10 +157,12 @@ export class EtcdSource implements Source {
     const ids = new Map<string, number>(); // etcd watch id -> prefix index
     const reported = () => Math.min(...revs);
     let progressTimer: NodeJS.Timeout | undefined;
+    let lastAnswer = Date.now();
     let onAbort = () => {};
     try {
       return await new Promise<'compacted' | 'closed'>((resolve, reject) => {
         stream.on('data', (res: IWatchResponse) => {
+          lastAnswer = Date.now();
           if (Number(res.compact_revision) > 0) {
             this.opts.logger.warn({ compactRevision: Number(res.compact_revision), wanted: reported() + 1 }, 'etcd compacted past our revision; re-listing');
             return resolve('compacted');
@@ -184,8 +194,18 @@ export class EtcdSource implements Source {
         this.ranges.forEach((range, i) =>
           stream.write({ create_request: { key: range.key, range_end: range.end, start_revision: revs[i]! + 1, progress_notify: true } }),
         );
-        const every = this.opts.progressIntervalMs ?? 2000;
-        if (every > 0) progressTimer = setInterval(() => stream.write({ progress_request: {} }), every);
+        // (6) A member that hangs (TCP up, nothing answered) would hold the watch
+        // until gRPC keepalive gives up (~15 s). etcd answers every progress
+        // request, so silence for a few of them means: drop this stream and
+        // reconnect, possibly to another member.
+        const every = this.opts.progressIntervalMs ?? 1000;
+        if (every > 0) {
+          progressTimer = setInterval(() => {
+            const silentMs = Date.now() - lastAnswer;
+            if (silentMs > Math.max(2500, 2.5 * every)) return reject(new Error(`etcd stopped answering on the watch stream for ${Math.round(silentMs / 1000)} s`));
+            stream.write({ progress_request: {} });
+          }, every);
+        }
       });
     } finally {
       clearInterval(progressTimer);
