@@ -63,7 +63,8 @@ export async function startEtcd(): Promise<EtcdHandle> {
     },
     async kill(signal = 'SIGKILL') {
       const p = proc;
-      if (!p || p.exitCode !== null) return;
+      // A process killed by a signal keeps exitCode null: check signalCode too.
+      if (!p || p.exitCode !== null || p.signalCode !== null) return;
       const exited = new Promise((r) => p.once('exit', r));
       p.kill(signal);
       await exited;
