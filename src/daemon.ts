@@ -117,6 +117,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
   let state: ConnectionState = 'connecting';
+  let status: StatusReporter | undefined;
   let head = 0;
   let lastProgressAt = performance.now();
   source.start((event) => {
@@ -135,6 +136,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
       head = Math.max(head, event.head);
     }
     reconciler.handle(event);
+    if (event.type !== 'progress' || event.revision > reconciler.appliedRevision) void reconciler.whenIdle().then(() => status?.poke());
   });
   for (const sink of sinks) await sink.watchDrift?.(reconciler.markDrift);
   if (kube?.enabled && kube.leaderElection.enabled) {
@@ -169,7 +171,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     ? await serveMetrics(cfg.metrics.listen, metrics, health, () => metrics.sample(reconciler, head), logger)
     : undefined;
   const base = { cluster: cfg.cluster, node: cfg.node, startedAt: new Date().toISOString(), version: VERSION };
-  const status = new StatusReporter({
+  status = new StatusReporter({
     client,
     key: `${cfg.etcd.prefix}/status/${cfg.cluster}/${cfg.node}`,
     ttlSeconds: cfg.status.leaseTtlSeconds,
@@ -189,7 +191,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     async stop() {
       clearInterval(resync);
       await elector?.stop();
-      await status.close();
+      await status?.close();
       server?.close();
       await source.close();
       client.close();

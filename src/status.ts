@@ -33,11 +33,13 @@ export interface StatusOptions {
  * etcd deletes the key after the TTL. A lost lease (etcd outage longer than the
  * TTL) is replaced by a new one as soon as etcd answers again.
  * The key is rewritten only when something in it changed (besides updatedAt),
- * and at least once per TTL so its age says the daemon is alive.
+ * and at least once per TTL so its age says the daemon is alive; `poke()` (after
+ * each applied batch) writes within 50 ms so `status --wait` sees it promptly.
  */
 export class StatusReporter {
   private lease?: Lease;
   private timer?: NodeJS.Timeout;
+  private pokeTimer?: NodeJS.Timeout;
   private last = '';
   private lastWrite = 0;
   private writing = false;
@@ -49,6 +51,16 @@ export class StatusReporter {
     this.timer = setInterval(() => void this.tick(), this.opts.intervalSeconds * 1000);
     this.timer.unref();
     void this.tick();
+  }
+
+  /** Something changed (a revision was applied): write soon, not at the next interval. */
+  poke(): void {
+    if (this.pokeTimer || this.closed) return;
+    this.pokeTimer = setTimeout(() => {
+      this.pokeTimer = undefined;
+      void this.tick();
+    }, 50);
+    this.pokeTimer.unref();
   }
 
   async tick(): Promise<void> {
@@ -86,6 +98,7 @@ export class StatusReporter {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    clearTimeout(this.pokeTimer);
     const lease = this.lease;
     this.lease = undefined;
     await lease?.revoke().catch(() => undefined);
