@@ -1,5 +1,4 @@
 import { performance } from 'node:perf_hooks';
-import * as k8s from '@kubernetes/client-node';
 import type { Config } from './config/schema.js';
 import { open } from './envelope/envelope.js';
 import { loadKeyring, type Keyring } from './envelope/identity.js';
@@ -9,11 +8,8 @@ import { Metrics, serveMetrics, type Health } from './metrics.js';
 import { Reconciler, type ReconcileObserver } from './reconcile.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
-import { UserError } from './errors.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
-import { LeaderElector } from './sink/kube-leader.js';
-import { KubernetesSink } from './sink/kubernetes.js';
-import { KubeRestarts } from './sink/kube-restarts.js';
+import type { LeaderElector } from './sink/kube-leader.js';
 import type { Sink } from './sink/types.js';
 import { createEtcdClient } from './source/etcd-client.js';
 import { EtcdSource } from './source/etcd.js';
@@ -29,20 +25,6 @@ export interface Daemon {
 /** What a daemon of this cluster reads: global and its own scope, nothing else (least privilege). */
 export function watchedPrefixes(cfg: Config): string[] {
   return [`${cfg.etcd.prefix}/global/`, `${cfg.etcd.prefix}/clusters/${cfg.cluster}/`];
-}
-
-export function kubeConfigFor(cfg: NonNullable<Config['sinks']['kubernetes']>): k8s.KubeConfig {
-  const kc = new k8s.KubeConfig();
-  try {
-    if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
-    else kc.loadFromCluster();
-  } catch (err) {
-    throw new UserError(`field sinks.kubernetes.kubeconfig: cannot load ${cfg.kubeconfig ?? 'the in-cluster config'} (${(err as Error).message})`);
-  }
-  if (!cfg.kubeconfig && !process.env.KUBERNETES_SERVICE_HOST) {
-    throw new UserError('field sinks.kubernetes.kubeconfig: not running in a pod (no KUBERNETES_SERVICE_HOST); give a kubeconfig path');
-  }
-  return kc;
 }
 
 /** Build the sinks a config asks for. Shared by the daemon and `plan`. */
@@ -63,6 +45,8 @@ export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => 
   }
   const kube = cfg.sinks.kubernetes;
   if (kube?.enabled) {
+    // @kubernetes/client-node is ~70 MB of heap and 0.5 s to load: only when asked for.
+    const { KubernetesSink, kubeConfigFor } = await import('./sink/kubernetes.js');
     sinks.push(
       new KubernetesSink({
         kubeConfig: kubeConfigFor(kube),
@@ -112,7 +96,8 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const hooks = new Hooks(cfg.hooks, logger);
   metrics.hookCounters = hooks.counters;
   const kube = cfg.sinks.kubernetes;
-  const restarts = kube?.enabled && kube.rollingRestarts ? new KubeRestarts(kubeConfigFor(kube), logger) : undefined;
+  const kubeMod = kube?.enabled ? await import('./sink/kubernetes.js') : undefined;
+  const restarts = kubeMod && kube?.rollingRestarts ? new (await import('./sink/kube-restarts.js')).KubeRestarts(kubeMod.kubeConfigFor(kube), logger) : undefined;
   const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics, hooks, ...(restarts ? [restarts] : [])]);
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
@@ -141,8 +126,9 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   for (const sink of sinks) await sink.watchDrift?.(reconciler.markDrift);
   if (kube?.enabled && kube.leaderElection.enabled) {
     const le = kube.leaderElection;
+    const { LeaderElector } = await import('./sink/kube-leader.js');
     elector = new LeaderElector({
-      api: kubeConfigFor(kube).makeApiClient(k8s.CoordinationV1Api),
+      api: kubeMod!.coordinationApi(kubeMod!.kubeConfigFor(kube)),
       namespace: le.namespace,
       name: le.name ?? `confsync-${cfg.cluster}`,
       identity: cfg.node,

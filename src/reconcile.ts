@@ -74,6 +74,7 @@ export class Reconciler {
   private readonly reported = new Set<string>();
   private readonly retryTimers = new Map<ObjectId, NodeJS.Timeout>();
   private pruneAfterDrain = false;
+  private resyncPending = false;
   private sawSnapshot = false;
   private draining?: Promise<void>;
   private idleWaiters: (() => void)[] = [];
@@ -132,7 +133,13 @@ export class Reconciler {
 
   /** Re-check every object in every sink, and prune (periodic safety net). */
   resync(): void {
-    if (!this.sawSnapshot) return;
+    // Not during the first full sync: a timer firing in a long first pass would
+    // re-queue every object and delay readiness by a whole pass. A request made
+    // meanwhile (e.g. leadership gained mid-pass) runs once that sync is done.
+    if (!this.synced) {
+      this.resyncPending = true;
+      return;
+    }
     for (const id of this.store.objects.keys()) this.forced.add(id), this.dirty.add(id);
     for (const id of this.desired.keys()) this.forced.add(id), this.dirty.add(id);
     this.pruneAfterDrain = true;
@@ -177,6 +184,10 @@ export class Reconciler {
         this.pruneAfterDrain = false;
         await this.prune();
         this.synced = true;
+        if (this.resyncPending) {
+          this.resyncPending = false;
+          this.resync();
+        }
       }
       this.appliedRevision = Math.max(this.appliedRevision, target);
     }

@@ -1,10 +1,30 @@
 import * as k8s from '@kubernetes/client-node';
+import type { Config } from '../config/schema.js';
 import type { DesiredObject, ObjectId, ObjectKind } from '../desired/types.js';
+import { UserError } from '../errors.js';
 import { objectId } from '../desired/types.js';
 import type { Logger } from '../log.js';
 import type { ApplyResult, Sink } from './types.js';
 import { describeKubeError } from './kube-leader.js';
 import { OWNED_SELECTOR, isOwned, liveMatches, toKubeObject, type KubeObject } from './kube-objects.js';
+
+export function kubeConfigFor(cfg: NonNullable<Config['sinks']['kubernetes']>): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  try {
+    if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
+    else kc.loadFromCluster();
+  } catch (err) {
+    throw new UserError(`field sinks.kubernetes.kubeconfig: cannot load ${cfg.kubeconfig ?? 'the in-cluster config'} (${(err as Error).message})`);
+  }
+  if (!cfg.kubeconfig && !process.env.KUBERNETES_SERVICE_HOST) {
+    throw new UserError('field sinks.kubernetes.kubeconfig: not running in a pod (no KUBERNETES_SERVICE_HOST); give a kubeconfig path');
+  }
+  return kc;
+}
+
+export function coordinationApi(kc: k8s.KubeConfig): k8s.CoordinationV1Api {
+  return kc.makeApiClient(k8s.CoordinationV1Api);
+}
 
 export interface KubernetesSinkOptions {
   kubeConfig: k8s.KubeConfig;
