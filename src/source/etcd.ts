@@ -186,7 +186,9 @@ export class EtcdSource implements Source {
             return;
           }
           const header = Number(res.header.revision);
-          if (res.watch_id === STREAM_WIDE) revs.fill(header);
+          // Never backwards: a member that is behind (just back from a hang) answers
+          // with its own, older head; taking it would replay events on the next resume.
+          if (res.watch_id === STREAM_WIDE) revs.forEach((r, i) => (revs[i] = Math.max(r, header)));
           else if (ids.has(res.watch_id)) revs[ids.get(res.watch_id)!] = Math.max(revs[ids.get(res.watch_id)!]!, header);
           else return;
           onProgress();
