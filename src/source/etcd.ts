@@ -159,6 +159,19 @@ export class EtcdSource implements Source {
     let progressTimer: NodeJS.Timeout | undefined;
     let lastAnswer = Date.now();
     let catchUp: NodeJS.Timeout | undefined;
+    // (3b) Each prefix has its own watcher, and etcd does not order events across
+    // watchers. Events wait here until every watcher has confirmed (by an event or
+    // a progress answer) that it is past their revision, then go out in revision
+    // order: a cluster override and a global change are applied as etcd ordered them.
+    const pending: { rev: number; change: Change }[] = [];
+    const release = (head: number) => {
+      const upTo = reported();
+      pending.sort((a, b) => a.rev - b.rev); // stable: order within a revision is kept
+      let n = 0;
+      while (n < pending.length && pending[n]!.rev <= upTo) n++;
+      if (n > 0) onEvent({ type: 'changes', revision: upTo, changes: pending.splice(0, n).map((p) => p.change), head });
+      else onEvent({ type: 'progress', revision: upTo, head });
+    };
     let onAbort = () => {};
     try {
       return await new Promise<'compacted' | 'closed'>((resolve, reject) => {
@@ -174,15 +187,14 @@ export class EtcdSource implements Source {
           if (res.events.length > 0) {
             const i = ids.get(res.watch_id);
             if (i === undefined) return;
-            const changes = res.events.map(toChange);
-            const last = changes[changes.length - 1]!;
-            revs[i] = last.type === 'put' ? last.kv.modRevision : last.modRevision;
+            for (const change of res.events.map(toChange)) pending.push({ rev: revisionOf(change), change });
+            revs[i] = pending[pending.length - 1]!.rev;
             onProgress();
-            onEvent({ type: 'changes', revision: reported(), changes, head: Number(res.header.revision) });
+            release(Number(res.header.revision));
             // The other prefixes' watchers only learn that nothing of theirs changed
             // from a progress notification: ask for one now (coalesced), so the
             // reported revision catches up in milliseconds, not at the next tick.
-            if (revs.length > 1 && !catchUp) catchUp = setTimeout(() => ((catchUp = undefined), stream.write({ progress_request: {} })), 10);
+            if (revs.length > 1 && !catchUp) catchUp = setTimeout(() => ((catchUp = undefined), stream.write({ progress_request: {} })), 0);
             return;
           }
           const header = Number(res.header.revision);
@@ -192,7 +204,7 @@ export class EtcdSource implements Source {
           else if (ids.has(res.watch_id)) revs[ids.get(res.watch_id)!] = Math.max(revs[ids.get(res.watch_id)!]!, header);
           else return;
           onProgress();
-          onEvent({ type: 'progress', revision: reported(), head: Number(res.header.revision) });
+          release(header);
         });
         stream.on('error', (err: Error) => reject(err));
         stream.on('end', () => (signal.aborted ? resolve('closed') : reject(new Error('watch stream ended'))));
@@ -215,6 +227,9 @@ export class EtcdSource implements Source {
         }
       });
     } finally {
+      // Whatever is still pending was never handed on: every watcher resumes from
+      // the last revision that was, so nothing is lost and nothing repeats.
+      revs.fill(Math.min(...revs));
       clearInterval(progressTimer);
       clearTimeout(catchUp);
       signal.removeEventListener('abort', onAbort);
@@ -235,6 +250,10 @@ interface WatchStream {
 
 function toKv(kv: IKeyValue): Kv {
   return { key: kv.key.toString('utf8'), value: kv.value, modRevision: Number(kv.mod_revision) };
+}
+
+function revisionOf(c: Change): number {
+  return c.type === 'put' ? c.kv.modRevision : c.modRevision;
 }
 
 function toChange(ev: { type: string; kv: IKeyValue }): Change {
