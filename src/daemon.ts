@@ -9,6 +9,7 @@ import { Reconciler, type ReconcileObserver } from './reconcile.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { LeaderElector } from './sink/kube-leader.js';
 import type { Sink } from './sink/types.js';
 import { createEtcdClient } from './source/etcd-client.js';
@@ -28,7 +29,7 @@ export function watchedPrefixes(cfg: Config): string[] {
 }
 
 /** Build the sinks a config asks for. Shared by the daemon and `plan`. */
-export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => boolean): Promise<Sink[]> {
+export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => boolean, kubeConfig?: KubeConfig): Promise<Sink[]> {
   const sinks: Sink[] = [];
   const files = cfg.sinks.files;
   if (files) {
@@ -49,7 +50,7 @@ export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => 
     const { KubernetesSink, kubeConfigFor } = await import('./sink/kubernetes.js');
     sinks.push(
       new KubernetesSink({
-        kubeConfig: kubeConfigFor(kube),
+        kubeConfig: kubeConfig ?? kubeConfigFor(kube),
         fieldManager: kube.fieldManager,
         createNamespaces: kube.createNamespaces,
         logger: logger.child({ sink: 'kubernetes' }),
@@ -84,7 +85,11 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
 export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> {
   const keyring = await loadIdentity(cfg);
   let elector: LeaderElector | undefined;
-  const sinks = await createSinks(cfg, logger, () => elector?.leader ?? true);
+  // One kubeconfig for the sink, rolling restarts and leader election.
+  const kube = cfg.sinks.kubernetes;
+  const kubeMod = kube?.enabled ? await import('./sink/kubernetes.js') : undefined;
+  const kc = kube && kubeMod ? kubeMod.kubeConfigFor(kube) : undefined;
+  const sinks = await createSinks(cfg, logger, () => elector?.leader ?? true, kc);
   const files = cfg.sinks.files;
   if (files) {
     const secretsRoot = files.secretsRoot ?? `${files.root}/secrets`;
@@ -95,9 +100,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const metrics = new Metrics();
   const hooks = new Hooks(cfg.hooks, logger);
   metrics.hookCounters = hooks.counters;
-  const kube = cfg.sinks.kubernetes;
-  const kubeMod = kube?.enabled ? await import('./sink/kubernetes.js') : undefined;
-  const restarts = kubeMod && kube?.rollingRestarts ? new (await import('./sink/kube-restarts.js')).KubeRestarts(kubeMod.kubeConfigFor(kube), logger) : undefined;
+  const restarts = kc && kube?.rollingRestarts ? new (await import('./sink/kube-restarts.js')).KubeRestarts(kc, logger) : undefined;
   const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics, hooks, ...(restarts ? [restarts] : [])]);
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
@@ -128,7 +131,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     const le = kube.leaderElection;
     const { LeaderElector } = await import('./sink/kube-leader.js');
     elector = new LeaderElector({
-      api: kubeMod!.coordinationApi(kubeMod!.kubeConfigFor(kube)),
+      api: kubeMod!.coordinationApi(kc!),
       namespace: le.namespace,
       name: le.name ?? `confsync-${cfg.cluster}`,
       identity: cfg.node,
