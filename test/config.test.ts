@@ -52,7 +52,7 @@ test('defaults: a minimal {cluster} gets every default', () => {
     hooks: [],
     metrics: { stallSeconds: 30 },
     status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
-    limits: { maxObjectKeys: 1000, maxObjectBytes: 1048576, retryMaxSeconds: 300 },
+    limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
     resyncSeconds: 60,
     log: { level: 'info' },
   };
@@ -274,7 +274,7 @@ test('loadConfigFile: a full file loads', () => {
     hooks: [],
     metrics: { stallSeconds: 30 },
     status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
-    limits: { maxObjectKeys: 1000, maxObjectBytes: 1048576, retryMaxSeconds: 300 },
+    limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
     resyncSeconds: 30,
     log: { level: 'warn' },
   } satisfies Config);

@@ -106,7 +106,7 @@ export const configSchema = z.strictObject({
   limits: z
     .strictObject({
       maxObjectKeys: z.number().int().min(1).prefault(1000).describe('An object with more keys is held (last good state kept) and reported: one huge object must not starve the rest.'),
-      maxObjectBytes: z.number().int().min(1).prefault(1024 * 1024).describe("An object whose values add up to more bytes is held and reported (Kubernetes' own cap is 1 MiB)."),
+      maxObjectBytes: z.number().int().min(1).prefault(8 * 1024 * 1024).describe("An object whose values add up to more bytes is held and reported. (The Kubernetes sink also refuses objects over the API server's own 1 MiB cap.)"),
       retryMaxSeconds: z.number().positive().prefault(300).describe('A sink error is retried after 1 s, 2 s, 4 s … up to this.'),
     })
     .prefault({}),

@@ -1,30 +1,12 @@
 import * as k8s from '@kubernetes/client-node';
-import type { Config } from '../config/schema.js';
 import type { DesiredObject, ObjectId, ObjectKind } from '../desired/types.js';
-import { UserError } from '../errors.js';
-import { objectId } from '../desired/types.js';
+import { InvalidInput } from '../errors.js';
+import { KINDS, objectId } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { ApplyResult, Sink } from './types.js';
 import { describeKubeError } from './kube-leader.js';
+export { coordinationApi, kubeConfigFor } from './kube-config.js';
 import { OWNED_SELECTOR, isOwned, liveMatches, toKubeObject, type KubeObject } from './kube-objects.js';
-
-export function kubeConfigFor(cfg: NonNullable<Config['sinks']['kubernetes']>): k8s.KubeConfig {
-  const kc = new k8s.KubeConfig();
-  try {
-    if (cfg.kubeconfig) kc.loadFromFile(cfg.kubeconfig);
-    else kc.loadFromCluster();
-  } catch (err) {
-    throw new UserError(`field sinks.kubernetes.kubeconfig: cannot load ${cfg.kubeconfig ?? 'the in-cluster config'} (${(err as Error).message})`);
-  }
-  if (!cfg.kubeconfig && !process.env.KUBERNETES_SERVICE_HOST) {
-    throw new UserError('field sinks.kubernetes.kubeconfig: not running in a pod (no KUBERNETES_SERVICE_HOST); give a kubeconfig path');
-  }
-  return kc;
-}
-
-export function coordinationApi(kc: k8s.KubeConfig): k8s.CoordinationV1Api {
-  return kc.makeApiClient(k8s.CoordinationV1Api);
-}
 
 export interface KubernetesSinkOptions {
   kubeConfig: k8s.KubeConfig;
@@ -69,6 +51,10 @@ export class KubernetesSink implements Sink {
 
   async apply(obj: DesiredObject): Promise<ApplyResult> {
     if (!this.active) return 'unchanged';
+    const bytes = [...obj.data.values()].reduce((n, v) => n + v.length, 0);
+    if (bytes > KUBE_OBJECT_MAX_BYTES) {
+      throw new InvalidInput(obj.id, `${bytes} bytes of data: Kubernetes caps a ${KINDS[obj.kind].kubeKind} at 1 MiB; not written to the cluster (files are)`);
+    }
     const want = toKubeObject(obj);
     let live = await this.live(obj.kind, obj.namespace, obj.name); // (1)
     if (live && !isOwned(live)) throw new Error(`${kindName(obj.kind)} ${obj.namespace}/${obj.name} exists and is not managed by confsync (no ${OWNED_SELECTOR} label); left alone`);
@@ -204,8 +190,11 @@ export class KubernetesSink implements Sink {
 }
 
 function kindName(kind: ObjectKind): string {
-  return kind === 'configmaps' ? 'ConfigMap' : 'Secret';
+  return KINDS[kind].kubeKind;
 }
+
+/** The API server refuses a ConfigMap or Secret whose data exceeds 1 MiB. */
+const KUBE_OBJECT_MAX_BYTES = 1024 * 1024;
 
 function isMissingNamespace(err: unknown): boolean {
   if (!(err instanceof k8s.ApiException) || err.code !== 404) return false;
