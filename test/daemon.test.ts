@@ -7,20 +7,14 @@ import { Etcd3 } from 'etcd3';
 import { startEtcd } from './harness/etcd.js';
 import { startProxy } from './harness/proxy.js';
 import { DaemonProcess, readOr, until } from './harness/daemon.js';
+import { withDaemon } from './harness/fixture.js';
+import { walk } from './harness/walk.js';
 
 const P = '/confsync';
 
-function walk(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir, { recursive: true, withFileTypes: true }).map((e) => path.join(e.parentPath ?? (e as any).path, e.name));
-}
 
 test('put → file, override precedence, other clusters ignored, del → gone; SIGTERM exits 0', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'eu' }, async ({ etcdc, d }) => {
     await etcdc.put(`${P}/global/configmaps/default/app/a`).value('global-a');
     await etcdc.put(`${P}/global/configmaps/default/app/b`).value('global-b');
     await etcdc.put(`${P}/clusters/eu/configmaps/default/app/b`).value('eu-b');
@@ -39,19 +33,11 @@ test('put → file, override precedence, other clusters ignored, del → gone; S
 
     assert.equal(await d.signal('SIGTERM'), 0);
     assert.match(d.log, /"msg":"stopped"/);
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });
 
 test('SIGKILL, changes while down, restart → converges (new keys written, deleted objects pruned)', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'eu' }, async ({ etcdc, d }) => {
     await etcdc.put(`${P}/global/configmaps/default/keep/k`).value('v1');
     await etcdc.put(`${P}/global/configmaps/default/drop/k`).value('v1');
     await until(() => readOr(d.file('configmaps', 'default', 'drop', 'k')) === 'v1', 'initial files');
@@ -69,11 +55,7 @@ test('SIGKILL, changes while down, restart → converges (new keys written, dele
     await until(() => !fs.existsSync(d.file('configmaps', 'default', 'drop')), 'pruned while down');
     assert.equal(readOr(path.join(d.root, 'configmaps', 'default', 'not-ours', 'k')), 'hand made', 'a directory without our marker is never touched');
     assert.equal(await d.signal('SIGTERM'), 0);
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });
 
 test('invalid-key corpus: each reported by path (daemon log, or lint outside its scopes), nothing written outside the root, daemon keeps working', async () => {
@@ -134,11 +116,7 @@ test('invalid-key corpus: each reported by path (daemon log, or lint outside its
 });
 
 test('bad @meta keeps the last good state; fixing it applies', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
-  const d = new DaemonProcess({ cluster: 'eu', labels: { region: 'eu' }, etcd: { endpoints: [etcd.endpoint] } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'eu', labels: { region: 'eu' } }, async ({ etcdc, d }) => {
     await etcdc.put(`${P}/global/configmaps/default/app/k`).value('v1');
     await until(() => readOr(d.file('configmaps', 'default', 'app', 'k')) === 'v1', 'v1');
     await etcdc.put(`${P}/global/configmaps/default/app/@meta`).value('{not json');
@@ -151,11 +129,7 @@ test('bad @meta keeps the last good state; fixing it applies', async () => {
     await until(() => !fs.existsSync(d.file('configmaps', 'default', 'app')), 'excluded by placement');
     await etcdc.put(`${P}/global/configmaps/default/app/@meta`).value(JSON.stringify({ placement: { clusters: ['e*'] } }));
     await until(() => readOr(d.file('configmaps', 'default', 'app', 'k')) === 'v2', 'placed again with the latest value');
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });
 
 test('compaction while cut off → re-list; objects deleted meanwhile are pruned', async () => {
@@ -187,11 +161,7 @@ test('compaction while cut off → re-list; objects deleted meanwhile are pruned
 });
 
 test('etcd killed: last good files stay; after restart the next put still arrives', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'eu' }, async ({ etcd, etcdc, d }) => {
     await etcdc.put(`${P}/global/configmaps/default/app/k`).value('before');
     await until(() => readOr(d.file('configmaps', 'default', 'app', 'k')) === 'before', 'before');
     await etcd.kill('SIGKILL');
@@ -203,21 +173,13 @@ test('etcd killed: last good files stay; after restart the next put still arrive
     await etcdc.put(`${P}/global/configmaps/default/app/k`).value('after');
     await until(() => readOr(d.file('configmaps', 'default', 'app', 'k')) === 'after', 'after restart', 10_000);
     assert.ok(Date.now() - t0 < 10_000);
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });
 
 test('plan lists creates, updates and deletes through the reconcile path, changing nothing', async () => {
   const { spawnSync } = await import('node:child_process');
   const { MAIN } = await import('./harness/daemon.js');
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'eu' }, async ({ etcdc, d }) => {
     await etcdc.put(`${P}/global/configmaps/default/same/k`).value('1');
     await etcdc.put(`${P}/global/configmaps/default/changed/k`).value('1');
     await etcdc.put(`${P}/global/configmaps/default/removed/k`).value('1');
@@ -238,9 +200,5 @@ test('plan lists creates, updates and deletes through the reconcile path, changi
     assert.match(lines.at(-1)!, /3 change\(s\), 3 object\(s\) desired on cluster eu/);
     assert.deepEqual(walk(d.root).sort(), before, 'plan changed nothing on disk');
     assert.equal(readOr(d.file('configmaps', 'default', 'changed', 'k')), '1');
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });

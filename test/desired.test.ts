@@ -244,8 +244,17 @@ for (const c of placementCases) {
   });
 }
 
-test('glob: matchesGlob escapes regex metacharacters', () => {
+test('glob: `*` and `?` as a shell means them; everything else is literal', () => {
   for (const [name, glob, want] of [
+    ['prod-eu-west-1', 'prod-*', true],
+    ['prod-eu-west-1', '*-west-?', true],
+    ['prod-eu-west-1', '*-west-??', false],
+    ['prod', 'prod*', true],
+    ['', '*', true],
+    ['', '?', false],
+    ['a.b', 'a?b', true],
+    ['abcabd', '*abd', true],
+    ['abcab', '*abd', false],
     ['a+b', 'a+b', true],
     ['aab', 'a+b', false],
     ['(x)', '(x)', true],

@@ -19,6 +19,7 @@ import { generateIdentity, recipientOf, writeIdentityFile } from '../src/envelop
 import { SecretCache, zeroUnless } from '../src/reconcile/secrets.js';
 import { matchesGlob } from '../src/glob.js';
 import { DaemonProcess, readOr, until } from './harness/daemon.js';
+import { withDaemon } from './harness/fixture.js';
 import { startEtcd } from './harness/etcd.js';
 import { freePort } from './harness/ports.js';
 
@@ -32,36 +33,16 @@ function get(url: string): Promise<number> {
   });
 }
 
-test('glob: pathological patterns match in linear time and still mean what they say', () => {
-  const t0 = performance.now();
+// A hang guard, not a speed goal: an exponential matcher never finishes these.
+test('glob: star-heavy patterns on long names finish (linear-time matcher)', { timeout: 10_000 }, () => {
   assert.equal(matchesGlob('prod-eu-west-1', `${'*'.repeat(500)}X`), false);
   assert.equal(matchesGlob('a'.repeat(253), `${'*a'.repeat(200)}b`), false);
-  assert.ok(performance.now() - t0 < 1000, 'a 500-star glob is not exponential');
-  for (const [name, glob, want] of [
-    ['prod-eu-west-1', 'prod-*', true],
-    ['prod-eu-west-1', '*-west-?', true],
-    ['prod-eu-west-1', '*-west-??', false],
-    ['prod', 'prod*', true],
-    ['prod', '*', true],
-    ['', '*', true],
-    ['', '?', false],
-    ['a.b', 'a?b', true],
-    ['a+b', 'a+b', true],
-    ['ab', 'a+b', false],
-    ['abcabd', '*abd', true],
-    ['abcab', '*abd', false],
-  ] as const) {
-    assert.equal(matchesGlob(name, glob), want, `${name} ~ ${glob}`);
-  }
+  assert.equal(matchesGlob('a'.repeat(253), `${'*a'.repeat(200)}`), true);
 });
 
 test('ReDoS: a placement of 8,000 stars is refused as bad @meta; the daemon keeps serving /healthz and applying', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
   const port = await freePort();
-  const d = new DaemonProcess({ cluster: 'prod-eu-west-1', etcd: { endpoints: [etcd.endpoint] }, metrics: { listen: `127.0.0.1:${port}` } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'prod-eu-west-1', metrics: { listen: `127.0.0.1:${port}` } }, async ({ etcdc, d }) => {
     await etcdc.put(`${P}/global/configmaps/default/x/k`).value('1');
     await etcdc.put(`${P}/global/configmaps/default/x/@meta`).value(JSON.stringify({ placement: { clusters: [`${'*'.repeat(8000)}X`] } }));
     // Within the 512-character cap but still star-heavy: matched in linear time.
@@ -72,11 +53,7 @@ test('ReDoS: a placement of 8,000 stars is refused as bad @meta; the daemon keep
     assert.equal(await get(`http://127.0.0.1:${port}/healthz`), 200);
     await until(() => d.log.includes('global/configmaps/default/x/@meta'), 'the oversized glob reported by path');
     assert.equal(fs.existsSync(d.file('configmaps', 'default', 'y')), false, 'y excluded: its placement does not match');
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });
 
 test('one unopenable key does not freeze its object: the re-sealed password goes live; a new object with one bad key is created without it', async () => {
@@ -118,11 +95,7 @@ test('one unopenable key does not freeze its object: the re-sealed password goes
 });
 
 test('a permanent sink error backs off and is logged once per state change; fixing it recovers', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, status: { intervalSeconds: 0.2 } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'eu', status: { intervalSeconds: 0.2 } }, async ({ etcdc, d }) => {
     // A regular file where the object's directory must go: every apply fails.
     fs.mkdirSync(path.join(d.root, 'configmaps', 'default'), { recursive: true });
     fs.writeFileSync(d.file('configmaps', 'default', 'blocked'), 'not a dir');
@@ -140,30 +113,19 @@ test('a permanent sink error backs off and is logged once per state change; fixi
     fs.rmSync(d.file('configmaps', 'default', 'blocked'));
     await until(() => readOr(d.file('configmaps', 'default', 'blocked', 'k')) === '1', 'recovered after the obstacle went', 20_000);
     await until(() => d.log.includes('sink applied object again after failing'), 'recovery logged');
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });
 
 test('an object over limits.maxObjectKeys is held with a clear error; other objects keep flowing', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, limits: { maxObjectKeys: 100 } }).start();
-  try {
-    await d.ready();
-    const puts = Array.from({ length: 150 }, (_, i) => etcdc.put(`${P}/global/configmaps/default/huge/k${i}`).value('v'));
-    await Promise.all(puts);
+  await withDaemon({ cluster: 'eu', limits: { maxObjectKeys: 100 } }, async ({ etcdc, d }) => {
+    // One transaction: the object is never seen below the limit.
+    const keys = Array.from({ length: 101 }, (_, i) => etcdc.put(`${P}/global/configmaps/default/huge/k${i}`).value('v'));
+    await etcdc.if(`${P}/global/configmaps/default/huge/k0`, 'Mod', '>', -1).then(...keys).commit();
     await etcdc.put(`${P}/global/configmaps/default/small/k`).value('ok');
     await until(() => readOr(d.file('configmaps', 'default', 'small', 'k')) === 'ok', 'small object applied');
-    await until(() => /configmaps\/default\/huge.*150 keys, over limits\.maxObjectKeys \(100\)/.test(d.log), 'the limit reported, naming the field');
+    await until(() => /configmaps\/default\/huge.*101 keys, over limits\.maxObjectKeys \(100\)/.test(d.log), 'the limit reported, naming the field');
     assert.equal(fs.existsSync(d.file('configmaps', 'default', 'huge')), false);
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });
 
 test('opened secrets: a deleted or replaced value leaves the cache and its plaintext is zeroed', async () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { Etcd3 } from 'etcd3';
 import { startEtcd } from './harness/etcd.js';
+import { withDaemon } from './harness/fixture.js';
 import { freePort } from './harness/ports.js';
 import { DaemonProcess, MAIN, readOr, until } from './harness/daemon.js';
 
@@ -23,13 +24,9 @@ function metric(body: string, name: string): number | undefined {
 }
 
 test('/healthz, /readyz and /metrics: ready after the first sync, counters move, not ready when the watch stalls', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, metrics: { listen: `127.0.0.1:${port}`, stallSeconds: 1.5 } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'eu', metrics: { listen: `127.0.0.1:${port}`, stallSeconds: 1.5 } }, async ({ etcd, etcdc, d }) => {
     await until(async () => (await get(`${base}/readyz`)).status === 200, 'ready');
     assert.equal((await get(`${base}/healthz`)).status, 200);
     const before = (await get(`${base}/metrics`)).body;
@@ -53,11 +50,7 @@ test('/healthz, /readyz and /metrics: ready after the first sync, counters move,
     await etcd.start();
     await until(async () => (await get(`${base}/readyz`)).status === 200, 'ready again', 10_000);
     assert.ok((metric((await get(`${base}/metrics`)).body, 'confsync_etcd_reconnects_total') ?? 0) >= 1);
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });
 
 test('fleet status: lease-bound keys, `status --json`, `status --wait`, gone after SIGKILL within the TTL and at once after SIGTERM', async () => {

@@ -15,17 +15,13 @@ import { seal } from '../src/envelope/envelope.js';
 import { generateIdentity, recipientOf, writeIdentityFile } from '../src/envelope/identity.js';
 import { DaemonProcess, readOr, until } from './harness/daemon.js';
 import { startEtcd } from './harness/etcd.js';
+import { withDaemon } from './harness/fixture.js';
+import { walk } from './harness/walk.js';
 
 const P = '/confsync';
 const mode = (p: string) => (fs.statSync(p).mode & 0o777).toString(8);
 
-function walkFiles(dir: string): string[] {
-  if (!fs.existsSync(dir)) return [];
-  return fs
-    .readdirSync(dir, { recursive: true, withFileTypes: true })
-    .filter((e) => e.isFile())
-    .map((e) => path.join(e.parentPath ?? (e as any).path, e.name));
-}
+const walkFiles = (dir: string) => walk(dir).filter((p) => fs.lstatSync(p, { throwIfNoEntry: false })?.isFile());
 
 /** Flip one base64url character in the middle of the body: still well-formed text. */
 function tamper(envelope: string): string {
@@ -123,19 +119,11 @@ test('daemon opens sealed secrets into 0400 files; bad envelopes are refused by 
 });
 
 test('daemon without an identity reports secrets by path and writes none', async () => {
-  const etcd = await startEtcd();
-  const etcdc = new Etcd3({ hosts: etcd.endpoint });
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] } }).start();
-  try {
-    await d.ready();
+  await withDaemon({ cluster: 'eu' }, async ({ etcdc, d }) => {
     const r = recipientOf(generateIdentity().publicKey);
     await etcdc.put(`${P}/global/secrets/default/x/k`).value(await seal(Buffer.from('unused-9d1f'), 'global/secrets/default/x/k', [r]));
     await until(() => d.log.includes('"path":"global/secrets/default/x/k","reason":"no identity configured: cannot open secrets"'), 'reported');
     assert.equal(fs.existsSync(d.file('secrets', 'default', 'x')), false);
     assert.ok(!d.log.includes('unused-9d1f'));
-  } finally {
-    etcdc.close();
-    await d.cleanup();
-    await etcd.stop();
-  }
+  });
 });

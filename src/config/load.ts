@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
 import { UserError } from '../errors.js';
 import { fieldPath, formatIssues } from './issues.js';
 

@@ -63,7 +63,7 @@ export class Progress {
     if (!this.synced) return 'first full sync not done';
     const now = this.now();
     const quiet = (now - this.lastHeardAt) / 1000;
-    if (quiet > stallSeconds) return `no answer from the etcd watch for ${Math.round(quiet)} s (state: ${this.state})`;
+    if (quiet > stallSeconds) return `no progress from the etcd watch for ${Math.round(quiet)} s (state: ${this.state})`;
     if (this.behindSince !== undefined && (now - this.behindSince) / 1000 > stallSeconds) {
       return `applied revision ${this.applied} has been behind etcd's ${this.head} for ${Math.round((now - this.behindSince) / 1000)} s`;
     }

@@ -24,13 +24,15 @@ import { seal } from '../../src/envelope/envelope.js';
 import { generateIdentity, recipientOf, writeIdentityFile } from '../../src/envelope/identity.js';
 import { DaemonProcess, MAIN, until } from '../harness/daemon.js';
 import { startEtcd } from '../harness/etcd.js';
-import { commit, walk } from './etcd-cluster.js';
+import { commit } from './etcd-cluster.js';
+import { walk } from '../harness/walk.js';
+import { printable } from '../../src/keyspace.js';
 
 const P = '/confsync';
 const K = 'global/configmaps/default/app/';
 
-/** How a path appears in a log line: control bytes as \xNN, then JSON string escaping. */
-const shown = (p: string) => JSON.stringify(p.replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)).slice(1, -1);
+/** How a path appears in a log line: control and bidi characters escaped (keyspace's printable), then JSON string escaping. */
+const shown = (p: string) => JSON.stringify(printable(p)).slice(1, -1);
 
 // ------------------------------------------------------------------ the corpus
 
@@ -81,6 +83,12 @@ const BAD_KEYS: { cls: string; key: string | Buffer; why: string }[] = [
   { cls: 'unicode', key: `${K}ключ`, why: 'Cyrillic key' },
   { cls: 'unicode', key: 'global/configmaps/naïve/app/k', why: 'accented namespace' },
   { cls: 'unicode', key: `${K}ｋ`, why: 'full-width k' },
+  { cls: 'unicode', key: `${K}bidi\u202etxt.exe`, why: 'right-to-left override in a key' },
+  { cls: 'unicode', key: 'global/configmaps/default/app\u2066x/k', why: 'bidi isolate in a name' },
+  { cls: 'unicode', key: 'global/configmaps/ns\u200d/app/k', why: 'zero-width joiner in a namespace' },
+  { cls: 'NUL / control', key: `${K}c1\u0085nel`, why: 'C1 control (NEL)' },
+  { cls: 'NUL / control', key: `${K}\u009b31mcsi`, why: 'C1 CSI' },
+  { cls: 'NUL / control', key: 'global/configmaps/default/e\u001b]0;pwned\u0007/k', why: 'OSC title sequence in a name' },
   { cls: 'unicode', key: Buffer.concat([Buffer.from(`${P}/${K}bad`), Buffer.from([0xff, 0xfe])]), why: 'invalid UTF-8 bytes' },
   { cls: 'charset', key: `${K}with space`, why: 'space' },
   { cls: 'charset', key: `${K}@other`, why: '@ other than @meta' },
@@ -121,7 +129,15 @@ const BAD_META: { why: string; value: string | Buffer; scope?: 'cluster' }[] = [
   { why: 'immutable a string', value: '{"immutable":"yes"}' },
   { why: 'type empty', value: '{"type":""}' },
   { why: 'cluster-scope @meta invalid JSON', value: '{bad', scope: 'cluster' },
+  { why: 'pathological glob: 8,000 stars', value: JSON.stringify({ placement: { clusters: [`${'*'.repeat(8000)}X`] } }) },
+  { why: 'too many placement globs', value: JSON.stringify({ placement: { clusters: Array.from({ length: 300 }, (_, i) => `c${i}-*`) } }) },
+  { why: 'selector value longer than a label value', value: JSON.stringify({ placement: { clusterSelector: { matchLabels: { region: 'e'.repeat(64) } } } }) },
+  { why: 'too many labels', value: JSON.stringify({ labels: Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`l${i}`, 'v'])) }) },
+  { why: 'huge @meta (600 KiB)', value: JSON.stringify({ annotations: { a: 'x'.repeat(600 * 1024) } }) },
 ];
+
+/** Objects over the daemon's per-object limits (limits.maxObjectKeys = 100 in this test), added in one transaction: held at their last good state. */
+const OVER_LIMIT_KEYS = 100;
 
 /** Valid but unusual: must be applied exactly (controls against an over-strict validator). */
 const CONTROLS: { cls: string; why: string; key: string; value: Buffer }[] = [
@@ -212,7 +228,7 @@ test(`bad-input corpus through the running daemon: each reported by path, none f
   const us = generateIdentity();
   const idFile = path.join(keyDir, 'eu.key');
   await writeIdentityFile(idFile, eu);
-  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, identity: idFile }, daemonDir);
+  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, identity: idFile, limits: { maxObjectKeys: 100 } }, daemonDir);
   const sealFor = (plain: string, at: string, to: 'eu' | 'us' = 'eu') => seal(Buffer.from(plain), at, [recipientOf((to === 'eu' ? eu : us).publicKey)]);
   const put = (k: string | Buffer, v: string | Buffer) => etcdc.put(Buffer.isBuffer(k) ? k : `${P}/${k}`).value(v);
   const file = (rel: string) => path.join(d.root, rel);
@@ -222,6 +238,7 @@ test(`bad-input corpus through the running daemon: each reported by path, none f
   try {
     // Seed the good state every case will try to spoil.
     await put(`${K}k`, 'good');
+    await put('global/configmaps/default/huge-keys/k', 'good');
     for (let i = 0; i < BAD_META.length; i++) await put(`global/configmaps/default/meta-${i}/k`, 'good');
     for (let i = 0; i < envelopes.length; i++) {
       const at = `global/secrets/default/sec-${i}/k`;
@@ -246,6 +263,7 @@ test(`bad-input corpus through the running daemon: each reported by path, none f
       plaintexts.push(`pw-bad-${i}-e9a0`);
     }
     for (const c of CONTROLS) await put(c.key, c.value);
+    await commit(etcdc, Array.from({ length: OVER_LIMIT_KEYS }, (_, i) => [`${P}/global/configmaps/default/huge-keys/x${i}`, 'more']));
     const nl = 'global/secrets/default/sec-newline/k';
     await put(nl, (await sealFor('pw-newline-51d2', nl)) + '\n');
     plaintexts.push('pw-newline-51d2');
@@ -259,6 +277,7 @@ test(`bad-input corpus through the running daemon: each reported by path, none f
         what: `envelope: ${c.why}`,
         needle: `"path":"${c.scope === 'cluster' ? 'clusters/eu' : 'global'}/secrets/default/sec-${i}/k","reason":"envelope cannot be opened (${c.reason})"`,
       })),
+      { what: 'object over limits.maxObjectKeys', needle: `"path":"configmaps/default/huge-keys","reason":"object has ${OVER_LIMIT_KEYS + 1} keys, over limits.maxObjectKeys (100)` },
     ];
     await until(() => expectations.every((e) => d.log.includes(e.needle)) && CONTROLS.every((c) => read(c.key.replace(/^global\//, ''))?.equals(c.value)) && read('secrets/default/sec-newline/k'), 'every case reported and every control applied', 30_000).catch((err) => {
       const missing = expectations.filter((e) => !d.log.includes(e.needle)).map((e) => e.what);
@@ -277,6 +296,7 @@ test(`bad-input corpus through the running daemon: each reported by path, none f
     for (let i = 0; i < envelopes.length; i++) assert.equal(read(`secrets/default/sec-${i}/k`)?.toString(), `pw-good-${i}-7c1e`, `sec-${i}: ${envelopes[i]!.why}`);
     assert.equal(read('secrets/default/sec-newline/k')?.toString(), 'pw-newline-51d2', 'a trailing newline after an envelope is fine');
     assert.deepEqual(fs.readdirSync(file('configmaps/default/app')).filter((e) => !e.startsWith('..')), ['k'], 'no bad key became a file');
+    assert.deepEqual(fs.readdirSync(file('configmaps/default/huge-keys')).filter((e) => !e.startsWith('..')), ['k'], 'an object over the key limit keeps its last good state');
 
     // Nothing outside the root; inside it only the objects we meant.
     const outside = walk(scratch).filter((p) => !(p + '/').startsWith(d.root + '/') && p !== d.configFile && !(d.root + '/').startsWith(p + '/'));
@@ -286,6 +306,7 @@ test(`bad-input corpus through the running daemon: each reported by path, none f
       'configmaps/default/app', 'configmaps/default/edge', 'configmaps/default/my.app.v2',
       `configmaps/${'n'.repeat(63)}/${'a'.repeat(253)}`,
       ...BAD_META.map((_, i) => `configmaps/default/meta-${i}`),
+      'configmaps/default/huge-keys',
       ...CONTROLS.filter((c) => c.cls === 'value').map((c) => `configmaps/default/${c.key.split('/')[3]}`),
       ...envelopes.map((_, i) => `secrets/default/sec-${i}`),
       'secrets/default/sec-newline',
