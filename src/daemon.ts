@@ -67,6 +67,8 @@ export function createReconciler(cfg: Config, sinks: Sink[], logger: Logger, key
   return new Reconciler({
     prefix: `${cfg.etcd.prefix}/`,
     cluster: cfg.cluster,
+    node: cfg.node,
+    guard: cfg.guard,
     labels: cfg.labels,
     sinks,
     logger,

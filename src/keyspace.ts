@@ -4,6 +4,7 @@
  *   PREFIX/global/<kind>/<ns>/<name>/<key>
  *   PREFIX/clusters/<cluster>/<kind>/<ns>/<name>/<key>
  *   PREFIX/<scope>/<kind>/<ns>/<name>/@meta
+ *   PREFIX/clusters/<cluster>/@release                    confirms held mass deletes
  *   PREFIX/recipients/<cluster>
  *   PREFIX/status/<cluster>/<node>
  *
@@ -66,6 +67,8 @@ export function scopePath(scope: Scope): string {
 }
 
 export const META_KEY = '@meta';
+/** Under `clusters/<cluster>/`: an operator's confirmation that held mass deletes may go (reconcile/guard.ts). */
+export const RELEASE_KEY = '@release';
 
 /** `<scope>/<kind>/<ns>/<name>/<key>`; `key` may be `@meta`. */
 export function logicalPath(scope: Scope, ref: ObjectRef, key: string): string {
@@ -106,6 +109,10 @@ export class Keyspace {
     return [this.scopePrefix(GLOBAL), this.scopePrefix(clusterScope(cluster))];
   }
 
+  releaseKey(cluster: string): string {
+    return `${this.scopePrefix(clusterScope(cluster))}${RELEASE_KEY}`;
+  }
+
   recipientKey(cluster: string): string {
     return this.key(`recipients/${cluster}`);
   }
@@ -131,6 +138,7 @@ export class Keyspace {
 export type ParsedKey =
   | ({ type: 'data'; scope: Scope; key: string; logicalPath: string } & ObjectRef)
   | ({ type: 'meta'; scope: Scope; logicalPath: string } & ObjectRef)
+  | { type: 'release'; cluster: string }
   | { type: 'recipient'; cluster: string }
   | { type: 'status'; cluster: string; node: string }
   | { type: 'invalid'; reason: string };
@@ -208,6 +216,7 @@ export function parseKey(rest: string): ParsedKey {
   } else {
     return { type: 'invalid', reason: 'expected global/, clusters/<cluster>/, recipients/ or status/ after the prefix' };
   }
+  if (scope.type === 'cluster' && parts[i] === RELEASE_KEY && parts.length === i + 1) return { type: 'release', cluster: scope.cluster };
   const [kind, namespace, name, key, ...extra] = parts.slice(i);
   if (!isKind(kind)) return { type: 'invalid', reason: `kind must be ${OBJECT_KINDS.join(' or ')}, not "${printable((kind ?? '').slice(0, 80))}"` };
   if (namespace === undefined || name === undefined || key === undefined || extra.length > 0) {

@@ -29,6 +29,7 @@ export class Metrics {
   readonly invalidInputs = new Counter({ name: 'confsync_invalid_inputs_total', help: 'Distinct invalid keys or @meta values seen (skipped, last good kept).', registers: [this.registry] });
   readonly decryptFailures = new Counter({ name: 'confsync_decrypt_failures_total', help: 'Distinct secret values that did not open (last good kept).', registers: [this.registry] });
   readonly sinkErrors = new Counter({ name: 'confsync_sink_errors_total', help: 'Failed sink operations (retried with backoff unless the input is invalid).', labelNames: ['sink'], registers: [this.registry] });
+  readonly held = new Gauge({ name: 'confsync_deletes_held', help: 'Object removals held by the mass-delete guard until `confsync release`.', registers: [this.registry] });
   readonly failing = new Gauge({ name: 'confsync_objects_failing', help: 'Objects a sink is currently failing on (retried with backoff).', registers: [this.registry] });
   readonly reconnects = new Counter({ name: 'confsync_etcd_reconnects_total', help: 'Times the etcd watch had to back off and reconnect.', registers: [this.registry] });
   readonly relists = new Counter({ name: 'confsync_etcd_relists_total', help: 'Full re-lists of the watched prefixes (start-up and compaction).', registers: [this.registry] });
@@ -74,6 +75,7 @@ export class Metrics {
     this.headRevision.set(p.head);
     this.watchLag.set(p.lag());
     this.failing.set(reconciler.failing());
+    this.held.set(reconciler.heldDeletes()?.count ?? 0);
     const byKind = Object.fromEntries(OBJECT_KINDS.map((k) => [k, 0]));
     for (const obj of reconciler.desiredObjects().values()) byKind[obj.kind]!++;
     for (const [kind, n] of Object.entries(byKind)) this.objects.set({ kind }, n);

@@ -15,6 +15,8 @@ export interface NodeStatus {
   errors: number;
   /** Objects a sink is currently failing on (retried with backoff). */
   failing: number;
+  /** Removals held by the mass-delete guard, waiting for `confsync release`. */
+  held?: { count: number; revision: number; since: string };
   lastError?: { path: string; reason: string };
   state: ConnectionState;
   ready: boolean;
@@ -115,6 +117,7 @@ export function statusSnapshot(reconciler: Reconciler, base: { cluster: string; 
     objects: reconciler.desiredObjects().size,
     errors: s.invalidInputs + s.decryptFailures + s.sinkErrors,
     failing: reconciler.failing(),
+    held: reconciler.heldDeletes(),
     lastError: s.lastError,
     state: reconciler.progress.state,
     ready,

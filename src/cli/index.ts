@@ -7,6 +7,7 @@ import { registerLint } from './lint.js';
 import { registerStatus } from './status.js';
 import { registerPlan } from './plan.js';
 import { registerRun } from './run.js';
+import { registerRelease } from './release.js';
 import { registerRewrap } from './rewrap.js';
 import { registerSecretCommands } from './secret-cmd.js';
 
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerPlan(program);
   registerLint(program);
   registerStatus(program);
+  registerRelease(program);
   return program;
 }
 

@@ -103,6 +103,13 @@ export const configSchema = z.strictObject({
       intervalSeconds: z.number().positive().prefault(2).describe('How often the status key is rewritten when something changed.'),
     })
     .prefault({}),
+  guard: z
+    .strictObject({
+      enabled: z.boolean().prefault(true).describe('Hold mass deletes until an operator runs `confsync release` (or the keys come back).'),
+      maxDeletePercent: z.number().min(0).max(100).prefault(50).describe('A batch removing more than this share of the objects here is held…'),
+      minObjects: z.number().int().min(1).prefault(10).describe('…when it removes at least this many objects.'),
+    })
+    .prefault({}),
   limits: z
     .strictObject({
       maxObjectKeys: z.number().int().min(1).prefault(1000).describe('An object with more keys is held (last good state kept) and reported: one huge object must not starve the rest.'),

@@ -19,6 +19,9 @@ export type ReconcileEvent =
   | { type: 'sinkError'; sink: SinkKind; id: ObjectId; error: Error; retryable: boolean; retryInMs?: number }
   /** A sink applied an object again after failing on it. */
   | { type: 'sinkRecovered'; sink: SinkKind; id: ObjectId }
+  /** The mass-delete guard held a batch; `count` removals are held in all. */
+  | { type: 'deletesHeld'; count: number; revision: number }
+  | { type: 'deletesReleased'; count: number }
   /** Nothing dirty and nothing in flight: everything up to `applied` is in every sink. */
   | { type: 'idle'; applied: number };
 

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { buildObject, type BuildContext, type BuildLimits, type Problem } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject, ObjectId } from '../desired/types.js';
-import { isSealed } from '../keyspace.js';
+import { isSealed, Keyspace } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { Sink } from '../sink/types.js';
 import type { SourceEvent } from '../source/types.js';
@@ -11,11 +11,16 @@ import { Progress } from './progress.js';
 import { SinkRetries } from './retries.js';
 import { SecretCache, zeroUnless, type OpenSecret } from './secrets.js';
 import { WorkQueue } from './queue.js';
+import { DeleteGuard, parseRelease, type GuardConfig, type Hold } from './guard.js';
 
 export interface ReconcilerOptions {
   /** Key prefix with trailing slash, e.g. "/confsync/". */
   prefix: string;
   cluster: string;
+  /** This node's name: a release confirmation may name one node. */
+  node?: string;
+  /** The mass-delete guard; off when omitted. */
+  guard?: GuardConfig;
   labels: Record<string, string>;
   sinks: Sink[];
   logger: Logger;
@@ -56,7 +61,9 @@ export interface ReconcileStats {
  *      the object's other keys go live; a failing sink write is reported and
  *      retried with backoff, the rest go on;
  *  (6) the applied revision (Progress) is the store's revision less whatever is
- *      still dirty or in flight: it never runs ahead of what the sinks have.
+ *      still dirty or in flight: it never runs ahead of what the sinks have;
+ *  (7) a batch that would remove too many objects at once is held by the
+ *      mass-delete guard (guard.ts) until an operator confirms.
  */
 export class Reconciler {
   readonly store: KeyStore;
@@ -77,9 +84,15 @@ export class Reconciler {
   private resyncPending = false;
   private sawSnapshot = false;
   private idleWaiters: (() => void)[] = [];
+  private readonly guard: DeleteGuard;
+  private readonly keyspace: Keyspace;
+  /** The first snapshot waits for the sinks' listing (what is on disk decides the guard). */
+  private starting?: Promise<void>;
 
   constructor(private readonly opts: ReconcilerOptions) {
     this.store = new KeyStore(opts.prefix, opts.cluster);
+    this.keyspace = new Keyspace(opts.prefix.replace(/\/$/, ''));
+    this.guard = new DeleteGuard(opts.guard ?? { enabled: false, maxDeletePercent: 100, minObjects: Infinity });
     this.observers = opts.observers ?? [];
     this.secrets = new SecretCache(opts.openSecret);
     this.retries = new SinkRetries({ baseMs: opts.retryMs ?? 1000, maxMs: opts.retryMaxMs ?? 300_000, logger: opts.logger, emit: (e) => this.emit(e), retry: (id) => this.markDrift(id) });
@@ -99,20 +112,69 @@ export class Reconciler {
     if (event.type === 'snapshot') {
       const { dirty, invalid } = this.store.reset(event.kvs);
       this.reportInvalid(invalid);
-      if (!this.sawSnapshot) void this.noteSinkContents();
+      this.checkRelease(event.kvs.filter((kv) => kv.key === this.keyspace.releaseKey(this.opts.cluster)).map((kv) => kv.value));
+      const first = !this.sawSnapshot;
       this.sawSnapshot = true;
       this.pruneFrom = Math.min(this.pruneFrom ?? before, before);
-      this.queue.requestIdle();
-      for (const id of dirty) this.queue.mark(id, before, false);
+      const afterListing = () => {
+        // (7) what a re-list would remove: objects we hold, or (at start) that a sink holds.
+        const gone = new Set([...this.desired.keys(), ...(this.seenInSinks ?? [])].filter((id) => !this.store.objects.has(id)));
+        this.guardBatch([...gone], event.revision);
+        this.queue.requestIdle();
+        for (const id of dirty) this.queue.mark(id, before, false);
+        this.pump();
+      };
+      if (first) this.starting = this.noteSinkContents().then(afterListing);
+      else afterListing();
     } else if (event.type === 'changes') {
       const { dirty, invalid } = this.store.apply(event.changes);
       this.reportInvalid(invalid);
+      const release = this.keyspace.releaseKey(this.opts.cluster);
+      this.checkRelease(event.changes.flatMap((c) => (c.type === 'put' && c.kv.key === release ? [c.kv.value] : [])));
+      this.guardBatch([...dirty].filter((id) => this.desired.has(id) && !this.store.objects.has(id)), event.revision);
       const now = performance.now();
       for (const id of dirty) this.queue.mark(id, before, false, now);
     }
     this.advance();
-    this.queue.pump();
+    this.pump();
   };
+
+  /** Work starts only once the first snapshot's sink listing is in (the guard needs it). */
+  private pump(): void {
+    if (!this.starting || this.seenInSinks) this.queue.pump();
+  }
+
+  /** Objects whose removal the mass-delete guard holds, if any. */
+  heldDeletes(): Hold | undefined {
+    return this.guard.state();
+  }
+
+  private guardBatch(removals: ObjectId[], revision: number): void {
+    const materialized = Math.max(this.desired.size, this.seenInSinks?.size ?? 0);
+    if (!this.guard.check(removals, materialized, revision)) return;
+    const hold = this.guard.state()!;
+    this.opts.logger.warn(
+      { removals: removals.length, objects: materialized, revision, held: hold.count },
+      `mass delete held: one batch would remove ${removals.length} of ${materialized} objects; files and objects stay until an operator runs "confsync release --cluster ${this.opts.cluster}" (or the keys come back)`,
+    );
+    this.emit({ type: 'deletesHeld', count: hold.count, revision });
+  }
+
+  private checkRelease(values: Buffer[]): void {
+    for (const value of values) {
+      const r = parseRelease(value);
+      if (!r) {
+        this.report({ path: `clusters/${this.opts.cluster}/@release`, reason: 'not {"revision": <number>, "node"?: <string>}' }, 'invalidInputs');
+        continue;
+      }
+      if (r.node !== undefined && r.node !== this.opts.node) continue;
+      const ids = this.guard.release(r.revision);
+      if (!ids) continue;
+      this.opts.logger.warn({ released: ids.length, confirmedRevision: r.revision }, 'held mass delete released by an operator; removing');
+      this.emit({ type: 'deletesReleased', count: ids.length });
+      for (const id of ids) this.queue.mark(id, this.progress.received, true);
+    }
+  }
 
   /** A sink saw something change under an object: re-check it against desired. */
   markDrift = (id: ObjectId): void => {
@@ -121,7 +183,7 @@ export class Reconciler {
     // good files. The first snapshot reconciles everything anyway.
     if (!this.sawSnapshot) return;
     this.queue.mark(id, this.progress.received, true);
-    this.queue.pump();
+    this.pump();
   };
 
   /** Re-check every object in every sink, and prune (periodic safety net). */
@@ -137,7 +199,7 @@ export class Reconciler {
     for (const id of new Set([...this.store.objects.keys(), ...this.desired.keys()])) this.queue.mark(id, rev, true);
     this.pruneFrom ??= rev;
     this.queue.requestIdle();
-    this.queue.pump();
+    this.pump();
   }
 
   desiredObjects(): ReadonlyMap<ObjectId, DesiredObject> {
@@ -194,6 +256,7 @@ export class Reconciler {
   /** (2)–(5) for one object. */
   private async reconcileObject(id: ObjectId, since: { force: boolean; dirtySince?: number }): Promise<void> {
     const keys = this.store.objects.get(id);
+    if (keys) this.guard.forget(id);
     const previous = this.desired.get(id);
     let dropped: Buffer[] = [];
     let result: ReturnType<typeof buildObject>;
@@ -212,6 +275,7 @@ export class Reconciler {
       this.held.add(id);
       if (since.force && previous) await this.applyEverywhere(previous, since.dirtySince);
     } else if (result.type === 'absent') {
+      if (!keys && this.guard.isHeld(id)) return; // (7) stays until released
       this.held.delete(id);
       this.desired.delete(id);
       await this.removeEverywhere(id);
@@ -266,7 +330,7 @@ export class Reconciler {
         continue;
       }
       for (const id of owned) {
-        if (this.desired.has(id) || this.held.has(id)) continue;
+        if (this.desired.has(id) || this.held.has(id) || this.guard.isHeld(id)) continue;
         try {
           await sink.remove(id);
           this.opts.logger.info({ sink: sink.name, object: id }, 'object pruned: no longer in etcd for this cluster');

@@ -1,0 +1,74 @@
+/**
+ * The mass-delete guard through two real daemons (two nodes of one cluster) and a
+ * real etcd: `etcdctl del --prefix` of every object removes no file; both daemons
+ * report the hold in their status; a daemon restarted meanwhile holds again at
+ * start; everything else keeps syncing; `confsync release` lets the removals go.
+ * Objects: 300 here (CONFSYNC_GUARD_OBJECTS=2000 for the issue's figure).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import { Etcd3 } from 'etcd3';
+import { DaemonProcess, MAIN, readOr, until } from './harness/daemon.js';
+import { startEtcd } from './harness/etcd.js';
+import { commit } from './fault/etcd-cluster.js';
+
+const P = '/confsync';
+const N = Number(process.env.CONFSYNC_GUARD_OBJECTS ?? 300);
+
+test(`mass delete of ${N} objects is held on both nodes until "confsync release"; a restart holds too`, async (t) => {
+  const etcd = await startEtcd();
+  const etcdc = new Etcd3({ hosts: etcd.endpoint });
+  const cfg = (node: string) => ({ cluster: 'eu', node, etcd: { endpoints: [etcd.endpoint] }, status: { intervalSeconds: 0.2 } });
+  const daemons = [new DaemonProcess(cfg('n1')), new DaemonProcess(cfg('n2'))];
+  const dir = (d: DaemonProcess, i: number) => d.file('configmaps', 'default', `o-${i}`);
+  const present = (d: DaemonProcess) => Array.from({ length: N }, (_, i) => i).filter((i) => fs.existsSync(dir(d, i))).length;
+  const held = async (node: string) => {
+    const v = await etcdc.get(`${P}/status/eu/${node}`).string();
+    return v ? (JSON.parse(v).held?.count as number | undefined) : undefined;
+  };
+  try {
+    for (let i = 0; i < N; i += 100) {
+      await commit(etcdc, Array.from({ length: Math.min(100, N - i) }, (_, j) => [`${P}/global/configmaps/default/o-${i + j}/k`, 'v']));
+    }
+    for (const d of daemons) d.start();
+    await until(async () => daemons.every((d) => present(d) === N), `${N} objects on both nodes`, 120_000);
+
+    const t0 = Date.now();
+    await etcdc.delete().prefix(`${P}/global/configmaps/default/o-`);
+    await until(async () => (await held('n1')) === N && (await held('n2')) === N, 'both nodes report the hold', 10_000);
+    t.diagnostic(`held reported by both nodes ${Date.now() - t0} ms after the delete`);
+    assert.deepEqual(daemons.map(present), [N, N], 'no file removed');
+    assert.match(daemons[0]!.log, /mass delete held: one batch would remove/);
+
+    // Everything else keeps syncing meanwhile.
+    await etcdc.put(`${P}/global/configmaps/default/other/k`).value('during');
+    await until(() => daemons.every((d) => readOr(d.file('configmaps', 'default', 'other', 'k')) === 'during'), 'other changes still apply');
+
+    // A restart re-lists: the guard compares with what is on disk and holds again.
+    await daemons[1]!.signal('SIGKILL');
+    daemons[1] = new DaemonProcess(cfg('n2'), daemons[1]!.dir).start();
+    // (Its old status key lives on until its lease expires: read the new process's log.)
+    await until(() => daemons[1]!.log.includes('mass delete held'), 'restarted node holds again', 60_000);
+    assert.equal(present(daemons[1]!), N, 'no file removed by the restart');
+
+    const r = spawnSync(process.execPath, [MAIN, 'release', '--cluster', 'eu', '--endpoints', etcd.endpoint], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const t1 = Date.now();
+    await until(() => daemons.every((d) => present(d) === 0), 'released removals done', 60_000);
+    t.diagnostic(`after release: all ${N} objects removed on both nodes in ${Date.now() - t1} ms`);
+    await until(async () => (await held('n1')) === undefined && (await held('n2')) === undefined, 'hold cleared in status');
+    assert.equal(readOr(daemons[0]!.file('configmaps', 'default', 'other', 'k')), 'during');
+
+    // Below the threshold nothing is held: 5 removals of 6 objects (minObjects 10).
+    await commit(etcdc, Array.from({ length: 5 }, (_, i) => [`${P}/global/configmaps/default/small-${i}/k`, 'v']));
+    await until(() => daemons.every((d) => fs.existsSync(d.file('configmaps', 'default', 'small-4'))), 'small objects');
+    await etcdc.delete().prefix(`${P}/global/configmaps/default/small-`);
+    await until(() => daemons.every((d) => !fs.existsSync(d.file('configmaps', 'default', 'small-0'))), 'small deletes go through at once');
+  } finally {
+    etcdc.close();
+    for (const d of daemons) await d.cleanup();
+    await etcd.stop();
+  }
+});
