@@ -26,3 +26,12 @@ export type ReconcileEvent =
   | { type: 'idle'; applied: number };
 
 export type ReconcileObserver = (event: ReconcileEvent) => void;
+
+/** Counters the loop keeps for status. */
+export interface ReconcileStats {
+  invalidInputs: number;
+  decryptFailures: number;
+  sinkErrors: number;
+  writes: number;
+  lastError?: Problem;
+}

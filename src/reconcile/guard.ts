@@ -12,7 +12,10 @@
  *  - the keys come back (the object is no longer a removal).
  * Never by itself, never by a timer.
  */
+import type { Problem } from '../desired/build.js';
 import type { ObjectId } from '../desired/types.js';
+import type { Logger } from '../log.js';
+import type { ReconcileEvent } from './events.js';
 
 export interface GuardConfig {
   enabled: boolean;
@@ -32,7 +35,10 @@ export class DeleteGuard {
   private heldAt = 0;
   private since = '';
 
-  constructor(private readonly cfg: GuardConfig) {}
+  constructor(
+    private readonly cfg: GuardConfig,
+    private readonly ctx: { cluster: string; logger: Logger; emit: (e: ReconcileEvent) => void; invalid: (p: Problem) => void },
+  ) {}
 
   /**
    * A batch would remove `removals` out of `materialized` objects. Returns true
@@ -46,7 +52,31 @@ export class DeleteGuard {
     if (this.held.size === 0) this.since = new Date().toISOString();
     for (const id of fresh) this.held.add(id);
     this.heldAt = Math.max(this.heldAt, revision);
+    this.ctx.logger.warn(
+      { removals: removals.length, objects: materialized, revision, held: this.held.size },
+      `mass delete held: one batch would remove ${removals.length} of ${materialized} objects; files and objects stay until an operator runs "confsync release --cluster ${this.ctx.cluster}" (or the keys come back)`,
+    );
+    this.ctx.emit({ type: 'deletesHeld', count: this.held.size, revision });
     return true;
+  }
+
+  /** Release confirmations (values of `clusters/<c>/@release`) for `node`: the ids whose removal may go now. */
+  confirm(values: Buffer[], node: string | undefined): ObjectId[] {
+    const out: ObjectId[] = [];
+    for (const value of values) {
+      const r = parseRelease(value);
+      if (!r) {
+        this.ctx.invalid({ path: `clusters/${this.ctx.cluster}/@release`, reason: 'not {"revision": <number>, "node"?: <string>}' });
+        continue;
+      }
+      if (r.node !== undefined && r.node !== node) continue;
+      const ids = this.release(r.revision);
+      if (!ids) continue;
+      this.ctx.logger.warn({ released: ids.length, confirmedRevision: r.revision }, 'held mass delete released by an operator; removing');
+      this.ctx.emit({ type: 'deletesReleased', count: ids.length });
+      out.push(...ids);
+    }
+    return out;
   }
 
   isHeld(id: ObjectId): boolean {
@@ -62,7 +92,7 @@ export class DeleteGuard {
    * A confirmation arrived. Returns the ids to remove now, or undefined when it
    * does not cover the hold (older than the held batch, or for another node).
    */
-  release(confirmedRevision: number): ObjectId[] | undefined {
+  private release(confirmedRevision: number): ObjectId[] | undefined {
     if (this.held.size === 0 || confirmedRevision < this.heldAt) return undefined;
     const ids = [...this.held];
     this.held.clear();

@@ -1,17 +1,21 @@
 import { performance } from 'node:perf_hooks';
-import { buildObject, type BuildContext, type BuildLimits, type Problem } from '../desired/build.js';
+import { buildObject, type BuildContext, type BuildLimits } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject, ObjectId } from '../desired/types.js';
 import { isSealed, Keyspace } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { Sink } from '../sink/types.js';
 import type { SourceEvent } from '../source/types.js';
-import type { ProblemCounter, ReconcileEvent, ReconcileObserver } from './events.js';
+import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
+
+export type { ReconcileStats } from './events.js';
 import { Progress } from './progress.js';
 import { SinkRetries } from './retries.js';
 import { SecretCache, zeroUnless, type OpenSecret } from './secrets.js';
 import { WorkQueue } from './queue.js';
-import { DeleteGuard, parseRelease, type GuardConfig, type Hold } from './guard.js';
+import { DeleteGuard, type GuardConfig, type Hold } from './guard.js';
+import { SinkFanout } from './fanout.js';
+import { ProblemReporter } from './problems.js';
 
 export interface ReconcilerOptions {
   /** Key prefix with trailing slash, e.g. "/confsync/". */
@@ -32,14 +36,6 @@ export interface ReconcilerOptions {
   retryMaxMs?: number;
   limits?: BuildLimits;
   observers?: ReconcileObserver[];
-}
-
-export interface ReconcileStats {
-  invalidInputs: number;
-  decryptFailures: number;
-  sinkErrors: number;
-  writes: number;
-  lastError?: Problem;
 }
 
 /**
@@ -72,12 +68,15 @@ export class Reconciler {
 
   private readonly desired = new Map<ObjectId, DesiredObject>();
   private readonly held = new Set<ObjectId>();
+  /** Objects whose desired state was built from the store as it is now: a drift hint or resync only re-checks the sinks. */
+  private readonly upToDate = new Set<ObjectId>();
   /** Objects a sink held before our first snapshot: their last good secrets may be only there. */
   private seenInSinks?: Set<ObjectId>;
   private readonly queue: WorkQueue;
   private readonly secrets: SecretCache;
   private readonly retries: SinkRetries;
-  private readonly reported = new Set<string>();
+  private readonly sinks: SinkFanout;
+  private readonly problems: ProblemReporter;
   private readonly buildContext: BuildContext;
   private readonly observers: ReconcileObserver[];
   private pruneFrom?: number;
@@ -92,10 +91,17 @@ export class Reconciler {
   constructor(private readonly opts: ReconcilerOptions) {
     this.store = new KeyStore(opts.prefix, opts.cluster);
     this.keyspace = new Keyspace(opts.prefix.replace(/\/$/, ''));
-    this.guard = new DeleteGuard(opts.guard ?? { enabled: false, maxDeletePercent: 100, minObjects: Infinity });
+    this.guard = new DeleteGuard(opts.guard ?? { enabled: false, maxDeletePercent: 100, minObjects: Infinity }, {
+      cluster: opts.cluster,
+      logger: opts.logger,
+      emit: (e) => this.emit(e),
+      invalid: (p) => this.problems.report(p),
+    });
     this.observers = opts.observers ?? [];
+    this.problems = new ProblemReporter(this.stats, opts.logger, (e) => this.emit(e));
     this.secrets = new SecretCache(opts.openSecret);
     this.retries = new SinkRetries({ baseMs: opts.retryMs ?? 1000, maxMs: opts.retryMaxMs ?? 300_000, logger: opts.logger, emit: (e) => this.emit(e), retry: (id) => this.markDrift(id) });
+    this.sinks = new SinkFanout({ sinks: opts.sinks, logger: opts.logger, retries: this.retries, stats: this.stats, emit: (e) => this.emit(e) });
     this.buildContext = { cluster: opts.cluster, labels: opts.labels, secret: () => ({ error: 'secret not opened' }), limits: opts.limits };
     this.queue = new WorkQueue({
       concurrency: opts.concurrency ?? 8,
@@ -111,33 +117,42 @@ export class Reconciler {
     this.progress.noteEvent(event);
     if (event.type === 'snapshot') {
       const { dirty, invalid } = this.store.reset(event.kvs);
-      this.reportInvalid(invalid);
-      this.checkRelease(event.kvs.filter((kv) => kv.key === this.keyspace.releaseKey(this.opts.cluster)).map((kv) => kv.value));
+      this.problems.reportAll(invalid);
+      this.release(event.kvs.filter((kv) => kv.key === this.keyspace.releaseKey(this.opts.cluster)).map((kv) => kv.value));
       const first = !this.sawSnapshot;
       this.sawSnapshot = true;
       this.pruneFrom = Math.min(this.pruneFrom ?? before, before);
       const afterListing = () => {
         // (7) what a re-list would remove: objects we hold, or (at start) that a sink holds.
         const gone = new Set([...this.desired.keys(), ...(this.seenInSinks ?? [])].filter((id) => !this.store.objects.has(id)));
-        this.guardBatch([...gone], event.revision);
+        this.guard.check([...gone], this.materialized(), event.revision);
         this.queue.requestIdle();
-        for (const id of dirty) this.queue.mark(id, before, false);
+        for (const id of dirty) this.upToDate.delete(id), this.queue.mark(id, before, false);
         this.pump();
       };
       if (first) this.starting = this.noteSinkContents().then(afterListing);
       else afterListing();
     } else if (event.type === 'changes') {
       const { dirty, invalid } = this.store.apply(event.changes);
-      this.reportInvalid(invalid);
+      this.problems.reportAll(invalid);
       const release = this.keyspace.releaseKey(this.opts.cluster);
-      this.checkRelease(event.changes.flatMap((c) => (c.type === 'put' && c.kv.key === release ? [c.kv.value] : [])));
-      this.guardBatch([...dirty].filter((id) => this.desired.has(id) && !this.store.objects.has(id)), event.revision);
+      this.release(event.changes.flatMap((c) => (c.type === 'put' && c.kv.key === release ? [c.kv.value] : [])));
+      this.guard.check([...dirty].filter((id) => this.desired.has(id) && !this.store.objects.has(id)), this.materialized(), event.revision);
       const now = performance.now();
-      for (const id of dirty) this.queue.mark(id, before, false, now);
+      for (const id of dirty) this.upToDate.delete(id), this.queue.mark(id, before, false, now);
     }
     this.advance();
     this.pump();
   };
+
+  private materialized(): number {
+    return Math.max(this.desired.size, this.seenInSinks?.size ?? 0);
+  }
+
+  /** (7) confirmations: the held removals they cover go now. */
+  private release(values: Buffer[]): void {
+    for (const id of this.guard.confirm(values, this.opts.node)) this.queue.mark(id, this.progress.received, true);
+  }
 
   /** Work starts only once the first snapshot's sink listing is in (the guard needs it). */
   private pump(): void {
@@ -147,33 +162,6 @@ export class Reconciler {
   /** Objects whose removal the mass-delete guard holds, if any. */
   heldDeletes(): Hold | undefined {
     return this.guard.state();
-  }
-
-  private guardBatch(removals: ObjectId[], revision: number): void {
-    const materialized = Math.max(this.desired.size, this.seenInSinks?.size ?? 0);
-    if (!this.guard.check(removals, materialized, revision)) return;
-    const hold = this.guard.state()!;
-    this.opts.logger.warn(
-      { removals: removals.length, objects: materialized, revision, held: hold.count },
-      `mass delete held: one batch would remove ${removals.length} of ${materialized} objects; files and objects stay until an operator runs "confsync release --cluster ${this.opts.cluster}" (or the keys come back)`,
-    );
-    this.emit({ type: 'deletesHeld', count: hold.count, revision });
-  }
-
-  private checkRelease(values: Buffer[]): void {
-    for (const value of values) {
-      const r = parseRelease(value);
-      if (!r) {
-        this.report({ path: `clusters/${this.opts.cluster}/@release`, reason: 'not {"revision": <number>, "node"?: <string>}' }, 'invalidInputs');
-        continue;
-      }
-      if (r.node !== undefined && r.node !== this.opts.node) continue;
-      const ids = this.guard.release(r.revision);
-      if (!ids) continue;
-      this.opts.logger.warn({ released: ids.length, confirmedRevision: r.revision }, 'held mass delete released by an operator; removing');
-      this.emit({ type: 'deletesReleased', count: ids.length });
-      for (const id of ids) this.queue.mark(id, this.progress.received, true);
-    }
   }
 
   /** A sink saw something change under an object: re-check it against desired. */
@@ -226,7 +214,7 @@ export class Reconciler {
   /** (4) then (6), each time the workers run dry. */
   private async idle(): Promise<void> {
     if (this.pruneFrom !== undefined) {
-      await this.prune();
+      await this.sinks.prune((id) => this.desired.has(id) || this.held.has(id) || this.guard.isHeld(id));
       this.pruneFrom = undefined;
       if (!this.progress.synced) this.opts.logger.info({ objects: this.desired.size, revision: this.progress.received }, 'first full sync done');
       this.progress.synced = true;
@@ -258,6 +246,9 @@ export class Reconciler {
     const keys = this.store.objects.get(id);
     if (keys) this.guard.forget(id);
     const previous = this.desired.get(id);
+    // A resync of an unchanged object costs a sink check, not a rebuild (the idle cost must not grow with the keyspace).
+    if (since.force && previous && this.upToDate.has(id)) return this.sinks.apply(previous, since.dirtySince, this.progress.synced);
+    this.upToDate.delete(id);
     let dropped: Buffer[] = [];
     let result: ReturnType<typeof buildObject>;
     if (!keys) {
@@ -269,99 +260,25 @@ export class Reconciler {
       const unopened = !previous && (this.seenInSinks?.has(id) ?? !this.progress.synced) ? 'hold' : 'skip';
       result = buildObject(keys, { ...this.buildContext, unopened, secret: (kv) => this.secrets.get(kv.path, id) }, previous);
     }
-    for (const p of result.problems) this.report(p, p.unopened ? 'decryptFailures' : 'invalidInputs');
+    this.problems.reportAll(result.problems);
 
     if (result.type === 'hold') {
       this.held.add(id);
-      if (since.force && previous) await this.applyEverywhere(previous, since.dirtySince);
+      if (since.force && previous) await this.sinks.apply(previous, since.dirtySince, this.progress.synced);
     } else if (result.type === 'absent') {
       if (!keys && this.guard.isHeld(id)) return; // (7) stays until released
       this.held.delete(id);
       this.desired.delete(id);
-      await this.removeEverywhere(id);
+      await this.sinks.remove(id);
     } else {
       this.held.delete(id);
       this.seenInSinks?.delete(id);
       this.desired.set(id, result.object);
-      if (since.force || !previous || previous.hash !== result.object.hash) await this.applyEverywhere(result.object, since.dirtySince);
+      this.upToDate.add(id);
+      if (since.force || !previous || previous.hash !== result.object.hash) await this.sinks.apply(result.object, since.dirtySince, this.progress.synced);
     }
     // Plaintext that left the cache and that no desired object still uses.
     zeroUnless(dropped, this.desired.get(id)?.data.values() ?? []);
-  }
-
-  private async applyEverywhere(obj: DesiredObject, dirtySince?: number): Promise<void> {
-    for (const sink of this.opts.sinks) {
-      try {
-        if ((await sink.apply(obj)) === 'written') {
-          this.stats.writes++;
-          const fields = { sink: sink.name, object: obj.id, revision: obj.revision, keys: obj.data.size };
-          // One line per write is what an operator wants on a running node; 10,000 of them during a cold start is noise.
-          if (this.progress.synced) this.opts.logger.info(fields, 'object written');
-          else this.opts.logger.debug(fields, 'object written');
-          this.emit({ type: 'written', sink: sink.name, object: obj, dirtySince });
-        }
-        this.retries.succeeded(sink.name, obj.id);
-      } catch (err) {
-        this.sinkFailed(sink, obj.id, err);
-      }
-    }
-  }
-
-  private async removeEverywhere(id: ObjectId): Promise<void> {
-    for (const sink of this.opts.sinks) {
-      try {
-        await sink.remove(id);
-        this.retries.succeeded(sink.name, id);
-        this.emit({ type: 'removed', sink: sink.name, id });
-      } catch (err) {
-        this.sinkFailed(sink, id, err);
-      }
-    }
-  }
-
-  /** (4) Only ever after a complete snapshot has been reconciled. */
-  private async prune(): Promise<void> {
-    for (const sink of this.opts.sinks) {
-      let owned: ObjectId[];
-      try {
-        owned = await sink.list();
-      } catch (err) {
-        this.sinkFailed(sink, '*', err);
-        continue;
-      }
-      for (const id of owned) {
-        if (this.desired.has(id) || this.held.has(id) || this.guard.isHeld(id)) continue;
-        try {
-          await sink.remove(id);
-          this.opts.logger.info({ sink: sink.name, object: id }, 'object pruned: no longer in etcd for this cluster');
-          this.emit({ type: 'removed', sink: sink.name, id });
-        } catch (err) {
-          this.sinkFailed(sink, id, err);
-        }
-      }
-    }
-  }
-
-  /** (5) */
-  private sinkFailed(sink: Sink, id: ObjectId, err: unknown): void {
-    this.stats.sinkErrors++;
-    this.stats.lastError = { path: `${sink.name}:${id}`, reason: (err as Error).message };
-    this.retries.failed(sink.name, id, err as Error);
-  }
-
-  private reportInvalid(problems: Problem[]): void {
-    for (const p of problems) this.report(p, 'invalidInputs');
-  }
-
-  private report(p: Problem, counter: ProblemCounter): void {
-    // Count and log each distinct (path, reason) once: a resync must not re-report it.
-    const tag = `${p.path}\0${p.reason}`;
-    this.stats.lastError = p;
-    if (this.reported.has(tag)) return;
-    this.reported.add(tag);
-    this.stats[counter]++;
-    this.emit({ type: 'problem', counter, problem: p });
-    this.opts.logger.warn({ path: p.path, reason: p.reason }, counter === 'invalidInputs' ? 'invalid input skipped; last good state kept' : 'secret not opened; last good value kept');
   }
 
   private emit(event: ReconcileEvent): void {

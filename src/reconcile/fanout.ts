@@ -1,0 +1,81 @@
+/**
+ * Hands one object to every sink and reports what each did: a write or removal
+ * as an event, a failure to the retry book (retries.ts), which backs off and
+ * re-queues. One sink failing never stops the others.
+ */
+import type { DesiredObject, ObjectId } from '../desired/types.js';
+import type { Logger } from '../log.js';
+import type { Sink } from '../sink/types.js';
+import type { ReconcileEvent, ReconcileStats } from './events.js';
+import type { SinkRetries } from './retries.js';
+
+export interface SinkFanoutOptions {
+  sinks: Sink[];
+  logger: Logger;
+  retries: SinkRetries;
+  stats: ReconcileStats;
+  emit: (e: ReconcileEvent) => void;
+}
+
+export class SinkFanout {
+  constructor(private readonly opts: SinkFanoutOptions) {}
+
+  async apply(obj: DesiredObject, dirtySince: number | undefined, synced: boolean): Promise<void> {
+    for (const sink of this.opts.sinks) {
+      try {
+        if ((await sink.apply(obj)) === 'written') {
+          this.opts.stats.writes++;
+          const fields = { sink: sink.name, object: obj.id, revision: obj.revision, keys: obj.data.size };
+          // One line per write is what an operator wants on a running node; 10,000 of them during a cold start is noise.
+          if (synced) this.opts.logger.info(fields, 'object written');
+          else this.opts.logger.debug(fields, 'object written');
+          this.opts.emit({ type: 'written', sink: sink.name, object: obj, dirtySince });
+        }
+        this.opts.retries.succeeded(sink.name, obj.id);
+      } catch (err) {
+        this.failed(sink, obj.id, err);
+      }
+    }
+  }
+
+  async remove(id: ObjectId): Promise<void> {
+    for (const sink of this.opts.sinks) {
+      try {
+        await sink.remove(id);
+        this.opts.retries.succeeded(sink.name, id);
+        this.opts.emit({ type: 'removed', sink: sink.name, id });
+      } catch (err) {
+        this.failed(sink, id, err);
+      }
+    }
+  }
+
+  /** Remove what each sink owns that `keep` does not claim. Only ever after a complete snapshot was reconciled. */
+  async prune(keep: (id: ObjectId) => boolean): Promise<void> {
+    for (const sink of this.opts.sinks) {
+      let owned: ObjectId[];
+      try {
+        owned = await sink.list();
+      } catch (err) {
+        this.failed(sink, '*', err);
+        continue;
+      }
+      for (const id of owned) {
+        if (keep(id)) continue;
+        try {
+          await sink.remove(id);
+          this.opts.logger.info({ sink: sink.name, object: id }, 'object pruned: no longer in etcd for this cluster');
+          this.opts.emit({ type: 'removed', sink: sink.name, id });
+        } catch (err) {
+          this.failed(sink, id, err);
+        }
+      }
+    }
+  }
+
+  private failed(sink: Sink, id: ObjectId, err: unknown): void {
+    this.opts.stats.sinkErrors++;
+    this.opts.stats.lastError = { path: `${sink.name}:${id}`, reason: (err as Error).message };
+    this.opts.retries.failed(sink.name, id, err as Error);
+  }
+}
