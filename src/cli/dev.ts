@@ -9,7 +9,7 @@ import { loadConfigFile } from '../config/load.js';
 import { startDaemon } from '../daemon.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { untilSignal } from './run.js';
+import { untilSignal } from './common.js';
 import { Etcd3 } from 'etcd3';
 import { generateIdentity, loadKeyring, writeIdentityFile } from '../envelope/identity.js';
 import { RecipientsFile } from '../envelope/recipients-file.js';

@@ -9,6 +9,8 @@ import { registerPlan } from './plan.js';
 import { registerRun } from './run.js';
 import { registerRewrap } from './rewrap.js';
 import { registerSecretCommands } from './secret-cmd.js';
+import { registerKeygen } from './keygen.js';
+import { registerRecipients } from './recipients-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
@@ -19,7 +21,9 @@ export function buildProgram(): Command {
   registerRun(program);
   registerDev(program);
   registerConfigCommands(program);
+  registerKeygen(program);
   registerSecretCommands(program);
+  registerRecipients(program);
   registerRewrap(program);
   registerPlan(program);
   registerLint(program);
