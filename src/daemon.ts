@@ -1,11 +1,12 @@
-import { performance } from 'node:perf_hooks';
 import type { Config } from './config/schema.js';
 import { open } from './envelope/envelope.js';
 import { loadKeyring, type Keyring } from './envelope/identity.js';
+import { Keyspace } from './keyspace.js';
 import type { Logger } from './log.js';
-import { Hooks } from './hooks.js';
+import { Hooks } from './reactions/hooks.js';
 import { Metrics, serveMetrics, type Health } from './metrics.js';
-import { Reconciler, type ReconcileObserver } from './reconcile.js';
+import type { ReconcileObserver } from './reconcile/events.js';
+import { Reconciler } from './reconcile/reconciler.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
@@ -25,7 +26,7 @@ export interface Daemon {
 
 /** What a daemon of this cluster reads: global and its own scope, nothing else (least privilege). */
 export function watchedPrefixes(cfg: Config): string[] {
-  return [`${cfg.etcd.prefix}/global/`, `${cfg.etcd.prefix}/clusters/${cfg.cluster}/`];
+  return new Keyspace(cfg.etcd.prefix).watchedPrefixes(cfg.cluster);
 }
 
 /** Build the sinks a config asks for. Shared by the daemon and `plan`. */
@@ -70,6 +71,8 @@ export function createReconciler(cfg: Config, sinks: Sink[], logger: Logger, key
     sinks,
     logger,
     openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
+    retryMaxMs: cfg.limits.retryMaxSeconds * 1000,
+    limits: { maxKeys: cfg.limits.maxObjectKeys, maxBytes: cfg.limits.maxObjectBytes },
     observers,
   });
 }
@@ -80,7 +83,7 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
 
 /**
  * source → envelope → desired → sinks, wired once. Returns when the loop is
- * started; `reconciler.synced` turns true after the first full sync.
+ * started; `reconciler.progress.synced` turns true after the first full sync.
  */
 export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> {
   const keyring = await loadIdentity(cfg);
@@ -100,31 +103,22 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const metrics = new Metrics();
   const hooks = new Hooks(cfg.hooks, logger);
   metrics.hookCounters = hooks.counters;
-  const restarts = kc && kube?.rollingRestarts ? new (await import('./sink/kube-restarts.js')).KubeRestarts(kc, logger) : undefined;
-  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics, hooks, ...(restarts ? [restarts] : [])]);
+  const restarts = kc && kube?.rollingRestarts ? new (await import('./reactions/restarts.js')).KubeRestarts(kc, logger) : undefined;
+  let status: StatusReporter | undefined;
+  const pokeStatus: ReconcileObserver = (e) => e.type === 'idle' && status?.poke();
+  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus]);
+  const progress = reconciler.progress;
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
-  let state: ConnectionState = 'connecting';
-  let status: StatusReporter | undefined;
-  let head = 0;
-  let lastProgressAt = performance.now();
   source.start((event) => {
     if (event.type === 'state') {
-      if (event.state !== state && event.state !== 'backoff') logger.info({ state: event.state }, 'etcd source state');
-      if (event.state === 'backoff' && state !== 'backoff') metrics.reconnects.inc();
-      state = event.state;
-      return;
-    }
-    lastProgressAt = performance.now();
-    if (event.type === 'snapshot') {
+      if (event.state !== progress.state && event.state !== 'backoff') logger.info({ state: event.state }, 'etcd source state');
+      if (event.state === 'backoff' && progress.state !== 'backoff') metrics.reconnects.inc();
+    } else if (event.type === 'snapshot') {
       metrics.relists.inc();
-      head = Math.max(head, event.revision);
       logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
-    } else {
-      head = Math.max(head, event.head);
     }
     reconciler.handle(event);
-    if (event.type !== 'progress' || event.revision > reconciler.appliedRevision) void reconciler.whenIdle().then(() => status?.poke());
   });
   for (const sink of sinks) await sink.watchDrift?.(reconciler.markDrift);
   if (kube?.enabled && kube.leaderElection.enabled) {
@@ -146,27 +140,18 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const resync = setInterval(() => reconciler.resync(), cfg.resyncSeconds * 1000);
   resync.unref();
 
-  // Ready after the first full sync, and while etcd keeps confirming progress
-  // (the source asks for a progress notification every second, so silence means a stall).
-  const health: Health = {
-    notReady() {
-      if (!reconciler.synced) return 'first full sync not done';
-      const idle = (performance.now() - lastProgressAt) / 1000;
-      if (idle > cfg.metrics.stallSeconds) return `no progress from the etcd watch for ${Math.round(idle)} s (state: ${state})`;
-      return undefined;
-    },
-  };
-  const server = cfg.metrics.listen
-    ? await serveMetrics(cfg.metrics.listen, metrics, health, () => metrics.sample(reconciler, head), logger)
-    : undefined;
+  // Ready after the first full sync, while etcd keeps answering (the source asks
+  // for progress every second) and applied state keeps up with etcd's head.
+  const health: Health = { notReady: () => progress.notReady(cfg.metrics.stallSeconds) };
+  const server = cfg.metrics.listen ? await serveMetrics(cfg.metrics.listen, metrics, health, () => metrics.sample(reconciler), logger) : undefined;
   const base = { cluster: cfg.cluster, node: cfg.node, startedAt: new Date().toISOString(), version: VERSION };
   status = new StatusReporter({
     client,
-    key: `${cfg.etcd.prefix}/status/${cfg.cluster}/${cfg.node}`,
+    key: new Keyspace(cfg.etcd.prefix).statusKey(cfg.cluster, cfg.node),
     ttlSeconds: cfg.status.leaseTtlSeconds,
     intervalSeconds: cfg.status.intervalSeconds,
     logger,
-    snapshot: () => statusSnapshot(reconciler, base, state, !health.notReady()),
+    snapshot: () => statusSnapshot(reconciler, base, !health.notReady()),
   });
   status.start();
   logger.info(
@@ -176,7 +161,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
 
   return {
     reconciler,
-    state: () => state,
+    state: () => progress.state,
     async stop() {
       clearInterval(resync);
       await elector?.stop();

@@ -1,16 +1,21 @@
 /**
- * One error module. `UserError` is a mistake an operator can fix (bad flag, bad
- * config field, bad key): the CLI prints its message on one line, no stack.
- * `InvalidInput` is bad data found in etcd: reported by path, never fatal.
+ * One error module (etcd3's habit: the retry loop reads a mark, not a message).
+ *  - `UserError`: a mistake an operator can fix (bad flag, config field, key): the
+ *    CLI prints its message on one line, no stack.
+ *  - `InvalidInput`: bad data found in etcd or asked of a sink (a key that cannot be
+ *    a file name, an object over a limit). Reported by path, never fatal, and NOT
+ *    retried: the same input fails the same way until someone changes it.
+ *  - anything else thrown by a sink is taken as transient and retried with backoff.
  */
 
 export class UserError extends Error {
   override name = 'UserError';
 }
 
-/** Bad data under the prefix. `path` is the etcd key; the message never holds a value. */
+/** Bad data under the prefix. `path` is the etcd key or object id; the message never holds a value. */
 export class InvalidInput extends Error {
   override name = 'InvalidInput';
+  readonly retryable = false;
   constructor(
     readonly path: string,
     readonly reason: string,
@@ -20,8 +25,7 @@ export class InvalidInput extends Error {
   }
 }
 
-/** A message safe to show: the error's own message, never its cause's details. */
-export function describe(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
+/** Will the same call succeed later without anyone changing the input? */
+export function isRetryable(err: unknown): boolean {
+  return !(err instanceof InvalidInput || err instanceof UserError);
 }

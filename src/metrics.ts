@@ -2,7 +2,9 @@ import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Logger } from './log.js';
-import type { ReconcileObserver, Reconciler } from './reconcile.js';
+import { OBJECT_KINDS } from './keyspace.js';
+import type { ReconcileEvent } from './reconcile/events.js';
+import type { Reconciler } from './reconcile/reconciler.js';
 import { UserError } from './errors.js';
 
 /**
@@ -10,7 +12,7 @@ import { UserError } from './errors.js';
  * sink names, object kinds and error classes — never paths or values, so a
  * secret's name cannot leak through a label and cardinality stays bounded.
  */
-export class Metrics implements ReconcileObserver {
+export class Metrics {
   readonly registry = new Registry();
   readonly appliedRevision = new Gauge({ name: 'confsync_applied_revision', help: 'Last etcd revision whose changes every sink has been handed.', registers: [this.registry] });
   readonly headRevision = new Gauge({ name: 'confsync_etcd_revision', help: "etcd's head revision as last seen by the watch.", registers: [this.registry] });
@@ -26,7 +28,8 @@ export class Metrics implements ReconcileObserver {
   readonly removals = new Counter({ name: 'confsync_removals_total', help: 'Objects removed per sink.', labelNames: ['sink'], registers: [this.registry] });
   readonly invalidInputs = new Counter({ name: 'confsync_invalid_inputs_total', help: 'Distinct invalid keys or @meta values seen (skipped, last good kept).', registers: [this.registry] });
   readonly decryptFailures = new Counter({ name: 'confsync_decrypt_failures_total', help: 'Distinct secret values that did not open (last good kept).', registers: [this.registry] });
-  readonly sinkErrors = new Counter({ name: 'confsync_sink_errors_total', help: 'Failed sink operations (retried).', labelNames: ['sink'], registers: [this.registry] });
+  readonly sinkErrors = new Counter({ name: 'confsync_sink_errors_total', help: 'Failed sink operations (retried with backoff unless the input is invalid).', labelNames: ['sink'], registers: [this.registry] });
+  readonly failing = new Gauge({ name: 'confsync_objects_failing', help: 'Objects a sink is currently failing on (retried with backoff).', registers: [this.registry] });
   readonly reconnects = new Counter({ name: 'confsync_etcd_reconnects_total', help: 'Times the etcd watch had to back off and reconnect.', registers: [this.registry] });
   readonly relists = new Counter({ name: 'confsync_etcd_relists_total', help: 'Full re-lists of the watched prefixes (start-up and compaction).', registers: [this.registry] });
   readonly objects = new Gauge({ name: 'confsync_objects', help: 'Desired objects on this cluster, by kind.', labelNames: ['kind'], registers: [this.registry] });
@@ -35,7 +38,7 @@ export class Metrics implements ReconcileObserver {
   hookCounters?: { runs: readonly number[]; failures: readonly number[] };
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'confsync_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: 'confsync_' }); // confsync_process_cpu_seconds_total, …
     const metrics = this;
     new Counter({
       name: 'confsync_hook_runs_total',
@@ -54,27 +57,25 @@ export class Metrics implements ReconcileObserver {
     });
   }
 
-  written(sink: string, _obj: unknown, dirtySince: number | undefined): void {
-    this.writes.inc({ sink });
-    if (dirtySince !== undefined) this.applyLatency.observe({ sink }, (performance.now() - dirtySince) / 1000);
-  }
-  removed(sink: string): void {
-    this.removals.inc({ sink });
-  }
-  problem(kind: 'invalidInputs' | 'decryptFailures'): void {
-    (kind === 'invalidInputs' ? this.invalidInputs : this.decryptFailures).inc();
-  }
-  sinkError(sink: string): void {
-    this.sinkErrors.inc({ sink });
-  }
+  /** A reconcile observer. */
+  readonly observe = (e: ReconcileEvent): void => {
+    if (e.type === 'written') {
+      this.writes.inc({ sink: e.sink });
+      if (e.dirtySince !== undefined) this.applyLatency.observe({ sink: e.sink }, (performance.now() - e.dirtySince) / 1000);
+    } else if (e.type === 'removed') this.removals.inc({ sink: e.sink });
+    else if (e.type === 'problem') (e.counter === 'invalidInputs' ? this.invalidInputs : this.decryptFailures).inc();
+    else if (e.type === 'sinkError') this.sinkErrors.inc({ sink: e.sink });
+  };
 
   /** Refresh the gauges that are read from the loop's state rather than pushed. */
-  sample(reconciler: Reconciler, head: number): void {
-    this.appliedRevision.set(reconciler.appliedRevision);
-    this.headRevision.set(head);
-    this.watchLag.set(Math.max(0, head - reconciler.appliedRevision));
-    const byKind = { configmaps: 0, secrets: 0 };
-    for (const obj of reconciler.desiredObjects().values()) byKind[obj.kind]++;
+  sample(reconciler: Reconciler): void {
+    const p = reconciler.progress;
+    this.appliedRevision.set(p.applied);
+    this.headRevision.set(p.head);
+    this.watchLag.set(p.lag());
+    this.failing.set(reconciler.failing());
+    const byKind = Object.fromEntries(OBJECT_KINDS.map((k) => [k, 0]));
+    for (const obj of reconciler.desiredObjects().values()) byKind[obj.kind]!++;
     for (const [kind, n] of Object.entries(byKind)) this.objects.set({ kind }, n);
   }
 }

@@ -1,6 +1,6 @@
 import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from './log.js';
-import type { Reconciler } from './reconcile.js';
+import type { Reconciler } from './reconcile/reconciler.js';
 import type { ConnectionState } from './source/types.js';
 
 /** The JSON each daemon keeps at PREFIX/status/<cluster>/<node> (SPEC §7). Never a value. */
@@ -13,6 +13,8 @@ export interface NodeStatus {
   startedAt: string;
   objects: number;
   errors: number;
+  /** Objects a sink is currently failing on (retried with backoff). */
+  failing: number;
   lastError?: { path: string; reason: string };
   state: ConnectionState;
   ready: boolean;
@@ -105,15 +107,16 @@ export class StatusReporter {
   }
 }
 
-export function statusSnapshot(reconciler: Reconciler, base: { cluster: string; node: string; startedAt: string; version: string }, state: ConnectionState, ready: boolean): Omit<NodeStatus, 'updatedAt'> {
+export function statusSnapshot(reconciler: Reconciler, base: { cluster: string; node: string; startedAt: string; version: string }, ready: boolean): Omit<NodeStatus, 'updatedAt'> {
   const s = reconciler.stats;
   return {
     ...base,
-    revision: reconciler.appliedRevision,
+    revision: reconciler.progress.applied,
     objects: reconciler.desiredObjects().size,
     errors: s.invalidInputs + s.decryptFailures + s.sinkErrors,
+    failing: reconciler.failing(),
     lastError: s.lastError,
-    state,
+    state: reconciler.progress.state,
     ready,
   };
 }

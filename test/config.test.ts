@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { formatIssues, loadConfigFile, parseConfig, type ConfigOverrides } from '../src/config/load.js';
+import { formatIssues } from '../src/config/issues.js';
+import { loadConfigFile, parseConfig, type ConfigOverrides } from '../src/config/load.js';
 import type { Config } from '../src/config/schema.js';
 import { UserError } from '../src/errors.js';
 
@@ -51,6 +52,7 @@ test('defaults: a minimal {cluster} gets every default', () => {
     hooks: [],
     metrics: { stallSeconds: 30 },
     status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
+    limits: { maxObjectKeys: 1000, maxObjectBytes: 1048576, retryMaxSeconds: 300 },
     resyncSeconds: 60,
     log: { level: 'info' },
   };
@@ -272,6 +274,7 @@ test('loadConfigFile: a full file loads', () => {
     hooks: [],
     metrics: { stallSeconds: 30 },
     status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
+    limits: { maxObjectKeys: 1000, maxObjectBytes: 1048576, retryMaxSeconds: 300 },
     resyncSeconds: 30,
     log: { level: 'warn' },
   } satisfies Config);

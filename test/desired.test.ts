@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildObject, hashObject, type BuildContext, type BuildResult, type ObjectKeys } from '../src/desired/build.js';
+import { buildObject, hashObject, type BuildContext, type BuildResult, type ObjectKeys, type StoredKv } from '../src/desired/build.js';
 import { parseMeta, placementAdmits } from '../src/desired/meta.js';
 import { KeyStore } from '../src/desired/store.js';
 import { objectId, type DesiredObject, type ObjectKind } from '../src/desired/types.js';
@@ -52,7 +52,7 @@ function emptyKeys(kind: ObjectKind): ObjectKeys {
 function keysOf(l: Layout, me = 'a'): ObjectKeys {
   const kind = l.kind ?? 'configmaps';
   const store = new KeyStore(PREFIX, me);
-  const { invalid } = store.reset(kvsOf(l, me), 100);
+  const { invalid } = store.reset(kvsOf(l, me));
   assert.deepEqual(invalid, []);
   return store.objects.get(objectId(kind, NS, NAME)) ?? emptyKeys(kind);
 }
@@ -64,9 +64,9 @@ function ctxOf(cluster = 'a', labels: Record<string, string> = {}, fail: string[
     cluster,
     labels,
     calls,
-    secret: (path, kv) => {
-      calls.push(path);
-      if (fail.includes(path)) return { error: 'no recipient entry for this cluster' };
+    secret: (kv) => {
+      calls.push(kv.path);
+      if (fail.includes(kv.path)) return { error: 'no recipient entry for this cluster' };
       return Buffer.from(`plain:${kv.value.toString()}`);
     },
   };
@@ -110,10 +110,10 @@ for (const c of overrideCases) {
 
 test('overrides: a KeyStore for cluster a keeps no keys of clusters/b', () => {
   const store = new KeyStore(PREFIX, 'a');
-  const { dirty } = store.reset(kvsOf({ others: { b: { x: '1' } } }, 'a'), 1);
+  const { dirty } = store.reset(kvsOf({ others: { b: { x: '1' } } }, 'a'));
   assert.deepEqual([...dirty], []);
   assert.equal(store.objects.size, 0);
-  store.reset(kvsOf({ global: { x: 'g' }, others: { b: { x: 'b', y: 'b' } } }, 'a'), 2);
+  store.reset(kvsOf({ global: { x: 'g' }, others: { b: { x: 'b', y: 'b' } } }, 'a'));
   const keys = store.objects.get('configmaps/default/app')!;
   assert.deepEqual([...keys.global.keys()], ['x']);
   assert.deepEqual([...keys.cluster.keys()], []);
@@ -122,7 +122,7 @@ test('overrides: a KeyStore for cluster a keeps no keys of clusters/b', () => {
 test('overrides: binary config values pass through byte for byte', () => {
   const bytes = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x0a]);
   const keys = emptyKeys('configmaps');
-  keys.global.set('bin', { key: 'x', value: bytes, modRevision: 3 });
+  keys.global.set('bin', { key: 'x', value: bytes, modRevision: 3, path: 'global/configmaps/default/app/bin' });
   const o = objectOf(buildObject(keys, ctxOf()));
   assert.ok(o.data.get('bin')!.equals(bytes));
 });
@@ -314,7 +314,7 @@ test('secrets: a failing secret with a previous value keeps it and reports the p
   const r = build({ kind: 'secrets', global: { user: 'u', pass: 'p2' } }, ctxOf('a', {}, [G('pass')]), previous);
   const o = objectOf(r);
   assert.deepEqual(dataOf(o), { user: 'plain:u', pass: 'plain:p1' });
-  assert.deepEqual(r.problems, [{ path: G('pass'), reason: 'no recipient entry for this cluster' }]);
+  assert.deepEqual(r.problems, [{ path: G('pass'), reason: 'no recipient entry for this cluster', unopened: true }]);
 });
 
 test('secrets: a failing cluster override with a previous value keeps the previous (override) value', () => {
@@ -324,22 +324,43 @@ test('secrets: a failing cluster override with a previous value keeps the previo
   assert.deepEqual(r.problems.map((p) => p.path), [C('pass')]);
 });
 
-test('secrets: a failing secret without a previous value holds the object', () => {
+test('secrets: a failing secret without a previous value is left out; the other keys go live', () => {
   const r = build({ kind: 'secrets', global: { user: 'u', pass: 'p' } }, ctxOf('a', {}, [G('pass')]));
-  assert.equal(r.type, 'hold');
-  assert.deepEqual(r.problems, [{ path: G('pass'), reason: 'no recipient entry for this cluster' }]);
+  assert.deepEqual(dataOf(objectOf(r)), { user: 'plain:u' });
+  assert.deepEqual(r.problems, [{ path: G('pass'), reason: 'no recipient entry for this cluster', unopened: true }]);
 });
 
-test('secrets: a previous object lacking the failing key does not help: hold', () => {
+test("secrets: with unopened: 'hold' (a sink may hold a last good value we never saw), the object is held", () => {
+  const r = build({ kind: 'secrets', global: { user: 'u', pass: 'p' } }, { ...ctxOf('a', {}, [G('pass')]), unopened: 'hold' });
+  assert.equal(r.type, 'hold');
+});
+
+test('secrets: a previous object lacking the failing key does not help: the key stays out, the rest goes live', () => {
   const previous = objectOf(build({ kind: 'secrets', global: { user: 'u' } }));
-  const r = build({ kind: 'secrets', global: { user: 'u', pass: 'p' } }, ctxOf('a', {}, [G('pass')]), previous);
+  const r = build({ kind: 'secrets', global: { user: 'u2', pass: 'p' } }, ctxOf('a', {}, [G('pass')]), previous);
+  assert.deepEqual(dataOf(objectOf(r)), { user: 'plain:u2' });
+});
+
+test('secrets: a failing override with no previous value is left out (never falls back to the global value it replaces)', () => {
+  const r = build({ kind: 'secrets', global: { pass: 'g', user: 'u' }, cluster: { pass: 'c' } }, ctxOf('a', {}, [C('pass')]));
+  assert.deepEqual(dataOf(objectOf(r)), { user: 'plain:u' });
+  assert.deepEqual(r.problems.map((p) => p.path), [C('pass')]);
+});
+
+test('secrets: when no key opens and there is no previous value, the object is held (absent would delete what a sink holds)', () => {
+  const r = build({ kind: 'secrets', global: { pass: 'g' } }, ctxOf('a', {}, [G('pass')]));
   assert.equal(r.type, 'hold');
 });
 
-test('secrets: a failing override with no previous value holds the object (never falls back to the global value it replaces)', () => {
-  const r = build({ kind: 'secrets', global: { pass: 'g' }, cluster: { pass: 'c' } }, ctxOf('a', {}, [C('pass')]));
+test('limits: an object over maxKeys or maxBytes is held with a reason naming the limit', () => {
+  const many = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`k${i}`, 'v']));
+  const r = build({ global: many }, { ...ctxOf(), limits: { maxKeys: 10, maxBytes: 1000 } });
   assert.equal(r.type, 'hold');
-  assert.deepEqual(r.problems.map((p) => p.path), [C('pass')]);
+  assert.match(r.problems[0]!.reason, /11 keys, over limits\.maxObjectKeys \(10\)/);
+  const big = build({ global: { a: 'x'.repeat(600), b: 'y'.repeat(600) } }, { ...ctxOf(), limits: { maxKeys: 10, maxBytes: 1000 } });
+  assert.equal(big.type, 'hold');
+  assert.match(big.problems[0]!.reason, /1200 bytes, over limits\.maxObjectBytes/);
+  assert.equal(build({ global: many }, { ...ctxOf(), limits: { maxKeys: 11, maxBytes: 1000 } }).type, 'object');
 });
 
 test(
@@ -373,7 +394,7 @@ for (const c of absentCases) {
 
 function keysWithRevisions(r: { g?: number[]; c?: number[]; gm?: number; cm?: number }): ObjectKeys {
   const keys = emptyKeys('configmaps');
-  const kv = (modRevision: number): Kv => ({ key: 'k', value: Buffer.from('{}'), modRevision });
+  const kv = (modRevision: number): StoredKv => ({ key: 'k', value: Buffer.from('{}'), modRevision, path: 'global/configmaps/default/app/k' });
   (r.g ?? []).forEach((rev, i) => keys.global.set(`g${i}`, kv(rev)));
   (r.c ?? []).forEach((rev, i) => keys.cluster.set(`c${i}`, kv(rev)));
   if (r.gm) keys.globalMeta = kv(r.gm);
@@ -460,13 +481,12 @@ const sorted = (s: Set<string>) => [...s].sort();
 
 test('KeyStore.reset: dirty = ids before ∪ ids after; the view is replaced', () => {
   const store = new KeyStore(PREFIX, 'a');
-  const first = store.reset([kvAt('global/configmaps/ns/x/k'), kvAt('global/configmaps/ns/y/k')], 10);
+  const first = store.reset([kvAt('global/configmaps/ns/x/k'), kvAt('global/configmaps/ns/y/k')]);
   assert.deepEqual(sorted(first.dirty), ['configmaps/ns/x', 'configmaps/ns/y']);
-  const second = store.reset([kvAt('global/configmaps/ns/y/k'), kvAt('clusters/a/secrets/ns/z/k')], 20);
+  const second = store.reset([kvAt('global/configmaps/ns/y/k'), kvAt('clusters/a/secrets/ns/z/k')]);
   assert.deepEqual(sorted(second.dirty), ['configmaps/ns/x', 'configmaps/ns/y', 'secrets/ns/z']);
   assert.deepEqual([...store.objects.keys()].sort(), ['configmaps/ns/y', 'secrets/ns/z']);
-  assert.equal(store.revision, 20);
-  const third = store.reset([], 30);
+  const third = store.reset([]);
   assert.deepEqual(sorted(third.dirty), ['configmaps/ns/y', 'secrets/ns/z']);
   assert.equal(store.objects.size, 0);
 });
@@ -475,7 +495,6 @@ test('KeyStore: keys land in the right scope', () => {
   const store = new KeyStore(PREFIX, 'a');
   store.reset(
     [kvAt('global/configmaps/ns/o/k', 'g'), kvAt('clusters/a/configmaps/ns/o/k', 'c'), kvAt('global/configmaps/ns/o/@meta', '{}'), kvAt('clusters/a/configmaps/ns/o/@meta', '{"immutable":true}')],
-    1,
   );
   const o = store.objects.get('configmaps/ns/o')!;
   assert.equal(o.global.get('k')!.value.toString(), 'g');
@@ -486,39 +505,37 @@ test('KeyStore: keys land in the right scope', () => {
 
 test('KeyStore.apply: put adds or replaces, delete removes, each marks its object dirty', () => {
   const store = new KeyStore(PREFIX, 'a');
-  store.reset([kvAt('global/configmaps/ns/o/a', '1', 1), kvAt('global/configmaps/ns/o/b', '2', 1)], 1);
-  let r = store.apply([{ type: 'put', kv: kvAt('global/configmaps/ns/o/a', 'new', 2) }], 2);
+  store.reset([kvAt('global/configmaps/ns/o/a', '1', 1), kvAt('global/configmaps/ns/o/b', '2', 1)]);
+  let r = store.apply([{ type: 'put', kv: kvAt('global/configmaps/ns/o/a', 'new', 2) }]);
   assert.deepEqual(sorted(r.dirty), ['configmaps/ns/o']);
   assert.equal(store.objects.get('configmaps/ns/o')!.global.get('a')!.value.toString(), 'new');
-  assert.equal(store.revision, 2);
-  r = store.apply([{ type: 'delete', key: P('global/configmaps/ns/o/b'), modRevision: 3 }], 3);
+  r = store.apply([{ type: 'delete', key: P('global/configmaps/ns/o/b'), modRevision: 3 }]);
   assert.deepEqual(sorted(r.dirty), ['configmaps/ns/o']);
   assert.deepEqual([...store.objects.get('configmaps/ns/o')!.global.keys()], ['a']);
-  assert.equal(store.revision, 3);
 });
 
 test('KeyStore.apply: deleting the last key removes the object', () => {
   const store = new KeyStore(PREFIX, 'a');
-  store.reset([kvAt('global/configmaps/ns/o/a'), kvAt('clusters/a/configmaps/ns/o/a')], 1);
-  store.apply([{ type: 'delete', key: P('global/configmaps/ns/o/a'), modRevision: 2 }], 2);
+  store.reset([kvAt('global/configmaps/ns/o/a'), kvAt('clusters/a/configmaps/ns/o/a')]);
+  store.apply([{ type: 'delete', key: P('global/configmaps/ns/o/a'), modRevision: 2 }]);
   assert.ok(store.objects.has('configmaps/ns/o'), 'cluster key still there');
-  const r = store.apply([{ type: 'delete', key: P('clusters/a/configmaps/ns/o/a'), modRevision: 3 }], 3);
+  const r = store.apply([{ type: 'delete', key: P('clusters/a/configmaps/ns/o/a'), modRevision: 3 }]);
   assert.deepEqual(sorted(r.dirty), ['configmaps/ns/o']);
   assert.equal(store.objects.has('configmaps/ns/o'), false);
 });
 
 test('KeyStore.apply: an @meta alone keeps the object; deleting it then removes it', () => {
   const store = new KeyStore(PREFIX, 'a');
-  store.reset([kvAt('global/secrets/ns/o/a'), kvAt('global/secrets/ns/o/@meta', '{}')], 1);
-  store.apply([{ type: 'delete', key: P('global/secrets/ns/o/a'), modRevision: 2 }], 2);
+  store.reset([kvAt('global/secrets/ns/o/a'), kvAt('global/secrets/ns/o/@meta', '{}')]);
+  store.apply([{ type: 'delete', key: P('global/secrets/ns/o/a'), modRevision: 2 }]);
   assert.ok(store.objects.has('secrets/ns/o'));
-  store.apply([{ type: 'delete', key: P('global/secrets/ns/o/@meta'), modRevision: 3 }], 3);
+  store.apply([{ type: 'delete', key: P('global/secrets/ns/o/@meta'), modRevision: 3 }]);
   assert.equal(store.objects.has('secrets/ns/o'), false);
 });
 
 test('KeyStore.apply: changes in one batch apply in order; dirty lists each object once', () => {
   const store = new KeyStore(PREFIX, 'a');
-  store.reset([], 1);
+  store.reset([]);
   const r = store.apply(
     [
       { type: 'put', kv: kvAt('global/configmaps/ns/o/a', '1', 2) },
@@ -526,7 +543,6 @@ test('KeyStore.apply: changes in one batch apply in order; dirty lists each obje
       { type: 'delete', key: P('global/configmaps/ns/o/a'), modRevision: 4 },
       { type: 'put', kv: kvAt('global/configmaps/ns/o/a', 'last', 5) },
     ],
-    5,
   );
   assert.deepEqual(sorted(r.dirty), ['configmaps/ns/o', 'configmaps/ns/p']);
   assert.equal(store.objects.get('configmaps/ns/o')!.global.get('a')!.value.toString(), 'last');
@@ -536,7 +552,6 @@ test('KeyStore: invalid keys are reported with their path (relative, escaped) an
   const store = new KeyStore(PREFIX, 'a');
   const { dirty, invalid } = store.reset(
     [kvAt('global/configmaps/Bad/o/k'), kvAt('global/configmaps/ns/o/..sneaky.txt'), kvAt('global/configmaps/ns/o/a\nb'), kvAt('global/configmaps/ns/o/good')],
-    1,
   );
   assert.deepEqual(sorted(dirty), ['configmaps/ns/o']);
   assert.deepEqual([...store.objects.get('configmaps/ns/o')!.global.keys()], ['good']);
@@ -546,7 +561,7 @@ test('KeyStore: invalid keys are reported with their path (relative, escaped) an
   );
   assert.match(invalid[0]!.reason, /namespace "Bad"/);
   assert.match(invalid[1]!.reason, /start with "\.\."/);
-  const r = store.apply([{ type: 'put', kv: kvAt('nope/x') }], 2);
+  const r = store.apply([{ type: 'put', kv: kvAt('nope/x') }]);
   assert.deepEqual(r.invalid.map((p) => p.path), ['nope/x']);
   assert.deepEqual([...r.dirty], []);
 });
@@ -554,7 +569,7 @@ test('KeyStore: invalid keys are reported with their path (relative, escaped) an
 test('KeyStore: recipients/, status/ and other clusters\' keys are ignored (not dirty, not invalid)', () => {
   const store = new KeyStore(PREFIX, 'a');
   const kvs = [kvAt('recipients/a', 'pubkey'), kvAt('status/a/node-1', '{}'), kvAt('clusters/b/configmaps/ns/o/k')];
-  const r1 = store.reset(kvs, 1);
+  const r1 = store.reset(kvs);
   assert.deepEqual({ dirty: [...r1.dirty], invalid: r1.invalid, size: store.objects.size }, { dirty: [], invalid: [], size: 0 });
   const r2 = store.apply(
     [
@@ -563,15 +578,14 @@ test('KeyStore: recipients/, status/ and other clusters\' keys are ignored (not 
       { type: 'delete' as const, key: P('status/a/node-1'), modRevision: 2 },
       { type: 'delete' as const, key: P('clusters/b/configmaps/ns/o/k'), modRevision: 2 },
     ],
-    2,
   );
   assert.deepEqual({ dirty: [...r2.dirty], invalid: r2.invalid, size: store.objects.size }, { dirty: [], invalid: [], size: 0 });
 });
 
 test('KeyStore: deleting a key it never held changes nothing', () => {
   const store = new KeyStore(PREFIX, 'a');
-  store.reset([kvAt('global/configmaps/ns/o/a')], 1);
-  const r = store.apply([{ type: 'delete', key: P('global/configmaps/ns/other/a'), modRevision: 2 }], 2);
+  store.reset([kvAt('global/configmaps/ns/o/a')]);
+  const r = store.apply([{ type: 'delete', key: P('global/configmaps/ns/other/a'), modRevision: 2 }]);
   assert.deepEqual([...r.dirty], []);
   assert.deepEqual([...store.objects.keys()], ['configmaps/ns/o']);
 });

@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { configSchema } from '../src/config/schema.js';
 import type { DesiredObject, ObjectKind } from '../src/desired/types.js';
-import { Hooks } from '../src/hooks.js';
+import { Hooks } from '../src/reactions/hooks.js';
 import { createLogger } from '../src/log.js';
 import { readOr, until } from './harness/daemon.js';
 
@@ -47,11 +47,11 @@ test('a burst of 20 writes within the window → one run listing them (sorted, u
   const t = setup((dir) => [{ objects: ['configmaps/default/app-*'], command: appendObjects(path.join(dir, 'out')), debounceMs: 150 }]);
   try {
     const ids = Array.from({ length: 20 }, (_, i) => `configmaps/default/app-${String(i).padStart(2, '0')}`);
-    for (const id of [...ids].reverse()) t.h.written('files', obj(id));
-    t.h.written('files', obj(ids[3]!)); // a repeat: listed once
-    t.h.written('files', obj('configmaps/default/other'));
-    t.h.written('kubernetes', obj('configmaps/default/app-99'));
-    t.h.removed('kubernetes', 'configmaps/default/app-98');
+    for (const id of [...ids].reverse()) t.h.observe({ type: 'written', sink: 'files', object: obj(id) });
+    t.h.observe({ type: 'written', sink: 'files', object: obj(ids[3]!) }); // a repeat: listed once
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/other') });
+    t.h.observe({ type: 'written', sink: 'kubernetes', object: obj('configmaps/default/app-99') });
+    t.h.observe({ type: 'removed', sink: 'kubernetes', id: 'configmaps/default/app-98' });
     await until(() => outLines(t.out).length > 0, 'hook output');
     await sleep(400); // longer than the window: a second run would have started by now
     assert.deepEqual(outLines(t.out), [ids.join(' ')]);
@@ -64,13 +64,13 @@ test('a burst of 20 writes within the window → one run listing them (sorted, u
 test('glob secrets/default/* matches secrets/default/db, not secrets/other/db; removal fires', async () => {
   const t = setup((dir) => [{ objects: ['secrets/default/*'], command: appendObjects(path.join(dir, 'out')), debounceMs: 20 }]);
   try {
-    t.h.written('files', obj('secrets/other/db'));
-    t.h.written('files', obj('configmaps/default/db'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('secrets/other/db') });
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/db') });
     await sleep(300);
     assert.equal(readOr(t.out), undefined, 'no run for objects outside the glob');
-    t.h.written('files', obj('secrets/default/db'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('secrets/default/db') });
     await until(() => outLines(t.out).length === 1, 'run for the matching secret');
-    t.h.removed('files', 'secrets/default/gone');
+    t.h.observe({ type: 'removed', sink: 'files', id: 'secrets/default/gone' });
     await until(() => outLines(t.out).length === 2, 'run for the removal');
     assert.deepEqual(outLines(t.out), ['secrets/default/db', 'secrets/default/gone']);
   } finally {
@@ -86,12 +86,12 @@ test('events during a slow run → exactly one more run after it, never two at o
     return [{ objects: ['configmaps/*'], command: ['/bin/sh', '-c', script], debounceMs: 20 }];
   });
   try {
-    t.h.written('files', obj('configmaps/default/a'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/a') });
     await until(() => outLines(t.out).includes('start configmaps/default/a'), 'first run started');
-    t.h.written('files', obj('configmaps/default/c'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/c') });
     await sleep(100);
-    t.h.written('files', obj('configmaps/default/b'));
-    t.h.removed('files', 'configmaps/default/c');
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/b') });
+    t.h.observe({ type: 'removed', sink: 'files', id: 'configmaps/default/c' });
     await until(() => outLines(t.out).filter((l) => l === 'end').length === 2, 'second run finished', 5000);
     await sleep(300);
     assert.deepEqual(outLines(t.out), ['start configmaps/default/a', 'end', 'start configmaps/default/b configmaps/default/c', 'end']);
@@ -112,7 +112,7 @@ test('exit 3 and a missing binary → warn with hook index, argv[0], code and st
     ];
   });
   try {
-    t.h.written('files', obj('configmaps/default/a'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/a') });
     await until(() => outLines(t.out).length === 1 && t.warns().length === 2, 'two warnings and the third hook');
     const warns = t.warns().sort((a, b) => a.hook - b.hook);
     assert.deepEqual([warns[0]!.hook, warns[0]!.command, warns[0]!.code, warns[0]!.stderr], [0, '/bin/sh', 3, 'boom']);
@@ -120,7 +120,7 @@ test('exit 3 and a missing binary → warn with hook index, argv[0], code and st
     assert.match(warns[1]!.err, /ENOENT/);
     assert.deepEqual(t.h.counters, { runs: [1, 1, 1], failures: [1, 1, 0] });
 
-    t.h.removed('files', 'configmaps/default/a');
+    t.h.observe({ type: 'removed', sink: 'files', id: 'configmaps/default/a' });
     await until(() => outLines(t.out).length === 2 && t.warns().length === 4, 'second round');
     assert.deepEqual(t.h.counters, { runs: [2, 2, 2], failures: [2, 2, 0] });
   } finally {
@@ -131,7 +131,7 @@ test('exit 3 and a missing binary → warn with hook index, argv[0], code and st
 test('a hook past its timeout is killed (SIGTERM) and reported', async () => {
   const t = setup(() => [{ objects: ['*'], command: ['sleep', '10'], debounceMs: 0, timeoutSeconds: 0.5 }]);
   try {
-    t.h.written('files', obj('configmaps/default/a'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/a') });
     // 4 s: past the 0.5 s timeout, well before sleep 10 would end on its own.
     const [warn] = await until(() => t.warns().length > 0 && t.warns(), 'timeout warning', 4000);
     assert.deepEqual([warn!.hook, warn!.command, warn!.signal, warn!.timedOutAfterSeconds], [0, 'sleep', 'SIGTERM', 0.5]);
@@ -146,7 +146,7 @@ test('a timeout kills what the hook started too (its process group), not just th
   // Linux: a killed process whose parent died may linger as a zombie until reaped; that counts as gone.
   const alive = (pid: string) => !/^\d+ \(.*\) [ZX]/.test(readOr(`/proc/${pid}/stat`) ?? '0 (x) X');
   try {
-    t.h.written('files', obj('configmaps/default/a'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/a') });
     await until(() => t.warns().length > 0, 'timeout warning', 4000);
     const pid = readOr(path.join(t.dir, 'grandchild'))!.trim();
     await until(() => !alive(pid), 'the backgrounded sleep killed', 2000);
@@ -159,16 +159,16 @@ test('close() drops a pending run and waits for a running one; nothing runs afte
   const pending = setup((dir) => [{ objects: ['*'], command: appendObjects(path.join(dir, 'out')), debounceMs: 100 }]);
   const running = setup((dir) => [{ objects: ['*'], command: ['/bin/sh', '-c', `sleep 0.3; echo done >> '${path.join(dir, 'out')}'`], debounceMs: 0 }]);
   try {
-    pending.h.written('files', obj('configmaps/default/a'));
+    pending.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/a') });
     await pending.h.close();
     await sleep(200);
     assert.equal(readOr(pending.out), undefined, 'the pending run was dropped');
 
-    running.h.written('files', obj('configmaps/default/a'));
+    running.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/a') });
     await until(() => running.h.counters.runs[0] === 1, 'run started');
     await running.h.close();
     assert.deepEqual(outLines(running.out), ['done'], 'close waited for the running command');
-    running.h.written('files', obj('configmaps/default/b'));
+    running.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/b') });
     await sleep(100);
     assert.deepEqual(running.h.counters.runs, [1]);
   } finally {
@@ -184,7 +184,7 @@ test('signal hook: the process named by the pid file gets the signal', async () 
   try {
     await new Promise((r) => child.stdout!.once('data', r)); // the handler is installed
     fs.writeFileSync(path.join(t.dir, 'app.pid'), `${child.pid}\n`);
-    t.h.written('files', obj('configmaps/default/app'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/app') });
     await until(() => outLines(t.out).includes('hup'), 'SIGHUP handler ran');
     assert.deepEqual(t.h.counters, { runs: [1], failures: [0] });
   } finally {
@@ -203,7 +203,7 @@ test('signal hook: missing pid file, garbage or 0 in it, or a dead pid → warn 
   fs.writeFileSync(file('zero'), '0\n'); // 0 would signal our own process group
   fs.writeFileSync(file('dead'), String(dead.pid));
   try {
-    t.h.written('files', obj('configmaps/default/app'));
+    t.h.observe({ type: 'written', sink: 'files', object: obj('configmaps/default/app') });
     await until(() => t.warns().length === 4, 'four warnings');
     const byFile = new Map(t.warns().map((l) => [l.pidFile, l.err]));
     assert.match(byFile.get(file('missing')), /ENOENT/);

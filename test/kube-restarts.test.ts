@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { templateUses } from '../src/sink/kube-restarts.js';
+import { templateUses } from '../src/reactions/restarts.js';
 
 const pod = (spec: Record<string, unknown>) => ({ spec: { containers: [], ...spec } }) as any;
 

@@ -4,7 +4,7 @@ import { createReconciler, createSinks, loadIdentity, watchedPrefixes } from '..
 import type { DesiredObject, ObjectId } from '../desired/types.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
-import type { ApplyResult, Sink } from '../sink/types.js';
+import type { ApplyResult, Sink, SinkKind } from '../sink/types.js';
 import { createEtcdClient } from '../source/etcd-client.js';
 import { EtcdSource } from '../source/etcd.js';
 import { connectionOptions, overridesFrom } from './common.js';
@@ -21,7 +21,7 @@ export interface PlannedChange {
  * delete when the sink owns the object.
  */
 export class PlanningSink implements Sink {
-  readonly name: string;
+  readonly name: SinkKind;
   readonly changes: PlannedChange[] = [];
   private owned?: Set<ObjectId>;
 

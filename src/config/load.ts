@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
+import { fieldPath, formatIssues } from './issues.js';
+
 import { configSchema, type Config } from './schema.js';
 
 /**
@@ -49,23 +51,6 @@ export function parseConfig(raw: unknown, source: string, overrides: ConfigOverr
   const result = configSchema.safeParse(expanded);
   if (!result.success) throw new UserError(`${source}: ${formatIssues(result.error)}`);
   return result.data;
-}
-
-/** `a.b[0].c: message; …` — every problem on one line, each led by its field path. */
-export function formatIssues(error: z.ZodError): string {
-  return error.issues
-    .map((issue) => {
-      const path = fieldPath(issue.path);
-      if (issue.code === 'unrecognized_keys') {
-        return issue.keys.map((k) => `unknown field ${fieldPath([...issue.path, k])}`).join('; ');
-      }
-      return `field ${path || '(top level)'}: ${issue.message}`;
-    })
-    .join('; ');
-}
-
-function fieldPath(path: PropertyKey[]): string {
-  return path.reduce<string>((acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : acc ? `${acc}.${String(p)}` : String(p)), '');
 }
 
 /** `${VAR}` and `${VAR:-default}` in string values; an unset VAR without default is an error naming the field. */

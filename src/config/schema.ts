@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { z } from 'zod';
-import { clusterError } from '../source/keys.js';
+import { clusterError } from '../keyspace.js';
 
 /**
  * The daemon's configuration, declared once: name, type, default and description
@@ -98,13 +98,20 @@ export const configSchema = z.strictObject({
         .regex(/^[^:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'must be host:port')
         .optional()
         .describe('host:port for /metrics, /healthz and /readyz. Omit to disable.'),
-      stallSeconds: z.number().positive().prefault(30).describe('/readyz fails when etcd has confirmed no progress for this long.'),
+      stallSeconds: z.number().positive().prefault(30).describe('/readyz fails when etcd has gone quiet, or applied state has stayed behind what etcd committed, for this long.'),
     })
     .prefault({}),
   status: z
     .strictObject({
       leaseTtlSeconds: z.number().int().min(2).prefault(10).describe('TTL of the lease under PREFIX/status/<cluster>/<node>: the key vanishes this long after the daemon dies.'),
       intervalSeconds: z.number().positive().prefault(2).describe('How often the status key is rewritten when something changed.'),
+    })
+    .prefault({}),
+  limits: z
+    .strictObject({
+      maxObjectKeys: z.number().int().min(1).prefault(1000).describe('An object with more keys is held (last good state kept) and reported: one huge object must not starve the rest.'),
+      maxObjectBytes: z.number().int().min(1).prefault(1024 * 1024).describe("An object whose values add up to more bytes is held and reported (Kubernetes' own cap is 1 MiB)."),
+      retryMaxSeconds: z.number().positive().prefault(300).describe('A sink error is retried after 1 s, 2 s, 4 s … up to this.'),
     })
     .prefault({}),
   resyncSeconds: z.number().positive().prefault(60).describe('How often every sink is re-checked against desired state (repairs drift missed by file events).'),

@@ -1,17 +1,21 @@
 import { createHash } from 'node:crypto';
+import { isSealed, type ObjectKind } from '../keyspace.js';
 import type { Kv } from '../source/types.js';
-import { objectId, type DesiredObject, type ObjectKind } from './types.js';
+import { objectId, type DesiredObject } from './types.js';
 import { parseMeta, placementAdmits, type Meta } from './meta.js';
+
+/** A key as etcd holds it, with its logical path (`<scope>/<kind>/<ns>/<name>/<key>`). */
+export type StoredKv = Kv & { path: string };
 
 /** Every key in etcd that can contribute to one object on this cluster. */
 export interface ObjectKeys {
   kind: ObjectKind;
   namespace: string;
   name: string;
-  global: Map<string, Kv>;
-  cluster: Map<string, Kv>;
-  globalMeta?: Kv;
-  clusterMeta?: Kv;
+  global: Map<string, StoredKv>;
+  cluster: Map<string, StoredKv>;
+  globalMeta?: StoredKv;
+  clusterMeta?: StoredKv;
 }
 
 export interface BuildContext {
@@ -22,13 +26,29 @@ export interface BuildContext {
    * opened ahead of time by the caller (libsodium is async to load), so this
    * core stays a pure function of its inputs.
    */
-  secret: (logicalPath: string, kv: Kv) => Buffer | { error: string };
+  secret: (kv: StoredKv) => Buffer | { error: string };
+  /**
+   * A secret that does not open and has no last good value: `skip` leaves that key
+   * out (the rest of the object goes live); `hold` keeps the whole object as it is
+   * in the sinks — used while the sinks may still hold a last good value that this
+   * process never saw (the first sync after a restart).
+   */
+  unopened?: 'skip' | 'hold';
+  limits?: BuildLimits;
 }
 
 /** A reportable problem: the etcd key (without prefix) and why. Never a value. */
 export interface Problem {
   path: string;
   reason: string;
+  /** A secret that did not open (counted apart from malformed input). */
+  unopened?: boolean;
+}
+
+/** Per-object bounds: one huge object must not starve the others (Kubernetes caps an object at 1 MiB). */
+export interface BuildLimits {
+  maxKeys: number;
+  maxBytes: number;
 }
 
 export type BuildResult =
@@ -46,22 +66,22 @@ export type BuildResult =
  *    keys under `clusters/<me>` always apply (they name us explicitly);
  *  - labels/annotations: global @meta, then cluster @meta on top; type and
  *    immutable: the cluster's when set;
- *  - a secret that does not open keeps its previous value when there is one,
- *    and holds the object otherwise (a restart must not drop a last good value);
- *    it never falls back to the global value its override was meant to replace.
+ *  - a secret that does not open keeps its previous value when there is one;
+ *    without one it is left out (or holds the object, see `unopened`); the other
+ *    keys go live either way. It never falls back to the global value its
+ *    override was meant to replace.
  */
 export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: DesiredObject): BuildResult {
   const problems: Problem[] = [];
-  const base = `${keys.kind}/${keys.namespace}/${keys.name}`;
   const metas: (Meta | undefined)[] = [];
-  for (const [scope, kv] of [['global', keys.globalMeta], [`clusters/${ctx.cluster}`, keys.clusterMeta]] as const) {
+  for (const kv of [keys.globalMeta, keys.clusterMeta]) {
     if (!kv) {
       metas.push(undefined);
       continue;
     }
     const parsed = parseMeta(kv.value);
     if ('error' in parsed) {
-      problems.push({ path: `${scope}/${base}/@meta`, reason: parsed.error });
+      problems.push({ path: kv.path, reason: parsed.error });
       return { type: 'hold', problems };
     }
     metas.push(parsed.meta);
@@ -73,31 +93,37 @@ export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: Desi
 
   // Pick each key's winning value first (the cluster's beats the global one), so
   // a global secret sealed only to other clusters never blocks our own override.
-  const winners = new Map<string, { scope: string; kv: Kv }>();
-  if (globalPlaced) for (const [key, kv] of keys.global) winners.set(key, { scope: 'global', kv });
-  for (const [key, kv] of keys.cluster) winners.set(key, { scope: `clusters/${ctx.cluster}`, kv });
+  const winners = new Map<string, StoredKv>();
+  if (globalPlaced) for (const [key, kv] of keys.global) winners.set(key, kv);
+  for (const [key, kv] of keys.cluster) winners.set(key, kv);
+  const over = overLimits(winners, ctx.limits);
+  if (over) {
+    problems.push({ path: `${keys.kind}/${keys.namespace}/${keys.name}`, reason: over });
+    return { type: 'hold', problems };
+  }
 
   const data = new Map<string, Buffer>();
   let revision = Math.max(globalPlaced ? (keys.globalMeta?.modRevision ?? 0) : 0, keys.clusterMeta?.modRevision ?? 0);
   let held = false;
-  for (const [key, { scope, kv }] of winners) {
+  for (const [key, kv] of winners) {
     revision = Math.max(revision, kv.modRevision);
-    if (keys.kind === 'configmaps') {
+    if (!isSealed(keys.kind)) {
       data.set(key, kv.value);
       continue;
     }
-    const path = `${scope}/${base}/${key}`;
-    const opened = ctx.secret(path, kv);
+    const opened = ctx.secret(kv);
     if (Buffer.isBuffer(opened)) {
       data.set(key, opened);
       continue;
     }
-    problems.push({ path, reason: opened.error });
+    problems.push({ path: kv.path, reason: opened.error, unopened: true });
     const last = previous?.data.get(key);
     if (last) data.set(key, last);
-    else held = true;
+    else if (ctx.unopened === 'hold') held = true;
   }
-  if (held) return { type: 'hold', problems };
+  // Keys that exist but none opened: there is nothing good to show, and "absent"
+  // would delete whatever a sink still holds.
+  if (held || (data.size === 0 && winners.size > 0)) return { type: 'hold', problems };
   if (data.size === 0) return { type: 'absent', problems };
 
   const labels = { ...(globalMeta?.labels ?? {}), ...(clusterMeta?.labels ?? {}) };
@@ -118,6 +144,16 @@ export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: Desi
     hash: hashObject(data, { labels, annotations, type, immutable }),
   };
   return { type: 'object', object, problems };
+}
+
+/** Why an object with these keys is too big to materialize, if it is. */
+export function overLimits(winners: ReadonlyMap<string, Kv>, limits: BuildLimits | undefined): string | undefined {
+  if (!limits) return undefined;
+  if (winners.size > limits.maxKeys) return `object has ${winners.size} keys, over limits.maxObjectKeys (${limits.maxKeys}); last good state kept`;
+  let bytes = 0;
+  for (const kv of winners.values()) bytes += kv.value.length;
+  if (bytes > limits.maxBytes) return `object holds ${bytes} bytes, over limits.maxObjectBytes (${limits.maxBytes}); last good state kept`;
+  return undefined;
 }
 
 /** sha256 over sorted keys and values (length-prefixed, so no two payloads collide) and metadata. */

@@ -1,17 +1,22 @@
 import { z } from 'zod';
-import { formatIssues } from '../config/load.js';
-import { matchesGlob } from '../glob.js';
+import { formatIssues } from '../config/issues.js';
+import { matchesGlob, MAX_GLOB_LENGTH } from '../glob.js';
+
+/** Bounds on what one @meta may ask for: it comes from anyone who can write etcd. */
+const MAX_ENTRIES = 256;
+const label = z.string().max(63);
+const stringMap = z.record(z.string().max(317), z.string().max(63 * 1024)).refine((r) => Object.keys(r).length <= MAX_ENTRIES, `at most ${MAX_ENTRIES} entries`);
 
 /** `@meta` (SPEC §1): all fields optional; unknown fields are refused so typos surface. */
 export const metaSchema = z.strictObject({
-  labels: z.record(z.string(), z.string()).optional(),
-  annotations: z.record(z.string(), z.string()).optional(),
-  type: z.string().min(1).optional(),
+  labels: stringMap.optional(),
+  annotations: stringMap.optional(),
+  type: z.string().min(1).max(253).optional(),
   immutable: z.boolean().optional(),
   placement: z
     .strictObject({
-      clusters: z.array(z.string().min(1)).optional(),
-      clusterSelector: z.strictObject({ matchLabels: z.record(z.string(), z.string()) }).optional(),
+      clusters: z.array(z.string().min(1).max(MAX_GLOB_LENGTH)).max(MAX_ENTRIES).optional(),
+      clusterSelector: z.strictObject({ matchLabels: z.record(z.string().max(317), label) }).optional(),
     })
     .optional(),
 });
@@ -20,6 +25,8 @@ export type Meta = z.infer<typeof metaSchema>;
 
 /** Parse an @meta value; returns a one-line reason on failure (never the value). */
 export function parseMeta(value: Buffer): { meta: Meta } | { error: string } {
+  // Kubernetes caps all annotations of an object at 256 KiB; a bigger @meta is not one.
+  if (value.length > 512 * 1024) return { error: `@meta is ${value.length} bytes (at most 524288)` };
   let raw: unknown;
   try {
     raw = JSON.parse(value.toString('utf8'));

@@ -1,16 +1,15 @@
-import { parseKey, printable } from '../source/keys.js';
+import { parseKey, printable, type ObjectId, objectId } from '../keyspace.js';
 import type { Change, Kv } from '../source/types.js';
-import type { ObjectKeys, Problem } from './build.js';
-import { objectId, type ObjectId } from './types.js';
+import type { ObjectKeys, Problem, StoredKv } from './build.js';
 
 /**
- * The keys this cluster can see, grouped by object. Fed by the source's
- * snapshots and changes; says which objects each update touched. Other
- * clusters' scopes are dropped on the way in — never read into our output.
+ * The keys this cluster can see, grouped by object, each with its logical path
+ * (so nobody rebuilds it). Fed by the source's snapshots and changes; says which
+ * objects each update touched. Other clusters' scopes are dropped on the way in —
+ * never read into our output.
  */
 export class KeyStore {
   readonly objects = new Map<ObjectId, ObjectKeys>();
-  revision = 0;
 
   /** `prefix` ends with "/", e.g. "/confsync/". */
   constructor(
@@ -19,56 +18,59 @@ export class KeyStore {
   ) {}
 
   /** Replace the whole view with a snapshot. Dirty = every object before or after. */
-  reset(kvs: Kv[], revision: number): { dirty: Set<ObjectId>; invalid: Problem[] } {
+  reset(kvs: Kv[]): { dirty: Set<ObjectId>; invalid: Problem[] } {
     const dirty = new Set(this.objects.keys());
     this.objects.clear();
     const invalid: Problem[] = [];
     for (const kv of kvs) this.put(kv, dirty, invalid);
-    this.revision = revision;
     return { dirty, invalid };
   }
 
-  apply(changes: Change[], revision: number): { dirty: Set<ObjectId>; invalid: Problem[] } {
+  apply(changes: Change[]): { dirty: Set<ObjectId>; invalid: Problem[] } {
     const dirty = new Set<ObjectId>();
     const invalid: Problem[] = [];
     for (const c of changes) {
       if (c.type === 'put') this.put(c.kv, dirty, invalid);
       else this.delete(c.key, dirty);
     }
-    this.revision = revision;
     return { dirty, invalid };
   }
 
-  private put(kv: Kv, dirty: Set<ObjectId>, invalid: Problem[]): void {
-    const rest = this.relative(kv.key);
+  /** The object's layer a key belongs to, or undefined when it is not ours to see. */
+  private locate(key: string, invalid?: Problem[]) {
+    const rest = this.relative(key);
     const parsed = parseKey(rest);
-    if (parsed.type === 'invalid') return void invalid.push({ path: printable(rest), reason: parsed.reason });
-    if (parsed.type !== 'data' && parsed.type !== 'meta') return; // recipients/, status/: not object data
-    if (parsed.scope.type === 'cluster' && parsed.scope.cluster !== this.cluster) return;
-    const id = objectId(parsed.kind, parsed.namespace, parsed.name);
+    if (parsed.type === 'invalid') return void invalid?.push({ path: printable(rest), reason: parsed.reason });
+    if (parsed.type !== 'data' && parsed.type !== 'meta') return undefined; // recipients/, status/: not object data
+    if (parsed.scope.type === 'cluster' && parsed.scope.cluster !== this.cluster) return undefined;
+    return { parsed, id: objectId(parsed.kind, parsed.namespace, parsed.name), isGlobal: parsed.scope.type === 'global' };
+  }
+
+  private put(kv: Kv, dirty: Set<ObjectId>, invalid: Problem[]): void {
+    const at = this.locate(kv.key, invalid);
+    if (!at) return;
+    const { parsed, id, isGlobal } = at;
     let obj = this.objects.get(id);
     if (!obj) {
       obj = { kind: parsed.kind, namespace: parsed.namespace, name: parsed.name, global: new Map(), cluster: new Map() };
       this.objects.set(id, obj);
     }
-    const isGlobal = parsed.scope.type === 'global';
+    const stored: StoredKv = { ...kv, path: parsed.logicalPath };
     if (parsed.type === 'meta') {
-      if (isGlobal) obj.globalMeta = kv;
-      else obj.clusterMeta = kv;
+      if (isGlobal) obj.globalMeta = stored;
+      else obj.clusterMeta = stored;
     } else {
-      (isGlobal ? obj.global : obj.cluster).set(parsed.key, kv);
+      (isGlobal ? obj.global : obj.cluster).set(parsed.key, stored);
     }
     dirty.add(id);
   }
 
   private delete(key: string, dirty: Set<ObjectId>): void {
-    const parsed = parseKey(this.relative(key));
-    if (parsed.type !== 'data' && parsed.type !== 'meta') return;
-    if (parsed.scope.type === 'cluster' && parsed.scope.cluster !== this.cluster) return;
-    const id = objectId(parsed.kind, parsed.namespace, parsed.name);
+    const at = this.locate(key);
+    if (!at) return;
+    const { parsed, id, isGlobal } = at;
     const obj = this.objects.get(id);
     if (!obj) return;
-    const isGlobal = parsed.scope.type === 'global';
     if (parsed.type === 'meta') {
       if (isGlobal) obj.globalMeta = undefined;
       else obj.clusterMeta = undefined;

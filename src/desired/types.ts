@@ -1,9 +1,7 @@
 /** The pure core's output: what one object should look like on this cluster. */
+import type { ObjectId, ObjectKind } from '../keyspace.js';
 
-export type ObjectKind = 'configmaps' | 'secrets';
-
-/** `<kind>/<namespace>/<name>`: how objects are named everywhere (hooks, logs, status). */
-export type ObjectId = string;
+export { objectId, type ObjectId, type ObjectKind } from '../keyspace.js';
 
 export interface DesiredObject {
   id: ObjectId;
@@ -21,8 +19,4 @@ export interface DesiredObject {
   revision: number;
   /** sha256 hex over keys, values and metadata: equal hash means nothing to write. */
   hash: string;
-}
-
-export function objectId(kind: ObjectKind, namespace: string, name: string): ObjectId {
-  return `${kind}/${namespace}/${name}`;
 }

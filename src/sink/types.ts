@@ -2,14 +2,18 @@ import type { DesiredObject, ObjectId } from '../desired/types.js';
 
 export type ApplyResult = 'written' | 'unchanged';
 
+/** Which materialization a sink does; reactions subscribe by this (typed), never by a free string. */
+export type SinkKind = 'files' | 'kubernetes';
+
 /**
  * Where desired objects go. Every method is idempotent. A thrown error means
  * "this object could not be brought to the desired state now": the reconciler
- * reports it, keeps the others going and retries later. A sink never deletes or
+ * reports it, keeps the others going and retries later with backoff — unless it
+ * is an `InvalidInput` (errors.ts), which is reported once and not retried. A sink never deletes or
  * modifies something it does not own (see each sink's ownership marker).
  */
 export interface Sink {
-  readonly name: string;
+  readonly name: SinkKind;
   /** Make the object exist exactly as desired; does nothing when it already does. */
   apply(obj: DesiredObject): Promise<ApplyResult>;
   /** What `apply` would do, doing nothing (for `confsync plan`). */

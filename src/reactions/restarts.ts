@@ -1,8 +1,7 @@
 import * as k8s from '@kubernetes/client-node';
-import type { DesiredObject } from '../desired/types.js';
 import type { Logger } from '../log.js';
-import type { ReconcileObserver } from '../reconcile.js';
-import { describeKubeError } from './kube-leader.js';
+import type { ReconcileEvent } from '../reconcile/events.js';
+import { describeKubeError } from '../sink/kube-leader.js';
 
 /** Workloads opt in with this annotation set to "true". */
 export const RESTART_OPT_IN = 'confsync.io/restart-on-change';
@@ -20,7 +19,7 @@ type WorkloadKind = 'deployments' | 'statefulsets' | 'daemonsets';
  * Changes to several objects within `debounceMs` roll a workload once.
  * A failure is reported and never blocks the sync.
  */
-export class KubeRestarts implements ReconcileObserver {
+export class KubeRestarts {
   private readonly apps: k8s.AppsV1Api;
   private readonly pending = new Map<string, Set<string>>(); // namespace -> changed object ids
   private timer?: NodeJS.Timeout;
@@ -33,14 +32,16 @@ export class KubeRestarts implements ReconcileObserver {
     this.apps = kubeConfig.makeApiClient(k8s.AppsV1Api);
   }
 
-  written(sink: string, obj: DesiredObject): void {
-    if (sink !== 'kubernetes') return;
+  /** A reconcile observer: rolls workloads after the Kubernetes sink changed an object they use. */
+  readonly observe = (e: ReconcileEvent): void => {
+    if (e.type !== 'written' || e.sink !== 'kubernetes') return;
+    const obj = e.object;
     const set = this.pending.get(obj.namespace) ?? new Set();
     set.add(obj.id);
     this.pending.set(obj.namespace, set);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => void this.flush(), this.debounceMs);
-  }
+  };
 
   async close(): Promise<void> {
     clearTimeout(this.timer);

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import type { Config } from './config/schema.js';
-import type { DesiredObject, ObjectId } from './desired/types.js';
-import { globToRegExp } from './glob.js';
-import type { Logger } from './log.js';
-import type { ReconcileObserver } from './reconcile.js';
+import type { Config } from '../config/schema.js';
+import type { ObjectId } from '../desired/types.js';
+import { matchesGlob } from '../glob.js';
+import type { Logger } from '../log.js';
+import type { ReconcileEvent } from '../reconcile/events.js';
 
 type HookConfig = Config['hooks'][number];
 
@@ -18,7 +18,6 @@ const MAX_WAIT_WINDOWS = 10;
 interface HookState {
   readonly index: number;
   readonly cfg: HookConfig;
-  readonly patterns: RegExp[];
   /** Ids changed since the last run started; handed to the next run. */
   pending: Set<ObjectId>;
   firstPendingAt: number;
@@ -35,7 +34,7 @@ interface Outcome {
 /**
  * Runs the configured reload hooks after an object's files were swapped (SPEC §6).
  *
- *  (1) `written`/`removed` from the files sink add the object id to the pending
+ *  (1) `written`/`removed` events of the files sink add the object id to the pending
  *      set of every hook whose globs match it, and (re)start that hook's
  *      debounce timer — unless the hook is running;
  *  (2) when the timer fires the pending set is taken whole and the hook runs
@@ -46,24 +45,22 @@ interface Outcome {
  * Observer methods only record and return; runs are async and never block the
  * sync. A failing hook is logged and counted, nothing more.
  */
-export class Hooks implements ReconcileObserver {
+export class Hooks {
   /** Per hook index, for metrics. `runs` counts attempts; `failures` is a subset. */
   readonly counters: { readonly runs: number[]; readonly failures: number[] };
   private readonly hooks: HookState[];
   private closed = false;
 
   constructor(hooks: Config['hooks'], private readonly logger: Logger) {
-    this.hooks = hooks.map((cfg, index) => ({ index, cfg, patterns: cfg.objects.map(globToRegExp), pending: new Set(), firstPendingAt: 0 }));
+    this.hooks = hooks.map((cfg, index) => ({ index, cfg, pending: new Set(), firstPendingAt: 0 }));
     this.counters = { runs: hooks.map(() => 0), failures: hooks.map(() => 0) };
   }
 
-  written(sink: string, obj: DesiredObject): void {
-    if (sink === 'files') this.changed(obj.id);
-  }
-
-  removed(sink: string, id: ObjectId): void {
-    if (sink === 'files') this.changed(id);
-  }
+  /** A reconcile observer: hooks follow what the files sink swapped or removed. */
+  readonly observe = (e: ReconcileEvent): void => {
+    if (e.type === 'written' && e.sink === 'files') this.changed(e.object.id);
+    else if (e.type === 'removed' && e.sink === 'files') this.changed(e.id);
+  };
 
   /** Drops pending runs; waits for running ones, which their own timeout bounds. */
   async close(): Promise<void> {
@@ -79,7 +76,7 @@ export class Hooks implements ReconcileObserver {
   private changed(id: ObjectId): void {
     if (this.closed) return;
     for (const h of this.hooks) {
-      if (!h.patterns.some((p) => p.test(id))) continue;
+      if (!h.cfg.objects.some((glob) => matchesGlob(id, glob))) continue;
       if (h.pending.size === 0) h.firstPendingAt = Date.now();
       h.pending.add(id);
       if (!h.running) this.schedule(h);

@@ -1,0 +1,77 @@
+/**
+ * One place for "how far along are we": etcd's head as the source last saw it,
+ * the revision whose changes are in the key store, the revision every sink has
+ * been handed, the connection state and when etcd last answered. The reconciler
+ * writes it; status, metrics and readiness only read it.
+ *
+ * Revisions only ever move forward here: a lagging member's older header must
+ * never make a log line, a status key or a resume point look like it went back.
+ */
+import { performance } from 'node:perf_hooks';
+import type { ConnectionState, SourceEvent } from '../source/types.js';
+
+export class Progress {
+  /** Highest revision etcd reported having (a header or an event). */
+  head = 0;
+  /** Highest revision whose changes are in the key store. */
+  received = 0;
+  /** Highest revision whose changes every sink has been handed. */
+  applied = 0;
+  /** True once the first complete snapshot has been reconciled. */
+  synced = false;
+  state: ConnectionState = 'connecting';
+  /** performance.now() of the last answer from etcd (snapshot, changes or progress). */
+  lastHeardAt = performance.now();
+  /** performance.now() since which `applied` has been behind `head`; undefined when caught up. */
+  private behindSince?: number;
+
+  constructor(private readonly now: () => number = () => performance.now()) {
+    this.lastHeardAt = now();
+  }
+
+  /** A source event arrived (the reconciler calls this before acting on it). */
+  noteEvent(event: SourceEvent): void {
+    if (event.type === 'state') {
+      this.state = event.state;
+      return;
+    }
+    this.lastHeardAt = this.now();
+    const head = event.type === 'snapshot' ? event.revision : event.head;
+    this.head = Math.max(this.head, head, event.revision);
+    this.received = Math.max(this.received, event.revision);
+    this.checkBehind();
+  }
+
+  /** Every sink has been handed the changes up to `revision`. */
+  markApplied(revision: number): void {
+    this.applied = Math.max(this.applied, Math.min(revision, this.received));
+    this.checkBehind();
+  }
+
+  /** Revisions etcd has that the sinks do not have yet. */
+  lag(): number {
+    return Math.max(0, this.head - this.applied);
+  }
+
+  /**
+   * Why the daemon is not ready, or undefined. Not ready until the first full
+   * sync; then whenever etcd has gone quiet, or applied state has stayed behind
+   * what etcd committed, for longer than `stallSeconds` — whatever the cause
+   * (a hung member, a proxy that never answers progress requests, a stuck sink).
+   */
+  notReady(stallSeconds: number): string | undefined {
+    if (!this.synced) return 'first full sync not done';
+    const now = this.now();
+    const quiet = (now - this.lastHeardAt) / 1000;
+    if (quiet > stallSeconds) return `no answer from the etcd watch for ${Math.round(quiet)} s (state: ${this.state})`;
+    if (this.behindSince !== undefined && (now - this.behindSince) / 1000 > stallSeconds) {
+      return `applied revision ${this.applied} has been behind etcd's ${this.head} for ${Math.round((now - this.behindSince) / 1000)} s`;
+    }
+    return undefined;
+  }
+
+  private checkBehind(): void {
+    if (this.applied >= this.head) this.behindSince = undefined;
+    else this.behindSince ??= this.now();
+  }
+}

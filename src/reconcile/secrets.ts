@@ -1,0 +1,77 @@
+/**
+ * Opened secrets, per object: each envelope is opened once per mod revision,
+ * and plaintext is kept only while its key exists. When a key's value changes or
+ * the key goes, the old plaintext is overwritten with zeros as soon as no desired
+ * object still holds it (a deleted secret must not linger in the heap).
+ */
+import type { Kv } from '../source/types.js';
+import type { ObjectId } from '../desired/types.js';
+
+export type Opened = Buffer | { error: string };
+
+/** Opens an envelope bound to `logicalPath`; rejects with a generic error. */
+export type OpenSecret = (logicalPath: string, envelope: Buffer) => Promise<Buffer>;
+
+interface Entry {
+  rev: number;
+  result: Opened;
+}
+
+export class SecretCache {
+  private readonly byObject = new Map<ObjectId, Map<string, Entry>>();
+
+  constructor(private readonly open: OpenSecret | undefined) {}
+
+  /**
+   * Make the object's cache hold exactly the secrets in `keys` (path → kv),
+   * opening what is new or changed. Returns the plaintexts that left the cache:
+   * the caller zeroes them once nothing it still uses refers to them.
+   */
+  async refresh(id: ObjectId, keys: Iterable<Kv & { path: string }>): Promise<Buffer[]> {
+    const old = this.byObject.get(id) ?? new Map<string, Entry>();
+    const next = new Map<string, Entry>();
+    for (const kv of keys) {
+      const cached = old.get(kv.path);
+      if (cached?.rev === kv.modRevision) {
+        next.set(kv.path, cached);
+        continue;
+      }
+      next.set(kv.path, { rev: kv.modRevision, result: await this.openOne(kv) });
+    }
+    if (next.size > 0) this.byObject.set(id, next);
+    else this.byObject.delete(id);
+    const dropped: Buffer[] = [];
+    for (const [path, entry] of old) {
+      if (next.get(path) !== entry && Buffer.isBuffer(entry.result)) dropped.push(entry.result);
+    }
+    return dropped;
+  }
+
+  /** The plaintext of a secret at `path`, or why it cannot be opened. */
+  get(path: string, id: ObjectId): Opened {
+    return this.byObject.get(id)?.get(path)?.result ?? { error: 'secret not opened' };
+  }
+
+  /** Everything cached, for zeroing at shutdown. */
+  clear(): Buffer[] {
+    const all = [...this.byObject.values()].flatMap((m) => [...m.values()].map((e) => e.result)).filter(Buffer.isBuffer);
+    this.byObject.clear();
+    return all;
+  }
+
+  private async openOne(kv: Kv & { path: string }): Promise<Opened> {
+    if (!this.open) return { error: 'no identity configured: cannot open secrets' };
+    try {
+      return await this.open(kv.path, kv.value);
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
+  }
+}
+
+/** Overwrite plaintexts that nothing in `live` still refers to. */
+export function zeroUnless(buffers: Buffer[], live: Iterable<Buffer>): void {
+  if (buffers.length === 0) return;
+  const keep = new Set(live);
+  for (const b of buffers) if (!keep.has(b)) b.fill(0);
+}
