@@ -5,6 +5,7 @@
 import type { Etcd3 } from 'etcd3';
 import { generateIdentity, loadKeyring, parseRecipient, recipientOf, writeIdentityFile, type Identity, type Keyring, type Recipient } from '../envelope/identity.js';
 import { UserError } from '../errors.js';
+import type { Keyspace } from '../keyspace.js';
 
 export interface KeygenOptions {
   out: string;
@@ -12,7 +13,7 @@ export interface KeygenOptions {
   force?: boolean;
   /** Add a key to an existing file (rotation). */
   add?: boolean;
-  register?: { client: Etcd3; prefix: string; cluster: string };
+  register?: { client: Etcd3; ks: Keyspace; cluster: string };
   /** Progress lines for the operator (stderr in the CLI). */
   notice: (line: string) => void;
 }
@@ -26,7 +27,7 @@ export interface KeygenOptions {
 export async function createIdentity(opts: KeygenOptions): Promise<Recipient> {
   if (opts.add && opts.force) throw new UserError('--add keeps the existing keys and --force replaces them: choose one');
   const reg = opts.register;
-  const regKey = reg && `${reg.prefix}/recipients/${reg.cluster}`;
+  const regKey = reg?.ks.recipientKey(reg.cluster);
   // (1)
   const existing = reg && regKey ? (await reg.client.get(regKey).exec()).kvs[0] : undefined;
   let previous: Recipient | undefined;

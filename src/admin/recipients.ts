@@ -5,8 +5,7 @@
 import type { Etcd3 } from 'etcd3';
 import { parseRecipient, type Recipient } from '../envelope/identity.js';
 import type { RecipientsFile } from '../envelope/recipients-file.js';
-import { parseKey, printable } from '../source/keys.js';
-import { relative } from './refs.js';
+import { printable, type Keyspace } from '../keyspace.js';
 
 export interface Registration {
   cluster: string;
@@ -25,13 +24,13 @@ export interface Registrations {
 }
 
 /** Every registration under PREFIX/recipients/, each compared with the pinned file. */
-export async function readRegistrations(client: Etcd3, prefix: string, pinned: RecipientsFile): Promise<Registrations> {
-  const kvs = (await client.getAll().prefix(`${prefix}/recipients/`).exec()).kvs;
+export async function readRegistrations(client: Etcd3, ks: Keyspace, pinned: RecipientsFile): Promise<Registrations> {
+  const kvs = (await client.getAll().prefix(ks.recipientsPrefix()).exec()).kvs;
   const list: Registration[] = [];
   const skipped: string[] = [];
   for (const kv of kvs) {
-    const rel = relative(prefix, kv.key);
-    const parsed = parseKey(rel);
+    const rel = ks.relative(kv.key.toString());
+    const parsed = ks.parse(kv.key.toString());
     if (parsed.type !== 'recipient') {
       skipped.push(`${printable(rel)}: ${parsed.type === 'invalid' ? parsed.reason : 'not a recipient key'}`);
       continue;

@@ -1,44 +1,46 @@
 /**
  * Operator references (`<namespace>/<name>[/<key>]` plus `--cluster`) turned into
- * etcd keys, validated exactly as the daemon parses keys.
+ * scopes and object refs, validated exactly as the daemon parses keys. Keys are
+ * then built by src/keyspace.ts.
  */
 import { UserError } from '../errors.js';
-import { clusterError, parseKey, printable, type Scope } from '../source/keys.js';
+import { clusterError, clusterScope, GLOBAL, logicalPath, parseKey, printable, type ObjectKind, type ObjectRef, type Scope } from '../keyspace.js';
 
 export interface ScopeFlags {
   cluster?: string;
 }
 
-/** `global`, or `clusters/<name>` for a valid --cluster. */
-export function scopeOf(flags: ScopeFlags): string {
-  if (!flags.cluster) return 'global';
-  const err = clusterError(flags.cluster);
-  if (err) throw new UserError(`--cluster: ${printable(err)}`);
-  return `clusters/${flags.cluster}`;
-}
-
+/** GLOBAL, or the scope of a valid --cluster. */
 export function scopeFromFlags(flags: ScopeFlags): Scope {
-  scopeOf(flags); // validates the cluster name
-  return flags.cluster ? { type: 'cluster', cluster: flags.cluster } : { type: 'global' };
+  if (!flags.cluster) return GLOBAL;
+  const err = clusterError(flags.cluster);
+  if (err) throw new UserError(`--cluster: ${err}`);
+  return clusterScope(flags.cluster);
 }
 
-/** `<ns>/<name>/<key>` (parts 3) or `<ns>/<name>` (parts 2) under the chosen scope → the full etcd key. */
-export function objectKey(prefix: string, kind: 'configmaps' | 'secrets', ref: string, flags: ScopeFlags, parts: 2 | 3): string {
-  const scope = scopeOf(flags);
-  const segs = ref.split('/');
-  if (segs.length !== parts) throw new UserError(`"${printable(ref)}": expected <namespace>/<name>${parts === 3 ? '/<key>' : ''}`);
-  const rel = `${scope}/${kind}/${ref}${parts === 2 ? '/probe' : ''}`;
-  const parsed = parseKey(rel);
-  if (parsed.type === 'invalid') throw new UserError(`"${printable(ref)}": ${parsed.reason}`);
-  return `${prefix}/${scope}/${kind}/${ref}`;
+export interface Target {
+  scope: Scope;
+  ref: ObjectRef;
+  /** The data key (`parts` 3); absent for a whole object (`parts` 2). */
+  key?: string;
 }
 
-/** The listing prefix for `ls [ref]`: `PREFIX/<scope>/<kind>/[ref/]`. */
-export function listPrefix(prefix: string, kind: 'configmaps' | 'secrets', ref: string | undefined, flags: ScopeFlags): string {
-  return `${prefix}/${scopeOf(flags)}/${kind}/${ref ? `${ref.replace(/\/+$/, '')}/` : ''}`;
+/** `<ns>/<name>/<key>` (parts 3) or `<ns>/<name>` (parts 2) of `kind` under the --cluster scope. */
+export function parseRef(kind: ObjectKind, text: string, flags: ScopeFlags, parts: 2 | 3): Target {
+  const scope = scopeFromFlags(flags);
+  const segs = text.split('/');
+  if (segs.length !== parts) throw new UserError(`"${printable(text)}": expected <namespace>/<name>${parts === 3 ? '/<key>' : ''}`);
+  const [namespace, name, key] = segs as [string, string, string | undefined];
+  const ref = { kind, namespace, name };
+  const parsed = parseKey(logicalPath(scope, ref, key ?? 'probe'));
+  if (parsed.type === 'invalid') throw new UserError(`"${printable(text)}": ${parsed.reason}`);
+  return { scope, ref, key };
 }
 
-/** The key relative to the prefix (`PREFIX/` stripped). */
-export function relative(prefix: string, key: string | Buffer): string {
-  return key.toString().slice(prefix.length + 1);
+/** `ls [<ns>[/<name>]]`: the namespace and name to list under (not validated: listing shows invalid keys too). */
+export function parseListRef(text: string | undefined): { namespace?: string; name?: string } {
+  if (!text) return {};
+  const [namespace, name, ...rest] = text.replace(/\/+$/, '').split('/');
+  if (rest.length > 0) throw new UserError(`"${printable(text)}": expected <namespace> or <namespace>/<name>`);
+  return { namespace, name };
 }

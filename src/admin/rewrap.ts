@@ -10,14 +10,14 @@ import type { Keyring, Recipient } from '../envelope/identity.js';
 import type { RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { prefixEnd } from '../source/etcd-client.js';
-import { clusterError, parseKey, printable, scopePath, type Scope } from '../source/keys.js';
-import { relative } from './refs.js';
+import { clusterError, clusterScope, printable, scopePath, type Keyspace, type Scope } from '../keyspace.js';
 
 export interface RewrapJob {
   client: Etcd3;
-  prefix: string;
+  ks: Keyspace;
   scopes: Scope[];
-  under?: string;
+  /** Only secrets of this namespace (and name). */
+  under?: { namespace?: string; name?: string };
   pinned: RecipientsFile;
   keyring: Keyring;
   concurrency: number;
@@ -68,7 +68,7 @@ export interface RewrapSummary {
  *      Readers see either the old envelope or the new one, both openable: no downtime.
  */
 export async function rewrap(job: RewrapJob): Promise<RewrapSummary> {
-  const { client, prefix, keyring } = job;
+  const { client, ks, keyring } = job;
   const targets = new Map<string, { recipients: Recipient[]; ids: Set<string> } | undefined>();
   for (const s of job.scopes) {
     try {
@@ -81,7 +81,7 @@ export async function rewrap(job: RewrapJob): Promise<RewrapSummary> {
     }
   }
   // (1)
-  const ranges = job.scopes.map((s) => `${prefix}/${scopePath(s)}/secrets/${job.under ? `${job.under}/` : ''}`);
+  const ranges = job.scopes.map((s) => ks.kindPrefix(s, 'secrets', job.under?.namespace, job.under?.name));
   let total = 0;
   for (const r of ranges) total += await client.getAll().prefix(r).count();
   job.progress.start(total);
@@ -96,8 +96,8 @@ export async function rewrap(job: RewrapJob): Promise<RewrapSummary> {
 
   const one = async (kv: IKeyValue): Promise<Outcome> => {
     // (2)
-    const rel = relative(prefix, kv.key);
-    const parsed = parseKey(rel);
+    const rel = ks.relative(kv.key.toString());
+    const parsed = ks.parse(kv.key.toString());
     if (parsed.type === 'meta') return 'meta';
     if (parsed.type !== 'data') {
       note(rel, parsed.type === 'invalid' ? parsed.reason : 'not a secret key');
@@ -157,7 +157,7 @@ export async function rewrap(job: RewrapJob): Promise<RewrapSummary> {
         outcome = await one(next.value);
       } catch (err) {
         // etcd errors name no value; anything else is reported by its message only
-        note(relative(prefix, next.value.key), (err as Error).message);
+        note(ks.relative(next.value.key.toString()), (err as Error).message);
         outcome = 'failed';
       }
       counts[outcome]++;
@@ -174,8 +174,8 @@ export async function rewrap(job: RewrapJob): Promise<RewrapSummary> {
  * then jump past everything under `clusters/<that name>/`. One request per cluster,
  * however many config keys each holds. Invalid names are reported through `warn`.
  */
-export async function clusterScopes(client: Etcd3, prefix: string, warn: (line: string) => void): Promise<Scope[]> {
-  const base = `${prefix}/clusters/`;
+export async function clusterScopes(client: Etcd3, ks: Keyspace, warn: (line: string) => void): Promise<Scope[]> {
+  const base = ks.key('clusters/'); // every cluster scope: keyspace has no builder for this range
   const end = prefixEnd(Buffer.from(base));
   const out: Scope[] = [];
   let from: Buffer = Buffer.from(base);
@@ -191,8 +191,8 @@ export async function clusterScopes(client: Etcd3, prefix: string, warn: (line: 
     const name = rest.slice(0, slash);
     const err = clusterError(name);
     if (err) warn(`skipping ${printable(`clusters/${name}/`)}: ${printable(err)}`);
-    else out.push({ type: 'cluster', cluster: name });
-    from = prefixEnd(Buffer.from(`${base}${name}/`));
+    else out.push(clusterScope(name));
+    from = prefixEnd(Buffer.from(ks.scopePrefix(clusterScope(name))));
   }
 }
 

@@ -8,18 +8,17 @@ import { EnvelopeError, envelopeRecipients, open, seal } from '../envelope/envel
 import type { Keyring, Recipient } from '../envelope/identity.js';
 import type { RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
-import { parseKey } from '../source/keys.js';
-import { relative } from './refs.js';
+import type { Keyspace } from '../keyspace.js';
 
 export function describeRecipients(list: readonly Recipient[], pinned: RecipientsFile | undefined): string {
   return list.map((r) => pinned?.describe(r.id) ?? r.id).join(', ');
 }
 
 /** Seals `plaintext` for `key` (bound to its logical path) and puts it; zeroes the plaintext. Returns the revision. */
-export async function sealAndPut(client: Etcd3, prefix: string, key: string, plaintext: Buffer, recipients: Recipient[]): Promise<string> {
+export async function sealAndPut(client: Etcd3, ks: Keyspace, key: string, plaintext: Buffer, recipients: Recipient[]): Promise<string> {
   let envelope: string;
   try {
-    envelope = await seal(plaintext, relative(prefix, key), recipients);
+    envelope = await seal(plaintext, ks.relative(key), recipients);
   } finally {
     plaintext.fill(0);
   }
@@ -28,10 +27,10 @@ export async function sealAndPut(client: Etcd3, prefix: string, key: string, pla
 }
 
 /** Gets `key` and opens it with the keyring; a refusal is a UserError naming the path (and fingerprints). */
-export async function getAndOpen(client: Etcd3, prefix: string, key: string, keyring: Keyring): Promise<Buffer> {
+export async function getAndOpen(client: Etcd3, ks: Keyspace, key: string, keyring: Keyring): Promise<Buffer> {
   const value = await client.get(key).buffer();
   if (value === null) throw new UserError(`${key}: not found`);
-  const logical = relative(prefix, key);
+  const logical = ks.relative(key);
   try {
     return await open(value, logical, keyring);
   } catch (err) {
@@ -50,11 +49,11 @@ export interface SecretRow {
 }
 
 /** One row per key under `base`: size, revision and who can open it (never the value). */
-export async function listSecrets(client: Etcd3, prefix: string, base: string, pinned: RecipientsFile | undefined): Promise<SecretRow[]> {
+export async function listSecrets(client: Etcd3, ks: Keyspace, base: string, pinned: RecipientsFile | undefined): Promise<SecretRow[]> {
   const res = await client.getAll().prefix(base).exec();
   return res.kvs.map((kv) => {
-    const rel = relative(prefix, kv.key);
-    const parsed = parseKey(rel);
+    const rel = ks.relative(kv.key.toString());
+    const parsed = ks.parse(kv.key.toString());
     let who: string;
     if (parsed.type === 'invalid') who = `invalid key (skipped by daemons): ${parsed.reason}`;
     else if (parsed.type === 'meta') who = '@meta';

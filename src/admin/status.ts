@@ -6,7 +6,7 @@
  */
 import type { Etcd3 } from 'etcd3';
 import type { NodeStatus } from '../status.js';
-import { printable } from '../source/keys.js';
+import { printable, type Keyspace } from '../keyspace.js';
 
 export interface StatusRow extends NodeStatus {
   lag: number;
@@ -21,8 +21,8 @@ export interface Fleet {
 }
 
 /** One read of PREFIX/status/[cluster/], sorted by cluster then node. */
-export async function readFleet(client: Etcd3, prefix: string, cluster?: string): Promise<Fleet> {
-  const res = await client.getAll().prefix(`${prefix}/status/${cluster ? `${cluster}/` : ''}`).exec();
+export async function readFleet(client: Etcd3, ks: Keyspace, cluster?: string): Promise<Fleet> {
+  const res = await client.getAll().prefix(ks.statusPrefix(cluster)).exec();
   const head = Number(res.header.revision);
   const rows: StatusRow[] = [];
   const skipped: string[] = [];

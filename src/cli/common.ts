@@ -13,7 +13,7 @@ import { loadKeyring } from '../envelope/identity.js';
 import { DEFAULT_RECIPIENTS_FILE } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { createEtcdClient } from '../source/etcd-client.js';
-import { printable } from '../source/keys.js';
+import { Keyspace, printable } from '../keyspace.js';
 
 /** Flags every etcd-talking verb accepts (SPEC §5). */
 export interface ConnectionFlags {
@@ -50,7 +50,7 @@ export function etcdFromFlags(flags: ConnectionFlags): Config['etcd'] {
 
 export function connect(flags: ConnectionFlags) {
   const etcd = etcdFromFlags(flags);
-  return { etcd, client: createEtcdClient(etcd) };
+  return { etcd, ks: new Keyspace(etcd.prefix), client: createEtcdClient(etcd) };
 }
 
 export function connectionOptions(cmd: Command): Command {

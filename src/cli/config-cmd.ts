@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
-import { listPrefix, objectKey, relative, type ScopeFlags } from '../admin/refs.js';
+import { parseListRef, parseRef, scopeFromFlags, type ScopeFlags } from '../admin/refs.js';
 import { UserError } from '../errors.js';
-import { parseKey } from '../source/keys.js';
 import { connect, connectionOptions, type ConnectionFlags } from './common.js';
 
 type ConfigFlags = ScopeFlags & ConnectionFlags;
@@ -24,9 +23,10 @@ export function registerConfigCommands(program: Command): void {
   scoped(config.command('set <ref> [value]').description('set <namespace>/<name>/<key> (value from the argument, --file, or stdin)'))
     .option('--file <path>', 'read the value from a file')
     .action(async (ref: string, value: string | undefined, flags: ConfigFlags & { file?: string }) => {
-      const { etcd, client } = connect(flags);
+      const { ks, client } = connect(flags);
       try {
-        const key = objectKey(etcd.prefix, 'configmaps', ref, flags, 3);
+        const t = parseRef('configmaps', ref, flags, 3);
+        const key = ks.dataKey(t.scope, t.ref, t.key!);
         const res = await client.put(key).value(readValue(value, flags.file)).exec();
         process.stdout.write(`${key} @ revision ${res.header.revision}\n`);
       } finally {
@@ -35,9 +35,10 @@ export function registerConfigCommands(program: Command): void {
     });
 
   scoped(config.command('get <ref>').description('print the value of <namespace>/<name>/<key>')).action(async (ref: string, flags: ConfigFlags) => {
-    const { etcd, client } = connect(flags);
+    const { ks, client } = connect(flags);
     try {
-      const key = objectKey(etcd.prefix, 'configmaps', ref, flags, 3);
+      const t = parseRef('configmaps', ref, flags, 3);
+      const key = ks.dataKey(t.scope, t.ref, t.key!);
       const value = await client.get(key).buffer();
       if (value === null) throw new UserError(`${key}: not found`);
       process.stdout.write(value);
@@ -47,11 +48,11 @@ export function registerConfigCommands(program: Command): void {
   });
 
   scoped(config.command('rm <ref>').description('delete <namespace>/<name>/<key>, or a whole object with <namespace>/<name>')).action(async (ref: string, flags: ConfigFlags) => {
-    const { etcd, client } = connect(flags);
+    const { ks, client } = connect(flags);
     try {
-      const whole = ref.split('/').length === 2;
-      const key = objectKey(etcd.prefix, 'configmaps', ref, flags, whole ? 2 : 3);
-      const res = whole ? await client.delete().prefix(`${key}/`).exec() : await client.delete().key(key).exec();
+      const t = parseRef('configmaps', ref, flags, ref.split('/').length === 2 ? 2 : 3);
+      const key = t.key === undefined ? ks.kindPrefix(t.scope, 'configmaps', t.ref.namespace, t.ref.name) : ks.dataKey(t.scope, t.ref, t.key);
+      const res = t.key === undefined ? await client.delete().prefix(key).exec() : await client.delete().key(key).exec();
       if (Number(res.deleted) === 0) throw new UserError(`${key}: not found`);
       process.stdout.write(`deleted ${res.deleted} key(s) under ${key} @ revision ${res.header.revision}\n`);
     } finally {
@@ -60,13 +61,14 @@ export function registerConfigCommands(program: Command): void {
   });
 
   scoped(config.command('ls [ref]').description('list config keys (optionally under <namespace> or <namespace>/<name>)')).action(async (ref: string | undefined, flags: ConfigFlags) => {
-    const { etcd, client } = connect(flags);
+    const { ks, client } = connect(flags);
     try {
-      const base = listPrefix(etcd.prefix, 'configmaps', ref, flags);
+      const { namespace, name } = parseListRef(ref);
+      const base = ks.kindPrefix(scopeFromFlags(flags), 'configmaps', namespace, name);
       const res = await client.getAll().prefix(base).exec();
       for (const kv of res.kvs) {
-        const rel = relative(etcd.prefix, kv.key);
-        const bad = parseKey(rel).type === 'invalid' ? '  (invalid: skipped by daemons)' : '';
+        const rel = ks.relative(kv.key.toString());
+        const bad = ks.parse(kv.key.toString()).type === 'invalid' ? '  (invalid: skipped by daemons)' : '';
         process.stdout.write(`${rel}\t${kv.value.length} bytes\trev ${kv.mod_revision}${bad}\n`);
       }
       if (res.kvs.length === 0) process.stderr.write(`no keys under ${base}\n`);

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { createIdentity } from '../admin/keygen.js';
 import { UserError } from '../errors.js';
-import { clusterError } from '../source/keys.js';
+import { clusterError } from '../keyspace.js';
 import { connect, connectionOptions, type ConnectionFlags } from './common.js';
 
 interface KeygenFlags extends ConnectionFlags {
@@ -37,7 +37,7 @@ export function registerKeygen(program: Command): void {
         out: flags.out,
         force: flags.force,
         add: flags.add,
-        register: conn && flags.cluster ? { client: conn.client, prefix: conn.etcd.prefix, cluster: flags.cluster } : undefined,
+        register: conn && flags.cluster ? { client: conn.client, ks: conn.ks, cluster: flags.cluster } : undefined,
         notice: (line) => process.stderr.write(`${line}\n`),
       });
       process.stdout.write(`${recipient.text}\n`);

@@ -15,10 +15,10 @@ export function registerRecipients(program: Command): void {
     .option('--force', "accept a CHANGED key for an already pinned cluster (a rotation you know about; otherwise someone may have replaced it)")
     .action(async (flags: SecretFlags & { yes?: boolean; force?: boolean }) => {
       const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE, { missingOk: true });
-      const { etcd, client } = connect(flags);
+      const { ks, client } = connect(flags);
       let regs;
       try {
-        regs = await readRegistrations(client, etcd.prefix, pinned);
+        regs = await readRegistrations(client, ks, pinned);
       } finally {
         client.close();
       }
@@ -27,7 +27,7 @@ export function registerRecipients(program: Command): void {
         const state = r.state === 'new' ? 'NEW' : r.state === 'pinned' ? 'pinned' : `CHANGED (pinned ${r.pinned!.id})`;
         process.stdout.write(`${r.cluster.padEnd(20)} ${r.registered.id}  ${state}\n`);
       }
-      if (regs.seen === 0) process.stderr.write(`no keys under ${etcd.prefix}/recipients/ (clusters register with "confsync keygen --register --cluster NAME")\n`);
+      if (regs.seen === 0) process.stderr.write(`no keys under ${ks.recipientsPrefix()} (clusters register with "confsync keygen --register --cluster NAME")\n`);
       const added = regs.list.filter((r) => r.state === 'new');
       const changed = regs.list.filter((r) => r.state === 'changed');
 

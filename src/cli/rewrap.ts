@@ -3,11 +3,11 @@
  * summary on stdout, exit 1 while any secret is still sealed to an old set.
  */
 import type { Command } from 'commander';
-import { scopeFromFlags } from '../admin/refs.js';
+import { parseListRef, scopeFromFlags } from '../admin/refs.js';
 import { clusterScopes, LEFT_BEHIND, OUTCOME_NOTES, rewrap, type Outcome } from '../admin/rewrap.js';
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
-import { nameError, namespaceError, printable, type Scope } from '../source/keys.js';
+import { GLOBAL, nameError, namespaceError, type Scope } from '../keyspace.js';
 import { connect, connectionOptions, identityOption, keyringFrom, recipientsFileOption, type SecretFlags } from './common.js';
 
 interface RewrapFlags extends SecretFlags {
@@ -30,27 +30,25 @@ export function registerRewrap(program: Command): void {
   ).action(async (flags: RewrapFlags) => {
     if (flags.cluster && flags.all) throw new UserError('--cluster and --all: choose one');
     if (!Number.isInteger(flags.concurrency) || flags.concurrency < 1 || flags.concurrency > 1024) throw new UserError('--concurrency must be an integer 1…1024');
-    if (flags.under) {
-      const [ns, name, ...rest] = flags.under.replace(/\/+$/, '').split('/');
-      const err = rest.length > 0 ? 'expected <namespace> or <namespace>/<name>' : (namespaceError(ns ?? '') ?? (name !== undefined ? nameError(name) : undefined));
-      if (err) throw new UserError(`--under: ${printable(err)}`);
-    }
+    const under = parseListRef(flags.under);
+    const err = under.namespace === undefined ? undefined : (namespaceError(under.namespace) ?? (under.name !== undefined ? nameError(under.name) : undefined));
+    if (err) throw new UserError(`--under: ${err}`);
     const scope = flags.cluster ? scopeFromFlags(flags) : undefined;
     const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE);
     if (scope) pinned.forScope(scope); // an unpinned --cluster fails before any work
     const keyring = await keyringFrom(flags);
-    const { etcd, client } = connect(flags);
+    const { ks, client } = connect(flags);
     const warn = (line: string) => process.stderr.write(`${line}\n`);
     const progress = new Progress(() => `rewrapped ${counts?.rewrapped ?? 0}, unchanged ${counts?.unchanged ?? 0}`);
     let counts: Readonly<Record<Outcome, number>> | undefined;
     try {
-      const scopes: Scope[] = scope ? [scope] : [{ type: 'global' }];
-      if (flags.all) scopes.push(...(await clusterScopes(client, etcd.prefix, warn)));
+      const scopes: Scope[] = scope ? [scope] : [GLOBAL];
+      if (flags.all) scopes.push(...(await clusterScopes(client, ks, warn)));
       const summary = await rewrap({
         client,
-        prefix: etcd.prefix,
+        ks,
         scopes,
-        under: flags.under?.replace(/\/+$/, ''),
+        under,
         pinned,
         keyring,
         concurrency: flags.concurrency,

@@ -9,13 +9,13 @@
  *  - error messages name paths, flags and fingerprints, never a value or a key.
  */
 import { Option, type Command } from 'commander';
-import { objectKey, listPrefix, scopeFromFlags } from '../admin/refs.js';
+import { parseListRef, parseRef, scopeFromFlags } from '../admin/refs.js';
 import { describeRecipients, getAndOpen, listSecrets, sealAndPut } from '../admin/secrets.js';
 import { seal } from '../envelope/envelope.js';
 import { parseRecipient, type Recipient } from '../envelope/identity.js';
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
-import { parseKey, printable, scopePath } from '../source/keys.js';
+import { parseKey, printable, scopePath } from '../keyspace.js';
 import { connect, connectionOptions, identityOption, keyringFrom, readSecretValue, recipientsFileOption, type SecretFlags } from './common.js';
 
 const NO_ARGV_VALUES =
@@ -92,11 +92,12 @@ function registerSecret(program: Command): void {
       const scope = scopeFromFlags(flags);
       const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE);
       const recipients = pinned.forScope(scope);
-      const { etcd, client } = connect(flags);
+      const { ks, client } = connect(flags);
       try {
-        const key = objectKey(etcd.prefix, 'secrets', ref, flags, 3);
+        const t = parseRef('secrets', ref, flags, 3);
+        const key = ks.dataKey(t.scope, t.ref, t.key!);
         const plaintext = await readSecretValue(flags.file);
-        const revision = await sealAndPut(client, etcd.prefix, key, plaintext, recipients);
+        const revision = await sealAndPut(client, ks, key, plaintext, recipients);
         process.stdout.write(`${key} sealed to ${describeRecipients(recipients, pinned)} @ revision ${revision}\n`);
       } finally {
         client.close();
@@ -107,10 +108,10 @@ function registerSecret(program: Command): void {
     .addOption(identityOption())
     .action(async (ref: string, flags: SecretFlags) => {
       const keyring = await keyringFrom(flags);
-      const { etcd, client } = connect(flags);
+      const { ks, client } = connect(flags);
       try {
-        const key = objectKey(etcd.prefix, 'secrets', ref, flags, 3);
-        const plain = await getAndOpen(client, etcd.prefix, key, keyring);
+        const t = parseRef('secrets', ref, flags, 3);
+        const plain = await getAndOpen(client, ks, ks.dataKey(t.scope, t.ref, t.key!), keyring);
         await new Promise<void>((resolve, reject) => process.stdout.write(plain, (e) => (e ? reject(e) : resolve())));
         plain.fill(0);
       } finally {
@@ -120,11 +121,11 @@ function registerSecret(program: Command): void {
     });
 
   scoped(secret.command('rm <ref>').description('delete <namespace>/<name>/<key>, or a whole secret with <namespace>/<name>')).action(async (ref: string, flags: SecretFlags) => {
-    const { etcd, client } = connect(flags);
+    const { ks, client } = connect(flags);
     try {
-      const whole = ref.split('/').length === 2;
-      const key = objectKey(etcd.prefix, 'secrets', ref, flags, whole ? 2 : 3);
-      const res = whole ? await client.delete().prefix(`${key}/`).exec() : await client.delete().key(key).exec();
+      const t = parseRef('secrets', ref, flags, ref.split('/').length === 2 ? 2 : 3);
+      const key = t.key === undefined ? ks.kindPrefix(t.scope, 'secrets', t.ref.namespace, t.ref.name) : ks.dataKey(t.scope, t.ref, t.key);
+      const res = t.key === undefined ? await client.delete().prefix(key).exec() : await client.delete().key(key).exec();
       if (Number(res.deleted) === 0) throw new UserError(`${key}: not found`);
       process.stdout.write(`deleted ${res.deleted} key(s) under ${key} @ revision ${res.header.revision}\n`);
     } finally {
@@ -136,10 +137,11 @@ function registerSecret(program: Command): void {
     .addOption(recipientsFileOption())
     .action(async (ref: string | undefined, flags: SecretFlags) => {
       const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE, { missingOk: true }).catch(() => undefined);
-      const { etcd, client } = connect(flags);
+      const { ks, client } = connect(flags);
       try {
-        const base = listPrefix(etcd.prefix, 'secrets', ref, flags);
-        const rows = await listSecrets(client, etcd.prefix, base, pinned);
+        const { namespace, name } = parseListRef(ref);
+        const base = ks.kindPrefix(scopeFromFlags(flags), 'secrets', namespace, name);
+        const rows = await listSecrets(client, ks, base, pinned);
         for (const r of rows) process.stdout.write(`${printable(r.path)}\t${r.bytes} bytes\trev ${r.revision}\t${r.who}\n`);
         if (rows.length === 0) process.stderr.write(`no keys under ${base}\n`);
       } finally {

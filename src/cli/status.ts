@@ -13,10 +13,10 @@ export function registerStatus(program: Command): void {
     .option('--timeout <seconds>', 'with --wait: give up after this long', '60')
     .option('--cluster <name>', 'only this cluster')
     .action(async (flags) => {
-      const { etcd, client } = connect(flags);
+      const { ks, client } = connect(flags);
       try {
         const read = async () => {
-          const fleet = await readFleet(client, etcd.prefix, flags.cluster);
+          const fleet = await readFleet(client, ks, flags.cluster);
           for (const line of fleet.skipped) process.stderr.write(`${line}\n`);
           return fleet;
         };

@@ -27,7 +27,7 @@ import { dirname } from 'node:path';
 import { Document, isMap, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
-import { clusterError, type Scope } from '../source/keys.js';
+import { clusterError, type Scope } from '../keyspace.js';
 import { parseRecipient, type Recipient } from './identity.js';
 
 export const DEFAULT_RECIPIENTS_FILE = './confsync-recipients.yaml';
