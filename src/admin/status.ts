@@ -29,7 +29,7 @@ export async function readFleet(client: Etcd3, ks: Keyspace, cluster?: string): 
   for (const kv of res.kvs) {
     const s = parseStatus(kv.value.toString());
     if (!s) {
-      skipped.push(`${kv.key.toString()}: not a status JSON (skipped)`);
+      skipped.push(`${printable(kv.key.toString())}: not a status JSON (skipped)`);
       continue;
     }
     rows.push({ ...s, lag: Math.max(0, head - s.revision), ageSeconds: Math.max(0, (Date.now() - Date.parse(s.updatedAt)) / 1000) });
@@ -62,7 +62,7 @@ export function formatFleet(fleet: Fleet): string[] {
       [
         r.cluster, r.node, String(r.revision), String(r.lag), `${Math.round(r.ageSeconds)}s`, r.ready ? 'yes' : 'no', String(r.objects), String(r.errors),
         r.lastError ? `${r.lastError.path}: ${r.lastError.reason}` : '',
-      ],
+      ].map(printable),
     );
   }
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));

@@ -60,6 +60,15 @@ export function connectionOptions(cmd: Command): Command {
     .option('--config <file>', 'daemon config file (its etcd section is used)');
 }
 
+/**
+ * JSON for a terminal or a pipe. JSON.stringify escapes C0 controls but leaves DEL, C1
+ * controls and bidi overrides raw; those can only occur inside strings, where `\uNNNN`
+ * is the same JSON value. (Text output goes through `printable`.)
+ */
+export function terminalJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(/[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** Resolves on the first SIGTERM or SIGINT; a second one exits at once. */
 export function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import type { Command } from 'commander';
 import { parseListRef, parseRef, scopeFromFlags, type ScopeFlags } from '../admin/refs.js';
 import { UserError } from '../errors.js';
+import { printable } from '../keyspace.js';
 import { connect, connectionOptions, type ConnectionFlags } from './common.js';
 
 type ConfigFlags = ScopeFlags & ConnectionFlags;
@@ -41,7 +42,9 @@ export function registerConfigCommands(program: Command): void {
       const key = ks.dataKey(t.scope, t.ref, t.key!);
       const value = await client.get(key).buffer();
       if (value === null) throw new UserError(`${key}: not found`);
-      process.stdout.write(value);
+      // Raw bytes into a pipe or file (`config get … > f` must round-trip); on a
+      // terminal, control and bidi characters are escaped like every other etcd text.
+      process.stdout.write(process.stdout.isTTY ? printable(value.toString('utf8')) : value);
     } finally {
       client.close();
     }
@@ -69,9 +72,9 @@ export function registerConfigCommands(program: Command): void {
       for (const kv of res.kvs) {
         const rel = ks.relative(kv.key.toString());
         const bad = ks.parse(kv.key.toString()).type === 'invalid' ? '  (invalid: skipped by daemons)' : '';
-        process.stdout.write(`${rel}\t${kv.value.length} bytes\trev ${kv.mod_revision}${bad}\n`);
+        process.stdout.write(`${printable(rel)}\t${kv.value.length} bytes\trev ${kv.mod_revision}${bad}\n`);
       }
-      if (res.kvs.length === 0) process.stderr.write(`no keys under ${base}\n`);
+      if (res.kvs.length === 0) process.stderr.write(`no keys under ${printable(base)}\n`);
     } finally {
       client.close();
     }

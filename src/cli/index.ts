@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.js';
+import { printable } from '../keyspace.js';
 import { VERSION } from '../version.js';
 import { registerConfigCommands } from './config-cmd.js';
 import { registerDev } from './dev.js';
@@ -46,11 +47,11 @@ export async function runCli(argv: string[]): Promise<void> {
       return;
     }
     if (err instanceof UserError) {
-      process.stderr.write(`confsync: ${err.message}\n`);
+      process.stderr.write(`confsync: ${printable(err.message)}\n`);
       process.exitCode = 2;
       return;
     }
-    process.stderr.write(`confsync: ${(err as Error).message ?? err}\n`);
+    process.stderr.write(`confsync: ${printable(String((err as Error).message ?? err))}\n`);
     if (process.env.CONFSYNC_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = 1;
   }

@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline/promises';
 import { parseAccepts, planPull, readRegistrations } from '../admin/recipients.js';
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
+import { printable } from '../keyspace.js';
 import { connect, connectionOptions, recipientsFileOption, type SecretFlags } from './common.js';
 
 /** `confsync recipients pull|ls`: the pinned recipients file (src/envelope/recipients-file.ts, src/admin/recipients.ts). */
@@ -76,7 +77,7 @@ export function registerRecipients(program: Command): void {
     .addOption(recipientsFileOption())
     .action(async (flags: SecretFlags) => {
       const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE);
-      for (const [name, r] of pinned.clusters) process.stdout.write(`cluster  ${name.padEnd(20)} ${r.id}  ${r.text}\n`);
+      for (const [name, r] of pinned.clusters) process.stdout.write(`cluster  ${printable(name).padEnd(20)} ${r.id}  ${r.text}\n`);
       for (const r of pinned.admins) process.stdout.write(`admin    ${'-'.padEnd(20)} ${r.id}  ${r.text}\n`);
       if (pinned.clusters.size + pinned.admins.length === 0) process.stderr.write(`${pinned.path} pins nothing\n`);
     });

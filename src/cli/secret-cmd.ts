@@ -142,8 +142,8 @@ function registerSecret(program: Command): void {
         const { namespace, name } = parseListRef(ref);
         const base = ks.kindPrefix(scopeFromFlags(flags), 'secrets', namespace, name);
         const rows = await listSecrets(client, ks, base, pinned);
-        for (const r of rows) process.stdout.write(`${printable(r.path)}\t${r.bytes} bytes\trev ${r.revision}\t${r.who}\n`);
-        if (rows.length === 0) process.stderr.write(`no keys under ${base}\n`);
+        for (const r of rows) process.stdout.write(`${printable(r.path)}\t${r.bytes} bytes\trev ${r.revision}\t${printable(r.who)}\n`);
+        if (rows.length === 0) process.stderr.write(`no keys under ${printable(base)}\n`);
       } finally {
         client.close();
       }

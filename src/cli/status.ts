@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatFleet, readFleet } from '../admin/status.js';
 import { UserError } from '../errors.js';
-import { connect, connectionOptions } from './common.js';
+import { printable } from '../keyspace.js';
+import { connect, connectionOptions, terminalJson } from './common.js';
 
 /** `confsync status`: the fleet view (src/admin/status.ts), or `--wait` for a revision. */
 export function registerStatus(program: Command): void {
@@ -36,7 +37,7 @@ export function registerStatus(program: Command): void {
               return;
             }
             if (Date.now() > deadline) {
-              const who = rows.length === 0 ? 'no live nodes' : behind.map((r) => `${r.cluster}/${r.node}@${r.revision}`).join(', ');
+              const who = rows.length === 0 ? 'no live nodes' : behind.map((r) => printable(`${r.cluster}/${r.node}@${r.revision}`)).join(', ');
               process.stderr.write(`confsync: timed out waiting for revision ${target}: ${who}\n`);
               process.exitCode = 1;
               return;
@@ -47,7 +48,7 @@ export function registerStatus(program: Command): void {
 
         const fleet = await read();
         if (flags.json) {
-          process.stdout.write(`${JSON.stringify({ etcdRevision: fleet.head, nodes: fleet.rows }, null, 2)}\n`);
+          process.stdout.write(`${terminalJson({ etcdRevision: fleet.head, nodes: fleet.rows })}\n`);
           return;
         }
         for (const line of formatFleet(fleet)) process.stdout.write(`${line}\n`);
