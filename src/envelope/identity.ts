@@ -12,7 +12,7 @@
  *   reject mixed case, a bad checksum, or a payload that is not exactly 32 bytes
  *   (the fixed length also rules out Bech32's known insertion weakness).
  *
- * IDENTITY FILE: UTF-8 text, mode 0600. One secret key per line (several keys =
+ * IDENTITY FILE: UTF-8 text, mode 0600 (0400 also accepted), owned by the user that loads it. One secret key per line (several keys =
  * rotation: the daemon opens envelopes sealed to any of them). Blank lines and
  * lines starting with '#' are ignored; keygen writes the public recipient as a
  * comment above each key.
@@ -166,26 +166,38 @@ export async function writeIdentityFile(
 }
 
 /**
- * Loads every key of an identity file. Refuses a file with any group/other
- * permission bit (as ssh does for private keys), except group read for the
- * daemon's own group (a Kubernetes Secret volume with fsGroup); errors are UserErrors naming
- * the file and, for parse errors, the line, never its content.
+ * Loads every key of an identity file. As ssh does for private keys, refuses a file
+ * that another user could read or replace:
+ *
+ *  (1) open, then fstat the open file (no check/use race);
+ *  (2) it must be a regular file with no group or other permission bit at all (0600
+ *      or 0400), whatever its group: a group-readable key is readable by everyone in
+ *      that group, daemon or not;
+ *  (3) it must be owned by this process's effective uid. (As root that means owned
+ *      by root: root can open anyone's file, but a key another user owns is one they
+ *      can replace.)
+ *
+ * Errors are one-line UserErrors naming the file, what was found and the fix; parse
+ * errors name the line, never its content.
  */
 export async function loadKeyring(path: string): Promise<Keyring> {
   let raw: Buffer;
+  // (1)
   const fh = await fs.open(path, 'r').catch((err: NodeJS.ErrnoException) => {
     throw new UserError(`identity file ${path}: cannot open (${err.code ?? err.message})`, { cause: err });
   });
   try {
-    const st = await fh.stat(); // fstat of the open file: no check/use race
-    const mode = st.mode;
+    const st = await fh.stat();
+    // (2)
     if (!st.isFile()) throw new UserError(`identity file ${path} is not a regular file`);
-    // Group read is tolerated only when the group is our own: that is how the
-    // kubelet mounts a Secret for a non-root pod (fsGroup → 0440 root:<our gid>).
-    const ownGroupRead = (mode & 0o070) === 0o040 && st.gid !== 0 && st.gid === process.getgid?.();
-    if ((mode & 0o007) !== 0 || ((mode & 0o070) !== 0 && !ownGroupRead)) {
-      const octal = (mode & 0o777).toString(8).padStart(4, '0');
-      throw new UserError(`identity file ${path} is accessible by group/others (mode ${octal}); run: chmod 600 ${path}`);
+    if ((st.mode & 0o077) !== 0) {
+      const octal = (st.mode & 0o7777).toString(8).padStart(4, '0');
+      throw new UserError(`identity file ${path} has mode ${octal}: group/other permission bits are not allowed on a private key; run: chmod 600 ${path}`);
+    }
+    // (3)
+    const euid = process.geteuid?.();
+    if (euid !== undefined && st.uid !== euid) {
+      throw new UserError(`identity file ${path} is owned by uid ${st.uid}, not by this process (uid ${euid}): another user could replace the key; run confsync as uid ${st.uid}, or: chown ${euid} ${path}`);
     }
     raw = await fh.readFile();
   } finally {
