@@ -104,6 +104,13 @@ export async function keyringFrom(flags: SecretFlags): Promise<Keyring> {
 
 // ---- value input ----
 
+export const ALLOW_EMPTY_HELP = 'store an empty value (refused otherwise: empty input is usually a broken pipe or a wrong file)';
+
+/** An empty value is refused unless --allow-empty: `… </dev/null` or a failed `$(…)` would otherwise roll out "". */
+export function refuseEmpty(value: Buffer, from: string, allowEmpty: boolean | undefined): void {
+  if (value.length === 0 && !allowEmpty) throw new UserError(`empty value from ${from}; nothing written (pass --allow-empty to store an empty value)`);
+}
+
 async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);

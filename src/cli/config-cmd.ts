@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { parseListRef, parseRef, scopeFromFlags, type ScopeFlags } from '../admin/refs.js';
 import { UserError } from '../errors.js';
 import { printable } from '../keyspace.js';
-import { connect, connectionOptions, type ConnectionFlags } from './common.js';
+import { ALLOW_EMPTY_HELP, connect, connectionOptions, refuseEmpty, type ConnectionFlags } from './common.js';
 
 type ConfigFlags = ScopeFlags & ConnectionFlags;
 
@@ -23,12 +23,15 @@ export function registerConfigCommands(program: Command): void {
 
   scoped(config.command('set <ref> [value]').description('set <namespace>/<name>/<key> (value from the argument, --file, or stdin)'))
     .option('--file <path>', 'read the value from a file')
-    .action(async (ref: string, value: string | undefined, flags: ConfigFlags & { file?: string }) => {
+    .option('--allow-empty', ALLOW_EMPTY_HELP)
+    .action(async (ref: string, value: string | undefined, flags: ConfigFlags & { file?: string; allowEmpty?: boolean }) => {
       const { ks, client } = connect(flags);
       try {
         const t = parseRef('configmaps', ref, flags, 3);
         const key = ks.dataKey(t.scope, t.ref, t.key!);
-        const res = await client.put(key).value(readValue(value, flags.file)).exec();
+        const data = readValue(value, flags.file);
+        refuseEmpty(data, value !== undefined ? 'the argument' : flags.file ? `--file ${flags.file}` : 'stdin', flags.allowEmpty);
+        const res = await client.put(key).value(data).exec();
         process.stdout.write(`${key} @ revision ${res.header.revision}\n`);
       } finally {
         client.close();

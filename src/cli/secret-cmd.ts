@@ -16,7 +16,7 @@ import { parseRecipient, type Recipient } from '../envelope/identity.js';
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { parseKey, printable, scopePath } from '../keyspace.js';
-import { connect, connectionOptions, identityOption, keyringFrom, readSecretValue, recipientsFileOption, type SecretFlags } from './common.js';
+import { ALLOW_EMPTY_HELP, connect, connectionOptions, identityOption, keyringFrom, readSecretValue, recipientsFileOption, refuseEmpty, type SecretFlags } from './common.js';
 
 const NO_ARGV_VALUES =
   'secret values are never taken from the command line (arguments land in shell history and in `ps` for every local user): use --file FILE, or pipe the value on stdin';
@@ -81,13 +81,14 @@ function registerSecret(program: Command): void {
       .description('seal <namespace>/<name>/<key> to the pinned recipients of its scope and put it (value from --file or stdin, never the command line)'),
   )
     .option('--file <path>', 'read the value from this file (raw bytes, trailing newline kept)')
+    .option('--allow-empty', ALLOW_EMPTY_HELP)
     .addOption(recipientsFileOption())
     .addHelpText('after', `\nThe value is read from --file, or stdin (a hidden prompt on a terminal). It is never accepted\nas an argument: ${NO_ARGV_VALUES.split(' (')[1]!.split(')')[0]}.\nglobal is sealed to every pinned cluster + admins; --cluster C to C + admins.`)
     // Unknown options and extra operands are caught here, not by commander, whose
     // message would echo them: `--value=hunter2` must not be printed back.
     .allowUnknownOption()
     .allowExcessArguments()
-    .action(async (ref: string, _value: string | undefined, flags: SecretFlags, cmd: Command) => {
+    .action(async (ref: string, _value: string | undefined, flags: SecretFlags & { allowEmpty?: boolean }, cmd: Command) => {
       if (cmd.args.length !== 1) throw new UserError(`unexpected argument or unknown option (not shown: it may be a secret). ${NO_ARGV_VALUES}`);
       const scope = scopeFromFlags(flags);
       const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE);
@@ -97,6 +98,7 @@ function registerSecret(program: Command): void {
         const t = parseRef('secrets', ref, flags, 3);
         const key = ks.dataKey(t.scope, t.ref, t.key!);
         const plaintext = await readSecretValue(flags.file);
+        refuseEmpty(plaintext, flags.file ? `--file ${flags.file}` : 'stdin', flags.allowEmpty);
         const revision = await sealAndPut(client, ks, key, plaintext, recipients);
         process.stdout.write(`${key} sealed to ${describeRecipients(recipients, pinned)} @ revision ${revision}\n`);
       } finally {
