@@ -313,7 +313,7 @@ test('interop: PyNaCl opens the envelope following only docs/envelope-format.md'
   assert.equal(res.stdout.length, 0);
 });
 
-test('identity file: group read is accepted only for the daemon\'s own non-root group (a Kubernetes Secret with fsGroup)', async () => {
+test('identity file: group read is refused even for the daemon\'s own group (no fsGroup exception; see test/identity-modes.test.ts)', async () => {
   const { chown } = await import('node:fs/promises');
   const dir = await mkdtemp(join(tmpdir(), 'confsync-fsgroup-'));
   await chmod(dir, 0o755);
@@ -329,11 +329,11 @@ test('identity file: group read is accepted only for the daemon\'s own non-root 
   try {
     await chown(file, 0, 10001);
     await chmod(file, 0o440);
-    assert.match(load(10001).stdout, /loaded/, 'root:10001 0440 read by gid 10001');
+    assert.match(load(10001).stderr, /has mode 0440: .*chmod 600/, 'root:10001 0440 is refused for gid 10001 too');
     const other = load(10002);
     assert.notEqual(other.status, 0, 'another group is refused (it cannot even open it)');
     await chmod(file, 0o460);
-    assert.match(load(10001).stderr, /accessible by group\/others \(mode 0460\)/, 'group write is never accepted');
+    assert.match(load(10001).stderr, /has mode 0460/, 'group write is never accepted');
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

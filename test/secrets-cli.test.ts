@@ -137,7 +137,7 @@ test('confsync seal + raw etcdctl put, as an argument and through a pipe', () =>
   assert.match(env, /^confsync:v1:[A-Za-z0-9_-]+\n$/);
 });
 
-test('a changed registration for a pinned cluster is refused unless --force', () => {
+test('a changed registration for a pinned cluster is refused unless accepted by fingerprint', () => {
   const refusedKeygen = userError(['keygen', '--out', id('a2'), '--register', '--cluster', 'a']);
   assert.match(refusedKeygen, /recipients\/a already holds key [0-9a-f]{16}/);
   assert.equal(fs.existsSync(id('a2')), false, 'a refused registration leaves no identity file');
@@ -145,15 +145,15 @@ test('a changed registration for a pinned cluster is refused unless --force', ()
   const newA = ok(['keygen', '--out', id('a2'), '--register', '--cluster', 'a', '--force']).stdout.trim();
   const before = fs.readFileSync(path.join(dir, 'confsync-recipients.yaml'), 'utf8');
   const line = userError(['recipients', 'pull', '--yes']);
-  assert.match(line, new RegExp(`cluster "a": registered key ${parseRecipient(newA).id} differs from pinned key ${parseRecipient(recipients.a!).id}.*--force`));
+  assert.match(line, new RegExp(`a \\(pinned ${parseRecipient(recipients.a!).id}, registered ${parseRecipient(newA).id}\\).*--accept CLUSTER=FINGERPRINT`));
   assert.ok(!line.includes(recipients.a!) && !line.includes(newA), 'fingerprints, not whole keys');
   assert.equal(fs.readFileSync(path.join(dir, 'confsync-recipients.yaml'), 'utf8'), before, 'nothing pinned');
 
-  ok(['recipients', 'pull', '--force']);
+  ok(['recipients', 'pull', '--accept', `a=${parseRecipient(newA).id}`]);
   assert.equal(parse(fs.readFileSync(path.join(dir, 'confsync-recipients.yaml'), 'utf8')).clusters.a, newA);
   // Put it back for the tests after this one.
-  ok(['keygen', '--out', id('a3'), '--register', '--cluster', 'a', '--force']);
-  ok(['recipients', 'pull', '--force']);
+  const a3 = ok(['keygen', '--out', id('a3'), '--register', '--cluster', 'a', '--force']).stdout.trim();
+  ok(['recipients', 'pull', '--accept', `a=${parseRecipient(a3).id}`]);
   fs.renameSync(id('a3'), id('a'));
 });
 

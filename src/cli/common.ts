@@ -1,8 +1,19 @@
+/**
+ * What several verb files share: the connection flags, the secret-tooling flags,
+ * reading a value from a file, stdin or a hidden prompt, and the signal wait.
+ * Verb files import only this file from cli/ (never each other); what they do
+ * with the values lives in src/admin/.
+ */
 import { Option, type Command } from 'commander';
-import { loadEtcdSection, type ConfigOverrides } from '../config/load.js';
-import type { Config } from '../config/schema.js';
+import { readFile } from 'node:fs/promises';
+import { loadConfigFile, loadEtcdSection, type ConfigOverrides } from '../config/load.js';
+import { configSchema, type Config } from '../config/schema.js';
+import type { Keyring } from '../envelope/identity.js';
+import { loadKeyring } from '../envelope/identity.js';
+import { DEFAULT_RECIPIENTS_FILE } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { createEtcdClient } from '../source/etcd-client.js';
+import { Keyspace, printable } from '../keyspace.js';
 
 /** Flags every etcd-talking verb accepts (SPEC §5). */
 export interface ConnectionFlags {
@@ -19,26 +30,27 @@ export function overridesFrom(flags: ConnectionFlags): ConfigOverrides {
 }
 
 /**
- * etcd settings, by precedence: --endpoints/--prefix, then the --config file,
- * then $CONFSYNC_ENDPOINTS / $CONFSYNC_PREFIX, then the defaults.
+ * etcd settings: --endpoints/--prefix (commander fills them from $CONFSYNC_ENDPOINTS /
+ * $CONFSYNC_PREFIX when not given) over the --config file's etcd section, over the
+ * schema defaults. Validated once, by the config schema (src/config/schema.ts).
  */
 export function etcdFromFlags(flags: ConnectionFlags): Config['etcd'] {
   const o = overridesFrom(flags);
   // The CLI needs only the etcd section: a config without `cluster:` (an operator's
   // workstation file) is fine here.
   if (flags.config) return loadEtcdSection(flags.config, o);
-  const endpoints = o.endpoints ?? process.env.CONFSYNC_ENDPOINTS?.split(',') ?? ['http://127.0.0.1:2379'];
-  const prefix = o.prefix ?? process.env.CONFSYNC_PREFIX ?? '/confsync';
-  if (!/^\/[^\0]*[^/]$/.test(prefix)) throw new UserError(`--prefix "${prefix}": must start with "/" and not end with "/"`);
-  for (const e of endpoints) {
-    if (!/^https?:\/\/[^/]+\/?$/.test(e)) throw new UserError(`--endpoints: "${e}" is not an http(s)://host:port URL`);
-  }
-  return { endpoints, prefix };
+  const parsed = configSchema.shape.etcd.safeParse({ endpoints: o.endpoints, prefix: o.prefix });
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const flag = issue.path[0] === 'prefix' ? 'prefix' : 'endpoints';
+  const index = typeof issue.path[1] === 'number' ? issue.path[1] : 0;
+  const value = flag === 'prefix' ? o.prefix : o.endpoints?.[index];
+  throw new UserError(`--${flag}${value === undefined ? '' : ` "${printable(value)}"`}: ${issue.message}`);
 }
 
 export function connect(flags: ConnectionFlags) {
   const etcd = etcdFromFlags(flags);
-  return { etcd, client: createEtcdClient(etcd) };
+  return { etcd, ks: new Keyspace(etcd.prefix), client: createEtcdClient(etcd) };
 }
 
 export function connectionOptions(cmd: Command): Command {
@@ -46,4 +58,106 @@ export function connectionOptions(cmd: Command): Command {
     .addOption(new Option('--endpoints <urls>', 'etcd endpoints, comma-separated').env('CONFSYNC_ENDPOINTS'))
     .addOption(new Option('--prefix <prefix>', 'key prefix (default /confsync)').env('CONFSYNC_PREFIX'))
     .option('--config <file>', 'daemon config file (its etcd section is used)');
+}
+
+/**
+ * JSON for a terminal or a pipe. JSON.stringify escapes C0 controls but leaves DEL, C1
+ * controls and bidi overrides raw; those can only occur inside strings, where `\uNNNN`
+ * is the same JSON value. (Text output goes through `printable`.)
+ */
+export function terminalJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(/[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** Resolves on the first SIGTERM or SIGINT; a second one exits at once. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      process.once(sig, () => process.exit(130));
+      resolve(sig);
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+}
+
+// ---- secret tooling flags ----
+
+export interface SecretFlags extends ConnectionFlags {
+  cluster?: string;
+  recipientsFile?: string;
+  identity?: string;
+  file?: string;
+}
+
+export const recipientsFileOption = () =>
+  new Option('--recipients-file <file>', 'pinned recipients (YAML: clusters + admins)').env('CONFSYNC_RECIPIENTS').default(DEFAULT_RECIPIENTS_FILE);
+export const identityOption = () =>
+  new Option('--identity <file>', 'identity file (private keys, 0600); default: identity: of --config').env('CONFSYNC_IDENTITY');
+
+/** --identity, else the identity: field of --config. */
+export async function keyringFrom(flags: SecretFlags): Promise<Keyring> {
+  const file = flags.identity || (flags.config ? loadConfigFile(flags.config).identity : undefined);
+  if (!file) throw new UserError('--identity FILE is required (or --config with an identity: field)');
+  return loadKeyring(file);
+}
+
+// ---- value input ----
+
+export const ALLOW_EMPTY_HELP = 'store an empty value (refused otherwise: empty input is usually a broken pipe or a wrong file)';
+
+/** An empty value is refused unless --allow-empty: `… </dev/null` or a failed `$(…)` would otherwise roll out "". */
+export function refuseEmpty(value: Buffer, from: string, allowEmpty: boolean | undefined): void {
+  if (value.length === 0 && !allowEmpty) throw new UserError(`empty value from ${from}; nothing written (pass --allow-empty to store an empty value)`);
+}
+
+async function readStdin(): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const all = Buffer.concat(chunks);
+  for (const c of chunks) c.fill(0);
+  return all;
+}
+
+/** The secret value: --file, a hidden prompt on a terminal, or stdin to EOF. */
+export async function readSecretValue(file: string | undefined): Promise<Buffer> {
+  if (file) {
+    return readFile(file).catch((err: NodeJS.ErrnoException) => {
+      throw new UserError(`--file ${file}: cannot read (${err.code ?? err.message})`);
+    });
+  }
+  if (process.stdin.isTTY) return promptHidden('secret value (input hidden, Enter to finish): ');
+  return readStdin();
+}
+
+/** One line from the terminal without echo. Backspace edits; Ctrl-C aborts. */
+async function promptHidden(prompt: string): Promise<Buffer> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  const bytes: number[] = [];
+  stdin.setRawMode(true);
+  stdin.resume();
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      stdin.on('data', (chunk: Buffer) => {
+        for (const b of chunk) {
+          if (b === 0x0d || b === 0x0a || b === 0x04 || b === 0x03) {
+            chunk.fill(0);
+            return b === 0x03 ? reject(new UserError('interrupted; nothing written')) : resolve(Buffer.from(bytes));
+          }
+          if (b === 0x7f || b === 0x08) {
+            while (bytes.length > 0 && (bytes[bytes.length - 1]! & 0xc0) === 0x80) bytes.pop(); // UTF-8 continuation bytes
+            bytes.pop();
+          } else bytes.push(b);
+        }
+        chunk.fill(0);
+      });
+    });
+  } finally {
+    bytes.fill(0);
+    stdin.setRawMode(false);
+    stdin.pause();
+    stdin.removeAllListeners('data');
+    process.stderr.write('\n');
+  }
 }

@@ -1,32 +1,13 @@
 import fs from 'node:fs';
 import type { Command } from 'commander';
+import { parseListRef, parseRef, scopeFromFlags, type ScopeFlags } from '../admin/refs.js';
 import { UserError } from '../errors.js';
-import { clusterError, parseKey } from '../source/keys.js';
-import { connect, connectionOptions, type ConnectionFlags } from './common.js';
+import { printable } from '../keyspace.js';
+import { ALLOW_EMPTY_HELP, connect, connectionOptions, refuseEmpty, type ConnectionFlags } from './common.js';
 
-interface ScopeFlags extends ConnectionFlags {
-  cluster?: string;
-}
+type ConfigFlags = ScopeFlags & ConnectionFlags;
 
-/** `<ns>/<name>/<key>` under the chosen scope → the full etcd key, validated like the daemon does. */
-export function configKey(prefix: string, kind: 'configmaps' | 'secrets', ref: string, flags: ScopeFlags, parts: 2 | 3): string {
-  const scope = scopeOf(flags);
-  const segs = ref.split('/');
-  if (segs.length !== parts) throw new UserError(`"${ref}": expected <namespace>/<name>${parts === 3 ? '/<key>' : ''}`);
-  const rel = `${scope}/${kind}/${ref}${parts === 2 ? '/probe' : ''}`;
-  const parsed = parseKey(rel);
-  if (parsed.type === 'invalid') throw new UserError(`"${ref}": ${parsed.reason}`);
-  return `${prefix}/${scope}/${kind}/${ref}`;
-}
-
-export function scopeOf(flags: ScopeFlags): string {
-  if (!flags.cluster) return 'global';
-  const err = clusterError(flags.cluster);
-  if (err) throw new UserError(`--cluster: ${err}`);
-  return `clusters/${flags.cluster}`;
-}
-
-export function readValue(value: string | undefined, file: string | undefined): Buffer {
+function readValue(value: string | undefined, file: string | undefined): Buffer {
   if (value !== undefined && file) throw new UserError('give a value or --file, not both');
   if (value !== undefined) return Buffer.from(value);
   try {
@@ -42,35 +23,42 @@ export function registerConfigCommands(program: Command): void {
 
   scoped(config.command('set <ref> [value]').description('set <namespace>/<name>/<key> (value from the argument, --file, or stdin)'))
     .option('--file <path>', 'read the value from a file')
-    .action(async (ref: string, value: string | undefined, flags: ScopeFlags & { file?: string }) => {
-      const { etcd, client } = connect(flags);
+    .option('--allow-empty', ALLOW_EMPTY_HELP)
+    .action(async (ref: string, value: string | undefined, flags: ConfigFlags & { file?: string; allowEmpty?: boolean }) => {
+      const { ks, client } = connect(flags);
       try {
-        const key = configKey(etcd.prefix, 'configmaps', ref, flags, 3);
-        const res = await client.put(key).value(readValue(value, flags.file)).exec();
+        const t = parseRef('configmaps', ref, flags, 3);
+        const key = ks.dataKey(t.scope, t.ref, t.key!);
+        const data = readValue(value, flags.file);
+        refuseEmpty(data, value !== undefined ? 'the argument' : flags.file ? `--file ${flags.file}` : 'stdin', flags.allowEmpty);
+        const res = await client.put(key).value(data).exec();
         process.stdout.write(`${key} @ revision ${res.header.revision}\n`);
       } finally {
         client.close();
       }
     });
 
-  scoped(config.command('get <ref>').description('print the value of <namespace>/<name>/<key>')).action(async (ref: string, flags: ScopeFlags) => {
-    const { etcd, client } = connect(flags);
+  scoped(config.command('get <ref>').description('print the value of <namespace>/<name>/<key>')).action(async (ref: string, flags: ConfigFlags) => {
+    const { ks, client } = connect(flags);
     try {
-      const key = configKey(etcd.prefix, 'configmaps', ref, flags, 3);
+      const t = parseRef('configmaps', ref, flags, 3);
+      const key = ks.dataKey(t.scope, t.ref, t.key!);
       const value = await client.get(key).buffer();
       if (value === null) throw new UserError(`${key}: not found`);
-      process.stdout.write(value);
+      // Raw bytes into a pipe or file (`config get … > f` must round-trip); on a
+      // terminal, control and bidi characters are escaped like every other etcd text.
+      process.stdout.write(process.stdout.isTTY ? printable(value.toString('utf8')) : value);
     } finally {
       client.close();
     }
   });
 
-  scoped(config.command('rm <ref>').description('delete <namespace>/<name>/<key>, or a whole object with <namespace>/<name>')).action(async (ref: string, flags: ScopeFlags) => {
-    const { etcd, client } = connect(flags);
+  scoped(config.command('rm <ref>').description('delete <namespace>/<name>/<key>, or a whole object with <namespace>/<name>')).action(async (ref: string, flags: ConfigFlags) => {
+    const { ks, client } = connect(flags);
     try {
-      const whole = ref.split('/').length === 2;
-      const key = configKey(etcd.prefix, 'configmaps', ref, flags, whole ? 2 : 3);
-      const res = whole ? await client.delete().prefix(`${key}/`).exec() : await client.delete().key(key).exec();
+      const t = parseRef('configmaps', ref, flags, ref.split('/').length === 2 ? 2 : 3);
+      const key = t.key === undefined ? ks.kindPrefix(t.scope, 'configmaps', t.ref.namespace, t.ref.name) : ks.dataKey(t.scope, t.ref, t.key);
+      const res = t.key === undefined ? await client.delete().prefix(key).exec() : await client.delete().key(key).exec();
       if (Number(res.deleted) === 0) throw new UserError(`${key}: not found`);
       process.stdout.write(`deleted ${res.deleted} key(s) under ${key} @ revision ${res.header.revision}\n`);
     } finally {
@@ -78,17 +66,18 @@ export function registerConfigCommands(program: Command): void {
     }
   });
 
-  scoped(config.command('ls [ref]').description('list config keys (optionally under <namespace> or <namespace>/<name>)')).action(async (ref: string | undefined, flags: ScopeFlags) => {
-    const { etcd, client } = connect(flags);
+  scoped(config.command('ls [ref]').description('list config keys (optionally under <namespace> or <namespace>/<name>)')).action(async (ref: string | undefined, flags: ConfigFlags) => {
+    const { ks, client } = connect(flags);
     try {
-      const base = `${etcd.prefix}/${scopeOf(flags)}/configmaps/${ref ? `${ref.replace(/\/+$/, '')}/` : ''}`;
+      const { namespace, name } = parseListRef(ref);
+      const base = ks.kindPrefix(scopeFromFlags(flags), 'configmaps', namespace, name);
       const res = await client.getAll().prefix(base).exec();
       for (const kv of res.kvs) {
-        const key = kv.key.toString();
-        const bad = parseKey(key.slice(etcd.prefix.length + 1)).type === 'invalid' ? '  (invalid: skipped by daemons)' : '';
-        process.stdout.write(`${key.slice(etcd.prefix.length + 1)}\t${kv.value.length} bytes\trev ${kv.mod_revision}${bad}\n`);
+        const rel = ks.relative(kv.key.toString());
+        const bad = ks.parse(kv.key.toString()).type === 'invalid' ? '  (invalid: skipped by daemons)' : '';
+        process.stdout.write(`${printable(rel)}\t${kv.value.length} bytes\trev ${kv.mod_revision}${bad}\n`);
       }
-      if (res.kvs.length === 0) process.stderr.write(`no keys under ${base}\n`);
+      if (res.kvs.length === 0) process.stderr.write(`no keys under ${printable(base)}\n`);
     } finally {
       client.close();
     }

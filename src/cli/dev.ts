@@ -9,10 +9,11 @@ import { loadConfigFile } from '../config/load.js';
 import { startDaemon } from '../daemon.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { untilSignal } from './run.js';
+import { untilSignal } from './common.js';
 import { Etcd3 } from 'etcd3';
 import { generateIdentity, loadKeyring, writeIdentityFile } from '../envelope/identity.js';
 import { RecipientsFile } from '../envelope/recipients-file.js';
+import { Keyspace } from '../keyspace.js';
 
 const INSTALL_HINT = 'etcd was not found on PATH. Install it (Debian/Ubuntu: sudo apt-get install -y etcd-server etcd-client), or run ./scripts/setup.sh';
 
@@ -100,7 +101,7 @@ async function devIdentity(dir: string, endpoint: string): Promise<string> {
   await pinned.save();
   const client = new Etcd3({ hosts: endpoint });
   try {
-    await client.put('/confsync/recipients/dev').value(recipient.text);
+    await client.put(new Keyspace('/confsync').recipientKey('dev')).value(recipient.text);
   } finally {
     client.close();
   }

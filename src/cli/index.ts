@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { UserError } from '../errors.js';
+import { printable } from '../keyspace.js';
 import { VERSION } from '../version.js';
 import { registerConfigCommands } from './config-cmd.js';
 import { registerDev } from './dev.js';
@@ -10,6 +11,8 @@ import { registerRun } from './run.js';
 import { registerRelease } from './release.js';
 import { registerRewrap } from './rewrap.js';
 import { registerSecretCommands } from './secret-cmd.js';
+import { registerKeygen } from './keygen.js';
+import { registerRecipients } from './recipients-cmd.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
@@ -20,7 +23,9 @@ export function buildProgram(): Command {
   registerRun(program);
   registerDev(program);
   registerConfigCommands(program);
+  registerKeygen(program);
   registerSecretCommands(program);
+  registerRecipients(program);
   registerRewrap(program);
   registerPlan(program);
   registerLint(program);
@@ -44,11 +49,11 @@ export async function runCli(argv: string[]): Promise<void> {
       return;
     }
     if (err instanceof UserError) {
-      process.stderr.write(`confsync: ${err.message}\n`);
+      process.stderr.write(`confsync: ${printable(err.message)}\n`);
       process.exitCode = 2;
       return;
     }
-    process.stderr.write(`confsync: ${(err as Error).message ?? err}\n`);
+    process.stderr.write(`confsync: ${printable(String((err as Error).message ?? err))}\n`);
     if (process.env.CONFSYNC_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
     process.exitCode = 1;
   }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { parseKey, printable } from '../source/keys.js';
+import { printable } from '../keyspace.js';
 import { connect, connectionOptions } from './common.js';
 
 /**
@@ -10,17 +10,17 @@ import { connect, connectionOptions } from './common.js';
 export function registerLint(program: Command): void {
   connectionOptions(program.command('lint').description('report every key under the prefix that daemons would skip, and why (exit 1 if any)')).action(
     async (flags) => {
-      const { etcd, client } = connect(flags);
+      const { ks, client } = connect(flags);
       try {
-        const res = await client.getAll().prefix(`${etcd.prefix}/`).keys();
+        const res = await client.getAll().prefix(ks.key('')).keys();
         let bad = 0;
         for (const key of res) {
-          const parsed = parseKey(key.slice(etcd.prefix.length + 1));
+          const parsed = ks.parse(key);
           if (parsed.type !== 'invalid') continue;
           bad++;
           process.stdout.write(`${printable(key)}\t${parsed.reason}\n`);
         }
-        process.stderr.write(`${res.length} key(s) checked under ${etcd.prefix}/, ${bad} invalid\n`);
+        process.stderr.write(`${res.length} key(s) checked under ${ks.key('')}, ${bad} invalid\n`);
         if (bad > 0) process.exitCode = 1;
       } finally {
         client.close();

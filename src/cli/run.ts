@@ -3,7 +3,7 @@ import { loadConfigFile } from '../config/load.js';
 import { startDaemon } from '../daemon.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { connectionOptions, overridesFrom } from './common.js';
+import { connectionOptions, overridesFrom, untilSignal } from './common.js';
 
 export function registerRun(program: Command): void {
   connectionOptions(program.command('run').description('run the daemon (SIGTERM/SIGINT: clean exit 0)')).action(async (flags) => {
@@ -18,17 +18,5 @@ export function registerRun(program: Command): void {
     // Everything is stopped and flushed (pino writes synchronously). Exit now
     // rather than wait ~10 s for an idle gRPC socket of etcd3's to time out.
     process.exit(0);
-  });
-}
-
-/** Resolves on the first SIGTERM or SIGINT; a second one exits at once. */
-export function untilSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
-      process.once(sig, () => process.exit(130));
-      resolve(sig);
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
   });
 }

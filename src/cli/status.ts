@@ -1,19 +1,11 @@
 import type { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { formatFleet, readFleet } from '../admin/status.js';
 import { UserError } from '../errors.js';
-import type { NodeStatus } from '../status.js';
-import { connect, connectionOptions } from './common.js';
+import { printable } from '../keyspace.js';
+import { connect, connectionOptions, terminalJson } from './common.js';
 
-interface Row extends NodeStatus {
-  lag: number;
-  ageSeconds: number;
-}
-
-/**
- * `confsync status`: the fleet as the daemons report it under PREFIX/status/
- * (lease-bound: a dead daemon's entry is gone within its TTL). Lag is etcd's
- * head revision minus the node's applied revision.
- */
+/** `confsync status`: the fleet view (src/admin/status.ts), or `--wait` for a revision. */
 export function registerStatus(program: Command): void {
   connectionOptions(program.command('status').description('fleet view: each cluster/node, applied revision, lag, age, errors'))
     .option('--json', 'machine-readable output')
@@ -22,21 +14,12 @@ export function registerStatus(program: Command): void {
     .option('--timeout <seconds>', 'with --wait: give up after this long', '60')
     .option('--cluster <name>', 'only this cluster')
     .action(async (flags) => {
-      const { etcd, client } = connect(flags);
+      const { ks, client } = connect(flags);
       try {
         const read = async () => {
-          const res = await client.getAll().prefix(`${etcd.prefix}/status/${flags.cluster ? `${flags.cluster}/` : ''}`).exec();
-          const head = Number(res.header.revision);
-          const rows: Row[] = [];
-          for (const kv of res.kvs) {
-            try {
-              const s = JSON.parse(kv.value.toString()) as NodeStatus;
-              rows.push({ ...s, lag: Math.max(0, head - s.revision), ageSeconds: Math.max(0, (Date.now() - Date.parse(s.updatedAt)) / 1000) });
-            } catch {
-              process.stderr.write(`${kv.key.toString()}: not a status JSON (skipped)\n`);
-            }
-          }
-          return { head, rows: rows.sort((a, b) => a.cluster.localeCompare(b.cluster) || a.node.localeCompare(b.node)) };
+          const fleet = await readFleet(client, ks, flags.cluster);
+          for (const line of fleet.skipped) process.stderr.write(`${line}\n`);
+          return fleet;
         };
 
         if (flags.wait) {
@@ -54,7 +37,7 @@ export function registerStatus(program: Command): void {
               return;
             }
             if (Date.now() > deadline) {
-              const who = rows.length === 0 ? 'no live nodes' : behind.map((r) => `${r.cluster}/${r.node}@${r.revision}`).join(', ');
+              const who = rows.length === 0 ? 'no live nodes' : behind.map((r) => printable(`${r.cluster}/${r.node}@${r.revision}`)).join(', ');
               process.stderr.write(`confsync: timed out waiting for revision ${target}: ${who}\n`);
               process.exitCode = 1;
               return;
@@ -63,21 +46,12 @@ export function registerStatus(program: Command): void {
           }
         }
 
-        const { head, rows } = await read();
+        const fleet = await read();
         if (flags.json) {
-          process.stdout.write(`${JSON.stringify({ etcdRevision: head, nodes: rows }, null, 2)}\n`);
+          process.stdout.write(`${terminalJson({ etcdRevision: fleet.head, nodes: fleet.rows })}\n`);
           return;
         }
-        const table = [['CLUSTER', 'NODE', 'REVISION', 'LAG', 'AGE', 'READY', 'OBJECTS', 'ERRORS', 'LAST ERROR']];
-        for (const r of rows) {
-          table.push([
-            r.cluster, r.node, String(r.revision), String(r.lag), `${Math.round(r.ageSeconds)}s`, r.ready ? 'yes' : 'no', String(r.objects), String(r.errors),
-            r.lastError ? `${r.lastError.path}: ${r.lastError.reason}` : '',
-          ]);
-        }
-        const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
-        for (const row of table) process.stdout.write(`${row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')}\n`);
-        process.stdout.write(`etcd revision ${head}; ${rows.length} live node(s)\n`);
+        for (const line of formatFleet(fleet)) process.stdout.write(`${line}\n`);
       } finally {
         client.close();
       }

@@ -33,7 +33,11 @@ export const configSchema = z.strictObject({
   labels: z.record(z.string(), z.string()).prefault({}).describe('Matched by @meta placement.clusterSelector.'),
   etcd: z
     .strictObject({
-      endpoints: z.array(z.url({ protocol: /^https?$/ })).min(1).prefault(['http://127.0.0.1:2379']),
+      // host:port only: a path, query or fragment would be silently ignored by the client.
+      endpoints: z
+        .array(z.url({ protocol: /^https?$/, error: 'must be an http(s)://host:port URL' }).regex(/^https?:\/\/[^/?#]+\/?$/i, 'must be an http(s)://host:port URL, without a path'))
+        .min(1)
+        .prefault(['http://127.0.0.1:2379']),
       prefix: z
         .string()
         .regex(/^\/[^\0]*[^/]$/, 'must start with "/" and not end with "/"')

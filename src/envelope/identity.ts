@@ -12,7 +12,7 @@
  *   reject mixed case, a bad checksum, or a payload that is not exactly 32 bytes
  *   (the fixed length also rules out Bech32's known insertion weakness).
  *
- * IDENTITY FILE: UTF-8 text, mode 0600. One secret key per line (several keys =
+ * IDENTITY FILE: UTF-8 text, mode 0600 (0400 also accepted), owned by the user that loads it. One secret key per line (several keys =
  * rotation: the daemon opens envelopes sealed to any of them). Blank lines and
  * lines starting with '#' are ignored; keygen writes the public recipient as a
  * comment above each key.
@@ -27,6 +27,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 import { UserError } from '../errors.js';
+import { bech32Decode, bech32Encode } from './bech32.js';
 import { FINGERPRINT_BYTES } from './format.js';
 
 await sodium.ready;
@@ -166,26 +167,38 @@ export async function writeIdentityFile(
 }
 
 /**
- * Loads every key of an identity file. Refuses a file with any group/other
- * permission bit (as ssh does for private keys), except group read for the
- * daemon's own group (a Kubernetes Secret volume with fsGroup); errors are UserErrors naming
- * the file and, for parse errors, the line, never its content.
+ * Loads every key of an identity file. As ssh does for private keys, refuses a file
+ * that another user could read or replace:
+ *
+ *  (1) open, then fstat the open file (no check/use race);
+ *  (2) it must be a regular file with no group or other permission bit at all (0600
+ *      or 0400), whatever its group: a group-readable key is readable by everyone in
+ *      that group, daemon or not;
+ *  (3) it must be owned by this process's effective uid. (As root that means owned
+ *      by root: root can open anyone's file, but a key another user owns is one they
+ *      can replace.)
+ *
+ * Errors are one-line UserErrors naming the file, what was found and the fix; parse
+ * errors name the line, never its content.
  */
 export async function loadKeyring(path: string): Promise<Keyring> {
   let raw: Buffer;
+  // (1)
   const fh = await fs.open(path, 'r').catch((err: NodeJS.ErrnoException) => {
     throw new UserError(`identity file ${path}: cannot open (${err.code ?? err.message})`, { cause: err });
   });
   try {
-    const st = await fh.stat(); // fstat of the open file: no check/use race
-    const mode = st.mode;
+    const st = await fh.stat();
+    // (2)
     if (!st.isFile()) throw new UserError(`identity file ${path} is not a regular file`);
-    // Group read is tolerated only when the group is our own: that is how the
-    // kubelet mounts a Secret for a non-root pod (fsGroup → 0440 root:<our gid>).
-    const ownGroupRead = (mode & 0o070) === 0o040 && st.gid !== 0 && st.gid === process.getgid?.();
-    if ((mode & 0o007) !== 0 || ((mode & 0o070) !== 0 && !ownGroupRead)) {
-      const octal = (mode & 0o777).toString(8).padStart(4, '0');
-      throw new UserError(`identity file ${path} is accessible by group/others (mode ${octal}); run: chmod 600 ${path}`);
+    if ((st.mode & 0o077) !== 0) {
+      const octal = (st.mode & 0o7777).toString(8).padStart(4, '0');
+      throw new UserError(`identity file ${path} has mode ${octal}: group/other permission bits are not allowed on a private key; run: chmod 600 ${path}`);
+    }
+    // (3)
+    const euid = process.geteuid?.();
+    if (euid !== undefined && st.uid !== euid) {
+      throw new UserError(`identity file ${path} is owned by uid ${st.uid}, not by this process (uid ${euid}): another user could replace the key; run confsync as uid ${st.uid}, or: chown ${euid} ${path}`);
     }
     raw = await fh.readFile();
   } finally {
@@ -209,72 +222,4 @@ export async function loadKeyring(path: string): Promise<Keyring> {
   }
   if (identities.length === 0) throw new UserError(`identity file ${path} holds no keys`);
   return new Keyring(identities);
-}
-
-// ---- Bech32 (BIP-173), written from the specification ----
-
-const CHARSET = 'qpzry9x8gf2tvdw0s3jn54khce6mua7l';
-const GENERATOR = [0x3b6a57b2, 0x26508e6d, 0x1ea119fa, 0x3d4233dd, 0x2a1462b3];
-
-function polymod(values: number[]): number {
-  let chk = 1;
-  for (const v of values) {
-    const top = chk >>> 25;
-    chk = (((chk & 0x1ffffff) << 5) ^ v) >>> 0;
-    for (let i = 0; i < 5; i++) if ((top >>> i) & 1) chk = (chk ^ GENERATOR[i]!) >>> 0;
-  }
-  return chk;
-}
-
-function hrpExpand(hrp: string): number[] {
-  const codes = [...hrp].map((c) => c.charCodeAt(0));
-  return [...codes.map((c) => c >>> 5), 0, ...codes.map((c) => c & 31)];
-}
-
-function toWords(bytes: Uint8Array): number[] {
-  const words: number[] = [];
-  let acc = 0;
-  let bits = 0;
-  for (const b of bytes) {
-    acc = ((acc << 8) | b) & 0xfff;
-    bits += 8;
-    while (bits >= 5) words.push((acc >>> (bits -= 5)) & 31);
-  }
-  if (bits > 0) words.push((acc << (5 - bits)) & 31);
-  return words;
-}
-
-function fromWords(words: number[]): Uint8Array | undefined {
-  const out: number[] = [];
-  let acc = 0;
-  let bits = 0;
-  for (const w of words) {
-    acc = ((acc << 5) | w) & 0xfff;
-    bits += 5;
-    if (bits >= 8) out.push((acc >>> (bits -= 8)) & 0xff);
-  }
-  if (bits >= 5 || (acc & ((1 << bits) - 1)) !== 0) return undefined; // non-zero padding
-  return Uint8Array.from(out);
-}
-
-function bech32Encode(hrp: string, data: Uint8Array): string {
-  const words = toWords(data);
-  const mod = polymod([...hrpExpand(hrp), ...words, 0, 0, 0, 0, 0, 0]) ^ 1;
-  const checksum = [0, 1, 2, 3, 4, 5].map((i) => (mod >>> (5 * (5 - i))) & 31);
-  return `${hrp}1${[...words, ...checksum].map((w) => CHARSET[w]).join('')}`;
-}
-
-/** Lower-cased hrp and a 32-byte payload, or a one-line reason. */
-function bech32Decode(text: string): { hrp: string; data: Uint8Array } | string {
-  if (text !== text.toLowerCase() && text !== text.toUpperCase()) return 'mixed upper and lower case';
-  const s = text.toLowerCase();
-  const sep = s.lastIndexOf('1');
-  if (sep < 1 || s.length - sep - 1 < 7) return 'not a Bech32 string';
-  const hrp = s.slice(0, sep);
-  const words = [...s.slice(sep + 1)].map((c) => CHARSET.indexOf(c));
-  if (words.includes(-1)) return 'character outside the Bech32 alphabet';
-  if (polymod([...hrpExpand(hrp), ...words]) !== 1) return 'checksum mismatch (typo or truncated?)';
-  const data = fromWords(words.slice(0, -6));
-  if (!data || data.length !== KEY_BYTES) return 'wrong length: a key is 32 bytes';
-  return { hrp, data };
 }

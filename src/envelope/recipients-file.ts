@@ -13,7 +13,8 @@
  * keys, but anyone who can write etcd could swap one for their own and read every
  * secret sealed afterwards. As SOPS and age users do, writers pin keys once, after
  * a human compared the fingerprint, and keep sealing to the pinned key; a changed
- * registration is refused until someone re-confirms it (`recipients pull --force`).
+ * registration is refused until someone accepts that cluster's new fingerprint
+ * (`recipients pull --accept CLUSTER=FINGERPRINT`).
  *
  * RECIPIENT SETS: the `global` scope is sealed to every pinned cluster plus the
  * admins; `clusters/<c>` to cluster c plus the admins (c must be pinned).
@@ -27,7 +28,7 @@ import { dirname } from 'node:path';
 import { Document, isMap, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../errors.js';
-import { clusterError, type Scope } from '../source/keys.js';
+import { clusterError, type Scope } from '../keyspace.js';
 import { parseRecipient, type Recipient } from './identity.js';
 
 export const DEFAULT_RECIPIENTS_FILE = './confsync-recipients.yaml';

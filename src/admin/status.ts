@@ -1,0 +1,72 @@
+/**
+ * The fleet as the daemons report it under PREFIX/status/ (lease-bound: a dead
+ * daemon's entry is gone within its TTL). Lag is etcd's head revision minus the
+ * node's applied revision. Everything here comes from etcd: any writer of the
+ * status keys controls these strings, so callers print them through `printable`.
+ */
+import type { Etcd3 } from 'etcd3';
+import type { NodeStatus } from '../status.js';
+import { printable, type Keyspace } from '../keyspace.js';
+
+export interface StatusRow extends NodeStatus {
+  lag: number;
+  ageSeconds: number;
+}
+
+export interface Fleet {
+  head: number;
+  rows: StatusRow[];
+  /** Status keys that are not a status JSON (printable). */
+  skipped: string[];
+}
+
+/** One read of PREFIX/status/[cluster/], sorted by cluster then node. */
+export async function readFleet(client: Etcd3, ks: Keyspace, cluster?: string): Promise<Fleet> {
+  const res = await client.getAll().prefix(ks.statusPrefix(cluster)).exec();
+  const head = Number(res.header.revision);
+  const rows: StatusRow[] = [];
+  const skipped: string[] = [];
+  for (const kv of res.kvs) {
+    const s = parseStatus(kv.value.toString());
+    if (!s) {
+      skipped.push(`${printable(kv.key.toString())}: not a status JSON (skipped)`);
+      continue;
+    }
+    rows.push({ ...s, lag: Math.max(0, head - s.revision), ageSeconds: Math.max(0, (Date.now() - Date.parse(s.updatedAt)) / 1000) });
+  }
+  rows.sort((a, b) => a.cluster.localeCompare(b.cluster) || a.node.localeCompare(b.node));
+  return { head, rows, skipped };
+}
+
+/** A status JSON with the fields the table needs of the right types, else undefined. */
+function parseStatus(text: string): NodeStatus | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (!v || typeof v !== 'object') return undefined;
+  const s = v as Record<string, unknown>;
+  if (typeof s.cluster !== 'string' || typeof s.node !== 'string' || typeof s.revision !== 'number' || typeof s.updatedAt !== 'string') return undefined;
+  const e = s.lastError as Record<string, unknown> | undefined;
+  if (e !== undefined && (typeof e !== 'object' || e === null || typeof e.path !== 'string' || typeof e.reason !== 'string')) return undefined;
+  return v as NodeStatus;
+}
+
+/** The status table, one string per line; every etcd-sourced cell made printable. */
+export function formatFleet(fleet: Fleet): string[] {
+  const table = [['CLUSTER', 'NODE', 'REVISION', 'LAG', 'AGE', 'READY', 'OBJECTS', 'ERRORS', 'LAST ERROR']];
+  for (const r of fleet.rows) {
+    table.push(
+      [
+        r.cluster, r.node, String(r.revision), String(r.lag), `${Math.round(r.ageSeconds)}s`, r.ready ? 'yes' : 'no', String(r.objects), String(r.errors),
+        r.lastError ? `${r.lastError.path}: ${r.lastError.reason}` : '',
+      ].map(printable),
+    );
+  }
+  const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+  const lines = table.map((row) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+  lines.push(`etcd revision ${fleet.head}; ${fleet.rows.length} live node(s)`);
+  return lines;
+}
