@@ -12,6 +12,7 @@ import { registerRewrap } from './rewrap.js';
 import { registerSecretCommands } from './secret-cmd.js';
 import { registerKeygen } from './keygen.js';
 import { registerRecipients } from './recipients-cmd.js';
+import { registerHistory } from './history.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   registerPlan(program);
   registerLint(program);
   registerStatus(program);
+  registerHistory(program);
   return program;
 }
 
