@@ -50,6 +50,7 @@ export interface HistoryTarget {
 
 interface WatchStream {
   end(): void;
+  cancel(): void;
   write(x: unknown): void;
   removeAllListeners(): void;
   on(e: string, f: (...a: any[]) => void): unknown;
@@ -162,7 +163,8 @@ export async function readHistory(t: HistoryTarget, maxEvents = 100_000): Promis
     for (const timer of timers) clearTimeout(timer);
     stream.removeAllListeners();
     stream.on('error', () => undefined); // a late error on a stream we dropped is not news
-    stream.end();
+    // end() only half-closes: etcd would keep the stream, and this process, alive.
+    stream.cancel();
   }
   const revisions = [...byRevision.entries()].sort((a, b) => b[0] - a[0]).map(([revision, changes]) => ({ revision, changes }));
   return { head, compactRevision, revisions };
