@@ -12,6 +12,8 @@
  * sweep that checks every expected file's bytes (an object counts once its
  * `..data` exists and all its keys read right; passes 250 ms apart, so "all files"
  * is late by at most one pass). Peak RSS is VmHWM from /proc at the end.
+ * Then, on the same daemon: idle CPU, CPU per put with everything loaded, and a
+ * restart on the same files (bench/loaded.ts).
  * Secrets go to /dev/shm (tmpfs), as the daemon wants; config files to os.tmpdir().
  * Baseline in the same run: this process listing the same keys from etcd.
  */
@@ -28,6 +30,7 @@ import { startEtcd } from '../test/harness/etcd.js';
 import { DaemonProcess } from '../test/harness/daemon.js';
 import { freePort } from '../test/harness/ports.js';
 import { flag, fsType, grid, isMain, pidOf, pool, procUsage, type ScenarioOptions } from './put-to-file.js';
+import { loadedPhases, writes } from './loaded.js';
 
 const KEYS = 10;
 const NAMESPACES = 10;
@@ -127,7 +130,17 @@ export async function coldStart(opts: ScenarioOptions & { objects?: number }): P
     await Promise.all([probe, sweep]);
     const usage = procUsage(pidOf(daemon));
     const warned = daemon.log.includes('persistent filesystem');
-    const written = daemon.log.split('\n').filter((l) => l.includes('"msg":"object written"') && l.includes('"sink":"files"')).length;
+    const written = (await writes(port)) ?? 0;
+    const first = configItems[0]!;
+    const loaded = await loadedPhases({
+      client,
+      daemon,
+      port,
+      target: { key: `/confsync/global/configmaps/${first.ns}/${first.name}/k0`, file: path.join(daemon.root, 'configmaps', first.ns, first.name, 'k0') },
+      idleSeconds: opts.quick ? 10 : 60,
+      puts: opts.quick ? 50 : 200,
+    });
+    d = loaded.daemon;
 
     const total = objects * KEYS + secrets;
     const s = (n: number | undefined) => (n === undefined ? 'n/a' : (n / 1000).toFixed(2));
@@ -147,8 +160,9 @@ export async function coldStart(opts: ScenarioOptions & { objects?: number }): P
         ['daemon process', 'value'],
         ['peak RSS (VmHWM)', `${usage.peakMiB.toFixed(0)} MiB`],
         ['CPU (user + system) until ready and all files were there', `${usage.cpuSeconds.toFixed(1)} s`],
-        ['objects written (log lines "object written", files sink)', `${written.toLocaleString('en')} (of ${(objects + secrets).toLocaleString('en')})`],
+        ['objects written (confsync_writes_total{sink="files"})', `${written.toLocaleString('en')} (of ${(objects + secrets).toLocaleString('en')})`],
       ]),
+      loaded.text,
     ].join('\n');
   } finally {
     client.close();

@@ -13,6 +13,7 @@ import { registerRewrap } from './rewrap.js';
 import { registerSecretCommands } from './secret-cmd.js';
 import { registerKeygen } from './keygen.js';
 import { registerRecipients } from './recipients-cmd.js';
+import { registerHistory } from './history.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   registerLint(program);
   registerStatus(program);
   registerRelease(program);
+  registerHistory(program);
   return program;
 }
 

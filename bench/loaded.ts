@@ -1,0 +1,116 @@
+/**
+ * What a daemon costs once the keyspace is loaded (issue "Lean engine"), measured
+ * right after the cold start on the same daemon and keyspace:
+ *  - idle: CPU over a quiet window (the periodic resync included when it falls
+ *    inside), as a share of one core;
+ *  - a change: `puts` sequential puts to one object of the loaded keyspace, each
+ *    waited for on disk; daemon CPU per put, and put → file latency;
+ *  - restart: SIGTERM, the same daemon again on the same files with etcd
+ *    unchanged: spawn → listed → /readyz, objects rewritten (confsync_writes_total),
+ *    peak RSS.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Etcd3 } from 'etcd3';
+import { DaemonProcess } from '../test/harness/daemon.js';
+import { grid, pidOf, procUsage } from './put-to-file.js';
+import { percentile } from './stats.js';
+
+export interface LoadedOptions {
+  client: Etcd3;
+  daemon: DaemonProcess;
+  port: number;
+  /** A config object of the keyspace and the file its key `k0` lands in. */
+  target: { key: string; file: string };
+  idleSeconds: number;
+  puts: number;
+}
+
+export async function loadedPhases(o: LoadedOptions): Promise<{ text: string; daemon: DaemonProcess }> {
+  const pid = pidOf(o.daemon);
+  // --- idle
+  const i0 = procUsage(pid).cpuSeconds;
+  await sleep(o.idleSeconds * 1000);
+  const idleCpu = procUsage(pid).cpuSeconds - i0;
+
+  // --- a change with everything loaded
+  const c0 = procUsage(pid).cpuSeconds;
+  const lat: number[] = [];
+  for (let i = 0; i < o.puts; i++) {
+    const value = `loaded-${i}-${Date.now()}`;
+    const t = performance.now();
+    await o.client.put(o.target.key).value(value);
+    while (readOr(o.target.file) !== value) await sleep(0.2);
+    lat.push(performance.now() - t);
+  }
+  const perPut = ((procUsage(pid).cpuSeconds - c0) * 1000) / o.puts;
+  const sorted = [...lat].sort((a, b) => a - b);
+
+  // --- restart on the same files, etcd unchanged
+  const writesBefore = await writes(o.port);
+  await o.daemon.signal('SIGTERM');
+  const config = fs.readFileSync(o.daemon.configFile); // the constructor below writes a fresh one: keep this
+  const again = new DaemonProcess({}, o.daemon.dir);
+  fs.writeFileSync(again.configFile, config);
+  const t0 = performance.now();
+  again.start();
+  const marks: Record<string, number> = {};
+  const deadline = Date.now() + 600_000;
+  while (!marks.readyz && Date.now() < deadline) {
+    if (!marks.listed && again.log.includes('listed etcd')) marks.listed = performance.now() - t0;
+    if ((await status(o.port, '/readyz')) === 200) marks.readyz = performance.now() - t0;
+    if (!again.running) throw new Error(`restarted daemon exited: ${again.log.slice(-2000)}`);
+    await sleep(20);
+  }
+  const rewritten = await writes(o.port);
+  const usage = procUsage(pidOf(again));
+  const s = (n: number | undefined) => (n === undefined ? 'n/a' : (n / 1000).toFixed(2));
+  const text = [
+    grid([
+      ['with the keyspace loaded', 'value'],
+      [`idle: daemon CPU over ${o.idleSeconds} s (share of one core)`, `${((idleCpu / o.idleSeconds) * 100).toFixed(2)} %`],
+      [`a change: daemon CPU per put (${o.puts} sequential puts to one object)`, `${perPut.toFixed(2)} ms`],
+      ['a change: put → file p50 / p99', `${percentile(sorted, 50).toFixed(2)} / ${percentile(sorted, 99).toFixed(2)} ms`],
+      [`restart (same files, etcd unchanged): spawn → "listed etcd"`, `${s(marks.listed)} s`],
+      ['restart: spawn → /readyz 200', `${s(marks.readyz)} s`],
+      ['restart: /readyz after the list completed', marks.readyz && marks.listed ? `${s(marks.readyz - marks.listed)} s` : 'n/a'],
+      ['restart: objects rewritten (confsync_writes_total{sink="files"})', `${rewritten ?? 'n/a'} (before the restart the first daemon had written ${writesBefore ?? 'n/a'})`],
+      ['restart: peak RSS (VmHWM)', `${usage.peakMiB.toFixed(0)} MiB`],
+    ]),
+  ].join('\n');
+  return { text, daemon: again };
+}
+
+function readOr(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+function get(port: number, path: string): Promise<{ code: number; body: string }> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path, timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ code: res.statusCode ?? 0, body }));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve({ code: 0, body: '' }));
+  });
+}
+
+async function status(port: number, path: string): Promise<number> {
+  return (await get(port, path)).code;
+}
+
+/** confsync_writes_total{sink="files"} from /metrics. */
+export async function writes(port: number): Promise<number | undefined> {
+  const { code, body } = await get(port, '/metrics');
+  if (code !== 200) return undefined;
+  // A labelled counter has no sample until its first increment: absent means 0.
+  return Number(body.match(/^confsync_writes_total\{sink="files"\} (\d+)/m)?.[1] ?? 0);
+}
