@@ -44,18 +44,6 @@ export function segmentProblem(segment: string): string | undefined {
   return undefined;
 }
 
-/** Throwing form of `keyProblem`, for callers that have no id to report. */
-export function validateKey(key: string): void {
-  const problem = keyProblem(key);
-  if (problem) throw new Error(`invalid key ${JSON.stringify(key)}: ${problem}`);
-}
-
-/** Throwing form of `segmentProblem`. */
-export function validatePathSegment(segment: string): void {
-  const problem = segmentProblem(segment);
-  if (problem) throw new Error(`invalid path segment ${JSON.stringify(segment)}: ${problem}`);
-}
-
 /** True when `child` is `parent` or lies below it (both absolute, normalized). */
 export function isWithin(parent: string, child: string): boolean {
   const rel = path.relative(parent, child);

@@ -1,0 +1,207 @@
+/**
+ * The atomic writer: puts one payload (file name -> bytes) into one object
+ * directory so that a reader sees either the whole old or the whole new set,
+ * the way kubelet's AtomicWriter does. It knows nothing of kinds, namespaces or
+ * locks (that is FileSink's job); its caller creates the object dir's parent
+ * and serializes calls per directory.
+ *
+ * Inside an object directory every name starting with `..` is ours:
+ *
+ *   ..2024_05_01_12_00_00_123.Ab3dEf/<key>   the payload: one timestamped dir per version
+ *   ..data -> ..2024_05_01_12_00_00_123.Ab3dEf
+ *   <key>  -> ..data/<key>                    what users open
+ *
+ * A reader opening `<key>` resolves `..data` once, so it gets a whole file of
+ * either the old or the new version; a reader that resolves `..data` once and
+ * opens every key below it sees one consistent set. A `..data` symlink is the
+ * ownership marker: nothing here touches a directory without one, except the
+ * leftovers of our own crash (see `isOwned`).
+ *
+ * write(dir, payload):
+ *  (1) Read the current payload through `..data`: file names, bytes, modes and
+ *      owners, plus the object dir itself and every `<key>` link. If all equal
+ *      the payload and nothing stale is left, return 'unchanged' having written
+ *      nothing. A directory without `..data` is adopted only if it holds nothing
+ *      but our own leftovers (a crash before the first swap).
+ *  (2) Create the object dir if needed, then a fresh `..<timestamp>.<random>`
+ *      dir (mkdtemp); write each file (write, chmod, chown, fsync), fsync the dir.
+ *  (3) Point a temporary link `..data_tmp` at the new dir (relative) and rename
+ *      it over `..data`: the atomic swap. fsync the object dir.
+ *  (4) Create or repair `<key> -> ..data/<key>` for every key, via a temporary
+ *      link renamed over the old entry so a wrong entry is replaced atomically.
+ *  (5) Remove `<key>` links (links into `..data/`) for keys no longer in the payload.
+ *  (6) Remove every other `..`-prefixed entry: old timestamped dirs, leftovers.
+ *
+ * clear(dir): write an empty payload (so every key disappears at once), unlink
+ * `..data`, delete the directory. A crash at any point leaves either an owned
+ * dir that the next prune removes again, or an empty unowned one that the next
+ * write adopts.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, open, readdir, readFile, rename, rm, symlink } from 'node:fs/promises';
+import path from 'node:path';
+import { ensureDir, fsyncDir, lstatOrUndefined, modeOwnerOk, readlinkOrUndefined, setModeOwner, type ModeOwner } from './fs-safe.js';
+
+export type Payload = Map<string, Buffer>;
+
+export interface AtomicWriterOptions extends ModeOwner {
+  fileMode: number;
+  dirMode: number;
+  /** Clock for the timestamped dir names (tests). */
+  now?: () => Date;
+}
+
+export const DATA = '..data';
+const DATA_TMP = '..data_tmp';
+/** What `..data` may point at: one of our timestamped dirs, never a path. */
+const TS_DIR = /^\.\.\d{4}_[-_.A-Za-z0-9]+$/;
+
+export class AtomicWriter {
+  constructor(private readonly opts: AtomicWriterOptions) {}
+
+  /** `ensureParent` runs only when something is to be written: creating the parents is the caller's layout. */
+  async write(dir: string, payload: Payload, ensureParent?: () => Promise<void>): Promise<'written' | 'unchanged'> {
+    if (await this.isUpToDate(dir, payload)) return 'unchanged'; // (1)
+    const { dirMode } = this.opts;
+
+    // (2)
+    await ensureParent?.();
+    await ensureDir(dir, dirMode, this.opts);
+    await setModeOwner(dir, dirMode, this.opts);
+    const tsDir = await mkdtemp(path.join(dir, `..${stamp(this.opts.now?.() ?? new Date())}.`));
+    try {
+      await setModeOwner(tsDir, dirMode, this.opts);
+      // allSettled: no write may still be running when the catch below removes the dir.
+      const writes = await Promise.allSettled([...payload].map(([key, value]) => this.writeFile(path.join(tsDir, key), value)));
+      const failed = writes.find((w) => w.status === 'rejected');
+      if (failed) throw failed.reason;
+      await fsyncDir(tsDir);
+    } catch (err) {
+      await rm(tsDir, { recursive: true, force: true });
+      throw err;
+    }
+    const tsName = path.basename(tsDir);
+
+    // (3)
+    const dataLink = path.join(dir, DATA);
+    if (!(await lstatOrUndefined(dataLink))?.isSymbolicLink()) await rm(dataLink, { recursive: true, force: true });
+    await rm(path.join(dir, DATA_TMP), { force: true });
+    await symlink(tsName, path.join(dir, DATA_TMP));
+    await rename(path.join(dir, DATA_TMP), dataLink);
+    await fsyncDir(dir);
+
+    // (4)
+    for (const key of payload.keys()) {
+      if ((await readlinkOrUndefined(path.join(dir, key))) === `${DATA}/${key}`) continue;
+      const tmp = path.join(dir, `..link_tmp.${randomBytes(6).toString('hex')}`);
+      await symlink(`${DATA}/${key}`, tmp);
+      await rename(tmp, path.join(dir, key)).catch(async (err: unknown) => {
+        await rm(tmp, { force: true });
+        throw new Error(`${dir}: cannot place key ${JSON.stringify(key)}: a foreign entry is in the way`, { cause: err });
+      });
+    }
+
+    // (5) and (6)
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      if (entry.name === DATA || entry.name === tsName || payload.has(entry.name)) continue;
+      if (entry.name.startsWith('..')) {
+        await rm(path.join(dir, entry.name), { recursive: true, force: true }); // (6)
+      } else if (await isKeyLink(dir, entry.name)) {
+        await rm(path.join(dir, entry.name), { force: true }); // (5)
+      }
+    }
+    return 'written';
+  }
+
+  /** Empties an owned dir atomically, then removes it. */
+  async clear(dir: string): Promise<void> {
+    await this.write(dir, new Map());
+    await rm(path.join(dir, DATA), { force: true });
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  /** Step (1): true only when the directory holds exactly this payload. */
+  async isUpToDate(dir: string, payload: Payload): Promise<boolean> {
+    const { fileMode, dirMode } = this.opts;
+    const dirStat = await lstatOrUndefined(dir);
+    if (!dirStat) return false;
+    if (!dirStat.isDirectory()) throw new Error(`${dir} exists and is not a directory`);
+    const entries = await readdir(dir, { withFileTypes: true });
+    const target = await readlinkOrUndefined(path.join(dir, DATA));
+    if (target === undefined) {
+      for (const e of entries) {
+        if (!e.name.startsWith('..') && !(await isKeyLink(dir, e.name))) {
+          throw new Error(`${dir} exists and is not managed by confsync (no ${DATA}); refusing to write into it`);
+        }
+      }
+      return false;
+    }
+    if (!modeOwnerOk(dirStat, dirMode, this.opts)) return false;
+    if (!TS_DIR.test(target)) return false; // hand-made or foreign target: replace it
+
+    const tsDir = path.join(dir, target);
+    const tsStat = await lstatOrUndefined(tsDir);
+    if (!tsStat?.isDirectory() || !modeOwnerOk(tsStat, dirMode, this.opts)) return false;
+    const files = await readdir(tsDir);
+    if (files.length !== payload.size || files.some((f) => !payload.has(f))) return false;
+    const filesOk = await Promise.all(
+      [...payload].map(async ([key, want]) => {
+        const st = await lstatOrUndefined(path.join(tsDir, key));
+        if (!st?.isFile() || st.size !== want.length || !modeOwnerOk(st, fileMode, this.opts)) return false;
+        return (await readFile(path.join(tsDir, key))).equals(want);
+      }),
+    );
+    if (filesOk.includes(false)) return false;
+
+    for (const e of entries) {
+      if (e.name === DATA || e.name === target) continue;
+      if (e.name.startsWith('..')) return false; // stale ts dir or temp link: (6) has work
+      const isLink = await isKeyLink(dir, e.name);
+      if (payload.has(e.name) ? !isLink : isLink) return false; // (4) or (5) has work
+    }
+    return [...payload.keys()].every((k) => entries.some((e) => e.name === k));
+  }
+
+  private async writeFile(file: string, value: Buffer): Promise<void> {
+    const fh = await open(file, 'wx', 0o600);
+    try {
+      await fh.writeFile(value);
+      await fh.chmod(this.opts.fileMode);
+      if (this.opts.uid !== undefined || this.opts.gid !== undefined) await fh.chown(this.opts.uid ?? -1, this.opts.gid ?? -1);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+/** `2024_05_01_12_00_00_123` (UTC), like kubelet's `..2006_01_02_15_04_05.` prefix. */
+function stamp(d: Date): string {
+  const p = (n: number, w = 2) => String(n).padStart(w, '0');
+  return `${d.getUTCFullYear()}_${p(d.getUTCMonth() + 1)}_${p(d.getUTCDate())}_${p(d.getUTCHours())}_${p(d.getUTCMinutes())}_${p(d.getUTCSeconds())}_${p(d.getUTCMilliseconds(), 3)}`;
+}
+
+/**
+ * Ours: the dir has a `..data` link — or it is what a crash mid-way leaves of
+ * one (a first projection cut before its swap, a removal cut after unlinking
+ * `..data`): non-empty, holding nothing but our payload dirs, temp link and key
+ * links. Such leftovers can hold a deleted secret's plaintext, so they must be
+ * listed (and so pruned) like any owned object. Anything else is not ours.
+ */
+export async function isOwned(dir: string): Promise<boolean> {
+  const st = await lstatOrUndefined(dir);
+  if (!st?.isDirectory()) return false;
+  if ((await lstatOrUndefined(path.join(dir, DATA)))?.isSymbolicLink()) return true;
+  const entries = await readdir(dir).catch(() => [] as string[]);
+  if (entries.length === 0) return false;
+  for (const name of entries) {
+    if (TS_DIR.test(name) || name === DATA_TMP || (await isKeyLink(dir, name))) continue;
+    return false;
+  }
+  return true;
+}
+
+/** A user-visible link we made: `<name> -> ..data/<name>`. */
+async function isKeyLink(dir: string, name: string): Promise<boolean> {
+  return (await readlinkOrUndefined(path.join(dir, name))) === `${DATA}/${name}`;
+}
