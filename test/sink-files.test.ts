@@ -239,6 +239,30 @@ test('hand edits and deletions are restored by the next apply', async (t) => {
   assert.equal(await readFile(path.join(outside, 'a'), 'utf8'), 'alpha');
 });
 
+test('loose modes on existing roots are fixed with a warning; a kind root that is a link at start is used', async (t) => {
+  const { root, parent } = await scratch(t);
+  let logged = '';
+  const sink = new FileSink({ root, logger: createLogger('warn', { write: (l: string) => ((logged += l), true) } as unknown as NodeJS.WritableStream) });
+  await mkdir(path.join(root, 'secrets/prod'), { recursive: true });
+  await mkdir(path.join(root, 'configmaps/wide'), { recursive: true });
+  for (const d of ['secrets', 'secrets/prod', 'configmaps/wide']) await chmod(path.join(root, d), 0o777);
+  await sink.apply(desired('secrets', 'prod', 'db', { k: 'v' }));
+  await sink.apply(desired('configmaps', 'wide', 'app', { k: 'v' }));
+  for (const d of ['secrets', 'secrets/prod']) assert.equal(await mode(path.join(root, d)), 0o700, d);
+  assert.equal(await mode(path.join(root, 'configmaps/wide')), 0o755);
+  assert.equal(logged.match(/group\/world-writable; mode fixed/g)?.length, 3, logged);
+
+  // An operator's link at the kind root itself (e.g. to tmpfs) is resolved once, at start.
+  const real = path.join(parent, 'tmpfs-secrets');
+  await mkdir(real);
+  const linked = new FileSink({ root: path.join(parent, 'root2'), logger });
+  await mkdir(path.join(parent, 'root2'));
+  await symlink(real, path.join(parent, 'root2/secrets'));
+  await linked.apply(desired('secrets', 'prod', 'db', { k: 'v' }));
+  assert.equal(await readFile(path.join(real, 'prod/db/k'), 'utf8'), 'v');
+  assert.deepEqual(await linked.list(), ['secrets/prod/db']);
+});
+
 test('watchDrift reports a hand edit and a hand deletion within 2 s', async (t) => {
   const { root, sink } = await scratch(t);
   const s = sink();

@@ -38,9 +38,9 @@
  * write adopts.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, readFile, rename, rm, symlink } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
-import { ensureDir, fsyncDir, lstatOrUndefined, modeOwnerOk, readlinkOrUndefined, setModeOwner, type ModeOwner } from './fs-safe.js';
+import { CREATE_NEW, ensureDir, fsyncDir, lstatOrUndefined, modeOwnerOk, notRealDir, readFileNoFollow, readlinkOrUndefined, setModeOwner, type ModeOwner } from './fs-safe.js';
 
 export type Payload = Map<string, Buffer>;
 
@@ -125,7 +125,7 @@ export class AtomicWriter {
     const { fileMode, dirMode } = this.opts;
     const dirStat = await lstatOrUndefined(dir);
     if (!dirStat) return false;
-    if (!dirStat.isDirectory()) throw new Error(`${dir} exists and is not a directory`);
+    notRealDir(dir, dirStat);
     const entries = await readdir(dir, { withFileTypes: true });
     const target = await readlinkOrUndefined(path.join(dir, DATA));
     if (target === undefined) {
@@ -148,7 +148,7 @@ export class AtomicWriter {
       [...payload].map(async ([key, want]) => {
         const st = await lstatOrUndefined(path.join(tsDir, key));
         if (!st?.isFile() || st.size !== want.length || !modeOwnerOk(st, fileMode, this.opts)) return false;
-        return (await readFile(path.join(tsDir, key))).equals(want);
+        return (await readFileNoFollow(path.join(tsDir, key))).equals(want);
       }),
     );
     if (filesOk.includes(false)) return false;
@@ -163,7 +163,7 @@ export class AtomicWriter {
   }
 
   private async writeFile(file: string, value: Buffer): Promise<void> {
-    const fh = await open(file, 'wx', 0o600);
+    const fh = await open(file, CREATE_NEW, 0o600);
     try {
       await fh.writeFile(value);
       await fh.chmod(this.opts.fileMode);

@@ -10,16 +10,26 @@
  * per-object locks, list/remove (owned dirs only: see `isOwned`) and the drift
  * watch (files-drift.ts).
  *
+ * No link below a kind root is ever followed (fs-safe.ts): the kind root is
+ * resolved once (an operator may make it a link before start), and from then on
+ * it, the namespace dir and the object dir are lstat-ed before every read, write
+ * or removal; a link where one of them should be is refused with an error
+ * naming its path. `list` never descends through a link. A kind root or
+ * namespace dir that is group- or world-writable (beyond the configured mode) is
+ * chmod-ed back with a warning: whoever can write there could swap in a link.
+ *
  * apply(obj), serialized per object id:
  *  (1) Validate namespace, name and every key; an invalid one throws before
  *      anything is written (see files-paths.ts).
- *  (2) Hand the payload to the kind's AtomicWriter; only when it has something
- *      to write are the kind root and the namespace dir created.
+ *  (2) Check that kind root, namespace and object dir are real dirs or absent.
+ *  (3) Hand the payload to the kind's AtomicWriter; only when it has something
+ *      to write are the kind root and the namespace dir created (and their
+ *      modes fixed).
  *
  * remove(id): the writer empties and deletes the object dir, then the
  * namespace dir goes if it is empty.
  */
-import { mkdir, readdir, rmdir, stat } from 'node:fs/promises';
+import { chmod, mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { objectId, type DesiredObject, type ObjectId, type ObjectKind } from '../desired/types.js';
 import { InvalidInput, UserError } from '../errors.js';
@@ -28,7 +38,7 @@ import type { ApplyResult, Sink } from './types.js';
 import { isWithin, keyProblem, segmentProblem } from './files-paths.js';
 import { startDriftWatch, type DriftWatch } from './files-drift.js';
 import { AtomicWriter, isOwned } from './atomic-writer.js';
-import { ensureDir } from './fs-safe.js';
+import { checkRealDirs, ensureDir, lstatOrUndefined, notRealDir } from './fs-safe.js';
 
 export { keyProblem, segmentProblem, warnIfPersistent } from './files-paths.js';
 
@@ -58,6 +68,8 @@ export class FileSink implements Sink {
   private readonly kindRoots: Record<ObjectKind, string>;
   private readonly modes: Record<ObjectKind, { file: number; dir: number }>;
   private readonly writers: Record<ObjectKind, AtomicWriter>;
+  /** Kind roots with links above them resolved, once they exist. */
+  private readonly resolved = new Map<ObjectKind, string>();
   private readonly locks = new Map<ObjectId, Promise<void>>();
   private readonly busy = new Map<ObjectId, number>();
   private readonly quietUntil = new Map<ObjectId, number>();
@@ -81,9 +93,10 @@ export class FileSink implements Sink {
   }
 
   async apply(obj: DesiredObject): Promise<ApplyResult> {
-    const dir = this.validatedDir(obj); // (1)
+    this.validate(obj); // (1)
     return this.exclusive(obj.id, async () => {
-      const result = await this.writers[obj.kind].write(dir, obj.data, () => this.ensureParents(obj.kind, dir)); // (2)
+      const dir = await this.checkedDir(obj.kind, obj.namespace, obj.name); // (2)
+      const result = await this.writers[obj.kind].write(dir, obj.data, () => this.ensureParents(obj.kind, dir)); // (3)
       if (result === 'written') this.opts.logger.debug({ id: obj.id, keys: obj.data.size, revision: obj.revision }, 'files projected');
       return result;
     });
@@ -91,15 +104,17 @@ export class FileSink implements Sink {
 
   /** What `apply` would do, writing nothing (for `confsync plan`). */
   async plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'> {
-    const dir = this.validatedDir(obj);
+    this.validate(obj);
+    const dir = await this.checkedDir(obj.kind, obj.namespace, obj.name);
     if (!(await isOwned(dir))) return 'create';
     return (await this.writers[obj.kind].isUpToDate(dir, obj.data)) ? 'unchanged' : 'update';
   }
 
   async remove(id: ObjectId): Promise<void> {
     const [kind, namespace, name] = id.split('/') as [ObjectKind, string, string];
-    const dir = this.objectDir(id, kind, namespace, name);
+    this.checkId(id, kind, namespace, name);
     await this.exclusive(id, async () => {
+      const dir = await this.checkedDir(kind, namespace, name);
       if (!(await isOwned(dir))) return;
       await this.writers[kind].clear(dir);
       await rmdir(path.dirname(dir)).catch(() => undefined); // fails when not empty: fine
@@ -110,9 +125,12 @@ export class FileSink implements Sink {
   async list(): Promise<ObjectId[]> {
     const ids: ObjectId[] = [];
     for (const kind of KINDS) {
-      for (const ns of await subdirs(this.kindRoots[kind])) {
-        for (const name of await subdirs(path.join(this.kindRoots[kind], ns))) {
-          if (await isOwned(path.join(this.kindRoots[kind], ns, name))) ids.push(objectId(kind, ns, name));
+      const root = await this.kindRoot(kind);
+      if ((await checkRealDirs(root, [])) === 0) continue;
+      // subdirs() keeps real dirs only: list never descends through a link.
+      for (const ns of await subdirs(root)) {
+        for (const name of await subdirs(path.join(root, ns))) {
+          if (await isOwned(path.join(root, ns, name))) ids.push(objectId(kind, ns, name));
         }
       }
     }
@@ -123,7 +141,7 @@ export class FileSink implements Sink {
     await this.drift?.close();
     for (const kind of KINDS) await this.ensureKindRoot(kind);
     this.drift = await startDriftWatch({
-      roots: KINDS.map((kind) => ({ kind, dir: this.kindRoots[kind] })),
+      roots: await Promise.all(KINDS.map(async (kind) => ({ kind, dir: await this.kindRoot(kind) }))),
       onDrift,
       isQuiet: (id) => (this.busy.get(id) ?? 0) > 0 || Date.now() < (this.quietUntil.get(id) ?? 0),
       logger: this.opts.logger,
@@ -136,48 +154,69 @@ export class FileSink implements Sink {
     await Promise.all(this.locks.values()); // no write lands after close resolves
   }
 
-  /** The object's directory, after checking every name and key stays inside the root. */
-  private validatedDir(obj: DesiredObject): string {
-    const dir = this.objectDir(obj.id, obj.kind, obj.namespace, obj.name);
+  /** Step (1): every name and key must stay one segment inside the root. */
+  private validate(obj: DesiredObject): void {
+    this.checkId(obj.id, obj.kind, obj.namespace, obj.name);
     for (const key of obj.data.keys()) {
       const problem = keyProblem(key);
       if (problem) throw new InvalidInput(obj.id, `invalid key ${JSON.stringify(key)}: ${problem}`);
     }
-    return dir;
   }
 
-  /** `<kindRoot>/<ns>/<name>`, after checking that the id is well-formed (1). */
-  private objectDir(id: ObjectId, kind: ObjectKind, namespace: string, name: string): string {
+  private checkId(id: ObjectId, kind: ObjectKind, namespace: string, name: string): void {
     if (kind !== 'configmaps' && kind !== 'secrets') throw new InvalidInput(JSON.stringify(id), `unknown kind`);
     for (const [what, segment] of [['namespace', namespace], ['name', name]] as const) {
       const problem = segment === undefined ? 'is missing' : segmentProblem(segment);
       if (problem) throw new InvalidInput(JSON.stringify(id), `invalid ${what} ${JSON.stringify(segment)}: ${problem}`);
     }
     if (id !== objectId(kind, namespace, name)) throw new InvalidInput(JSON.stringify(id), 'id does not match kind/namespace/name');
-    const dir = path.join(this.kindRoots[kind], namespace, name);
-    // Defence in depth: the checks above already make this impossible.
-    if (path.dirname(path.dirname(dir)) !== this.kindRoots[kind]) throw new InvalidInput(id, 'object dir escapes the root');
-    return dir;
+  }
+
+  /** Step (2): `<kindRoot>/<ns>/<name>`; throws when any of the three exists but is not a real dir. */
+  private async checkedDir(kind: ObjectKind, namespace: string, name: string): Promise<string> {
+    const root = await this.kindRoot(kind);
+    await checkRealDirs(root, [namespace, name]);
+    return path.join(root, namespace, name);
+  }
+
+  /** The kind root, resolved through links above it (and the configured one itself) once it exists. */
+  private async kindRoot(kind: ObjectKind): Promise<string> {
+    const known = this.resolved.get(kind);
+    if (known) return known;
+    const configured = this.kindRoots[kind];
+    const real = await realpath(configured).catch(() => undefined);
+    if (real === undefined) return configured;
+    this.resolved.set(kind, real);
+    return real;
   }
 
   /** The kind root and the namespace dir above an object dir. */
   private async ensureParents(kind: ObjectKind, dir: string): Promise<void> {
     await this.ensureKindRoot(kind);
-    await ensureDir(path.dirname(dir), this.modes[kind].dir, this.opts);
+    await this.ensureDir(path.dirname(dir), this.modes[kind].dir);
   }
 
   /**
    * The kind root and what is above it. Parents get the config dir mode: they
-   * only need to be traversable. An operator may make the kind root a link.
+   * only need to be traversable.
    */
   private async ensureKindRoot(kind: ObjectKind): Promise<void> {
-    const kindRoot = this.kindRoots[kind];
-    await mkdir(path.dirname(kindRoot), { recursive: true, mode: this.modes.configmaps.dir });
-    try {
-      await ensureDir(kindRoot, this.modes[kind].dir, this.opts);
-    } catch (err) {
-      if (!(await stat(kindRoot).catch(() => undefined))?.isDirectory()) throw err;
-    }
+    const root = await this.kindRoot(kind);
+    await mkdir(path.dirname(root), { recursive: true, mode: this.modes.configmaps.dir });
+    await this.ensureDir(root, this.modes[kind].dir);
+    await this.kindRoot(kind); // resolve now that it exists
+  }
+
+  /** mkdir one level (a link is refused); an existing dir writable beyond `mode` gets `mode`. */
+  private async ensureDir(dir: string, mode: number): Promise<void> {
+    await ensureDir(dir, mode, this.opts);
+    const st = await lstatOrUndefined(dir);
+    if (!st) return;
+    notRealDir(dir, st);
+    const loose = st.mode & 0o022 & ~mode;
+    if (loose === 0) return;
+    await chmod(dir, mode);
+    this.opts.logger.warn({ dir, was: (st.mode & 0o7777).toString(8), now: mode.toString(8) }, 'file sink: directory was group/world-writable; mode fixed');
   }
 
   /** Runs `fn` after every earlier operation on `id`; marks the id quiet for drift meanwhile. */

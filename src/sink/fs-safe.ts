@@ -1,9 +1,22 @@
 /**
  * Small fs helpers for the file sink: "absent" as undefined instead of an
- * exception, directory fsync, mode/owner checks.
+ * exception, directory fsync, mode/owner checks, and the no-link rules.
+ *
+ * Below its kind roots the sink never follows a link: every directory on the
+ * way is lstat-ed (`checkRealDirs`), and files and dirs are opened with
+ * O_NOFOLLOW, so a link planted where a namespace, object or payload dir is
+ * expected is refused instead of leading reads, writes or removals elsewhere.
+ * Node has no openat(), so a link swapped in between the check and the use is
+ * not caught; that window is only open to whoever can write inside the root,
+ * which is why group/world-writable dirs there are fixed (see FileSink).
  */
-import { chmod, chown, lstat, mkdir, open, readlink } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { chmod, chown, lstat, mkdir, open, readFile, readlink } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import path from 'node:path';
+
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY } = constants;
+/** Create a new file; fails on anything already there, a dangling link included. */
+export const CREATE_NEW = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW;
 
 export interface ModeOwner {
   uid?: number;
@@ -26,7 +39,7 @@ export async function readlinkOrUndefined(p: string): Promise<string | undefined
 }
 
 export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
+  const fh = await open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
   try {
     await fh.sync();
   } finally {
@@ -53,7 +66,33 @@ export async function ensureDir(dir: string, mode: number, owner: ModeOwner): Pr
     await setModeOwner(dir, mode, owner);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    const st = await lstat(dir);
-    if (!st.isDirectory()) throw new Error(`${dir} exists and is not a directory (links are not followed)`);
+    notRealDir(dir, await lstat(dir));
   }
 }
+
+/** A file's bytes; fails with ELOOP when `file` is a link. */
+export async function readFileNoFollow(file: string): Promise<Buffer> {
+  return readFile(file, { flag: O_RDONLY | O_NOFOLLOW });
+}
+
+/** Throws when `st` (from lstat of `p`) is not a real directory. */
+export function notRealDir(p: string, st: Stats): void {
+  if (st.isSymbolicLink()) throw new Error(`${p} is a symbolic link; the file sink does not follow links below its roots`);
+  if (!st.isDirectory()) throw new Error(`${p} exists and is not a directory`);
+}
+
+/**
+ * lstat `base` and each of `segments` below it, in order: each one that exists
+ * must be a real directory. Returns how many exist (the rest are absent).
+ */
+export async function checkRealDirs(base: string, segments: string[]): Promise<number> {
+  let p = base;
+  for (let i = 0; i <= segments.length; i++) {
+    if (i > 0) p = path.join(p, segments[i - 1]!);
+    const st = await lstatOrUndefined(p);
+    if (!st) return i;
+    notRealDir(p, st);
+  }
+  return segments.length + 1;
+}
+
