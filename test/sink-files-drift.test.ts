@@ -45,6 +45,18 @@ test('hand deletions are restored at once (no resync), in-place payload edits at
     assert.equal(readOr(a), 'hand edit', 'an in-place payload edit was restored without a resync: is the payload dir watched again?');
     assert.equal(await slow.signal('SIGTERM'), 0);
 
+    // A restart over files that match rewrites nothing (the content hash in the payload dir name).
+    fs.writeFileSync(path.join(dir, '..data', 'a'), 'alpha');
+    etcd.ctl('put', `${P}/global/configmaps/default/other/k`, 'v');
+    const logFrom = slow.log.length;
+    slow.start();
+    await slow.ready();
+    await until(() => readOr(slow.file('configmaps', 'default', 'other', 'k')) === 'v', 'the new object written after the restart');
+    await sleep(500);
+    const writes = slow.log.slice(logFrom).split('\n').filter((l) => l.includes('"msg":"object written"'));
+    assert.deepEqual(writes.map((l) => JSON.parse(l).object), ['configmaps/default/other'], 'the restart rewrote an object whose files matched');
+    assert.equal(await slow.signal('SIGTERM'), 0);
+
     fast.start();
     await fast.ready();
     const fa = fast.file('configmaps', 'default', 'app', 'a');

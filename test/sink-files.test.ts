@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -97,7 +97,7 @@ test('round trip: configmap files, modes, ..data link, binary bytes', async (t) 
   assert.equal(await readFile(path.join(dir, 'config.yaml'), 'utf8'), 'a: 1\n');
   assert.equal((await readFile(path.join(dir, '.dotfile'))).length, 0);
   assert.deepEqual(await readFile(path.join(dir, 'blob.bin')), binary);
-  assert.match(await readlink(path.join(dir, '..data')), /^\.\.\d{4}(_\d\d){5}_\d{3}\.[A-Za-z0-9]{6}$/);
+  assert.match(await readlink(path.join(dir, '..data')), /^\.\.\d{4}(_\d\d){5}_\d{3}\.[0-9a-f]{16}\.[A-Za-z0-9]{6}$/);
   for (const key of ['config.yaml', '.dotfile', 'blob.bin']) {
     assert.equal(await readlink(path.join(dir, key)), `..data/${key}`);
     assert.equal(await mode(path.join(dir, key)), 0o644);
@@ -144,6 +144,41 @@ test('unchanged payload: nothing written, ..data target and inodes kept', async 
   assert.deepEqual(await walk(dir), listing);
   assert.equal(await s.apply(desired('configmaps', 'default', 'app', { a: '1', b: '2', c: '4' })), 'written');
   assert.notEqual(await readlink(path.join(dir, '..data')), target);
+});
+
+test('restart: the content hash in the payload dir name answers the first check without reading files', async (t) => {
+  const { root, sink } = await scratch(t);
+  const objs = Array.from({ length: 20 }, (_, i) => desired(i % 2 ? 'secrets' : 'configmaps', 'default', `app-${i}`, { a: `alpha-${i}`, b: `beta-${i}` }));
+  const first = sink();
+  for (const o of objs) assert.equal(await first.apply(o), 'written');
+  const dir0 = path.join(root, 'configmaps/default/app-0');
+  const target = await readlink(path.join(dir0, '..data'));
+
+  // A same-size in-place edit: only a byte compare can see it.
+  await writeFile(path.join(dir0, '..data/a'), 'ALPHA-0');
+  const restarted = sink();
+  for (const o of objs) assert.equal(await restarted.apply(o), 'unchanged', o.id);
+  assert.equal(await readlink(path.join(dir0, '..data')), target);
+  assert.equal(await restarted.plan(objs[0]!), 'update', 'plan compares bytes');
+  // Its next apply of the same id (a resync, a drift hint) compares bytes and restores.
+  assert.equal(await restarted.apply(objs[0]!), 'written');
+  assert.equal(await readFile(path.join(dir0, 'a'), 'utf8'), 'alpha-0');
+  assert.equal(await restarted.apply(objs[1]!), 'unchanged');
+
+  // The hash covers modes: a new mode config rewrites at once.
+  assert.equal(await sink({ configFileMode: 0o640 }).apply(objs[0]!), 'written');
+  assert.equal(await mode(path.join(dir0, 'a')), 0o640);
+
+  // A payload dir written by an older version (no hash in its name) is compared byte for byte.
+  const dir2 = path.join(root, 'configmaps/default/app-2');
+  const old = '..2020_01_01_00_00_00_000.AbCdEf';
+  await rename(path.join(dir2, await readlink(path.join(dir2, '..data'))), path.join(dir2, old));
+  await unlink(path.join(dir2, '..data'));
+  await symlink(old, path.join(dir2, '..data'));
+  assert.equal(await sink().apply(objs[2]!), 'unchanged');
+  await writeFile(path.join(dir2, '..data/b'), 'BETA-2');
+  assert.equal(await sink().apply(objs[2]!), 'written');
+  assert.equal(await readFile(path.join(dir2, 'b'), 'utf8'), 'beta-2');
 });
 
 test('key removed, object removed, list() only sees owned dirs', async (t) => {

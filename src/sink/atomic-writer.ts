@@ -7,9 +7,14 @@
  *
  * Inside an object directory every name starting with `..` is ours:
  *
- *   ..2024_05_01_12_00_00_123.Ab3dEf/<key>   the payload: one timestamped dir per version
- *   ..data -> ..2024_05_01_12_00_00_123.Ab3dEf
- *   <key>  -> ..data/<key>                    what users open
+ *   ..2024_05_01_12_00_00_123.<hash>.Ab3dEf/<key>   the payload: one timestamped dir per version
+ *   ..data -> ..2024_05_01_12_00_00_123.<hash>.Ab3dEf
+ *   <key>  -> ..data/<key>                           what users open
+ *
+ * `<hash>` is 16 hex of a sha256 over the payload (names, bytes) and the file
+ * and dir modes and owner it was written with: the name says what the dir
+ * holds, so "is it up to date?" needs no file reads. Dirs written by older
+ * versions carry no hash and are compared byte for byte.
  *
  * A reader opening `<key>` resolves `..data` once, so it gets a whole file of
  * either the old or the new version; a reader that resolves `..data` once and
@@ -18,12 +23,14 @@
  * leftovers of our own crash (see `isOwned`).
  *
  * write(dir, payload):
- *  (1) Read the current payload through `..data`: file names, bytes, modes and
- *      owners, plus the object dir itself and every `<key>` link. If all equal
- *      the payload and nothing stale is left, return 'unchanged' having written
- *      nothing. A directory without `..data` is adopted only if it holds nothing
- *      but our own leftovers (a crash before the first swap).
- *  (2) Create the object dir if needed, then a fresh `..<timestamp>.<random>`
+ *  (1) Up to date? lstat and readdir the object dir, readlink `..data` and each
+ *      `<key>` link. Quick check (`deep` false): the hash in the payload dir's
+ *      name equals the payload's. Deep check (`deep`, or no hash in the name):
+ *      also lstat and read every payload file (names, bytes, modes, owners).
+ *      If it matches and nothing stale is left, return 'unchanged' having
+ *      written nothing. A directory without `..data` is adopted only if it holds
+ *      nothing but our own leftovers (a crash before the first swap).
+ *  (2) Create the object dir if needed, then a fresh `..<timestamp>.<hash>.<random>`
  *      dir (mkdtemp); write each file (write, chmod, chown, fsync), fsync the dir.
  *  (3) Point a temporary link `..data_tmp` at the new dir (relative) and rename
  *      it over `..data`: the atomic swap. fsync the object dir.
@@ -37,7 +44,7 @@
  * dir that the next prune removes again, or an empty unowned one that the next
  * write adopts.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, open, readdir, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { CREATE_NEW, ensureDir, fsyncDir, lstatOrUndefined, modeOwnerOk, notRealDir, readFileNoFollow, readlinkOrUndefined, setModeOwner, type ModeOwner } from './fs-safe.js';
@@ -55,20 +62,23 @@ export const DATA = '..data';
 const DATA_TMP = '..data_tmp';
 /** What `..data` may point at: one of our timestamped dirs, never a path. */
 const TS_DIR = /^\.\.\d{4}_[-_.A-Za-z0-9]+$/;
+/** A timestamped dir whose name carries the content hash (no nested quantifiers: linear). */
+const HASHED_TS_DIR = /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d_\d{3}\.([0-9a-f]{16})\.[A-Za-z0-9]{6}$/;
 
 export class AtomicWriter {
   constructor(private readonly opts: AtomicWriterOptions) {}
 
   /** `ensureParent` runs only when something is to be written: creating the parents is the caller's layout. */
-  async write(dir: string, payload: Payload, ensureParent?: () => Promise<void>): Promise<'written' | 'unchanged'> {
-    if (await this.isUpToDate(dir, payload)) return 'unchanged'; // (1)
+  async write(dir: string, payload: Payload, opts: { deep?: boolean; ensureParent?: () => Promise<void> } = {}): Promise<'written' | 'unchanged'> {
+    const hash = this.hashOf(payload);
+    if (await this.isUpToDate(dir, payload, opts.deep ?? true, hash)) return 'unchanged'; // (1)
     const { dirMode } = this.opts;
 
     // (2)
-    await ensureParent?.();
+    await opts.ensureParent?.();
     await ensureDir(dir, dirMode, this.opts);
     await setModeOwner(dir, dirMode, this.opts);
-    const tsDir = await mkdtemp(path.join(dir, `..${stamp(this.opts.now?.() ?? new Date())}.`));
+    const tsDir = await mkdtemp(path.join(dir, `..${stamp(this.opts.now?.() ?? new Date())}.${hash}.`));
     try {
       await setModeOwner(tsDir, dirMode, this.opts);
       // allSettled: no write may still be running when the catch below removes the dir.
@@ -115,14 +125,14 @@ export class AtomicWriter {
 
   /** Empties an owned dir atomically, then removes it. */
   async clear(dir: string): Promise<void> {
-    await this.write(dir, new Map());
+    await this.write(dir, new Map(), { deep: false });
     await rm(path.join(dir, DATA), { force: true });
     await rm(dir, { recursive: true, force: true });
   }
 
   /** Step (1): true only when the directory holds exactly this payload. */
-  async isUpToDate(dir: string, payload: Payload): Promise<boolean> {
-    const { fileMode, dirMode } = this.opts;
+  async isUpToDate(dir: string, payload: Payload, deep = true, hash = this.hashOf(payload)): Promise<boolean> {
+    const { dirMode } = this.opts;
     const dirStat = await lstatOrUndefined(dir);
     if (!dirStat) return false;
     notRealDir(dir, dirStat);
@@ -138,8 +148,26 @@ export class AtomicWriter {
     }
     if (!modeOwnerOk(dirStat, dirMode, this.opts)) return false;
     if (!TS_DIR.test(target)) return false; // hand-made or foreign target: replace it
+    const named = HASHED_TS_DIR.exec(target)?.[1];
+    if (named !== undefined && named !== hash) return false;
+    if (named === undefined || deep) {
+      if (!(await this.filesMatch(path.join(dir, target), payload))) return false;
+    } else if (!entries.some((e) => e.name === target && e.isDirectory())) {
+      return false;
+    }
 
-    const tsDir = path.join(dir, target);
+    for (const e of entries) {
+      if (e.name === DATA || e.name === target) continue;
+      if (e.name.startsWith('..')) return false; // stale ts dir or temp link: (6) has work
+      const isLink = await isKeyLink(dir, e.name);
+      if (payload.has(e.name) ? !isLink : isLink) return false; // (4) or (5) has work
+    }
+    return [...payload.keys()].every((k) => entries.some((e) => e.name === k));
+  }
+
+  /** The deep part of step (1): the payload dir holds exactly these files, bytes, modes and owners. */
+  private async filesMatch(tsDir: string, payload: Payload): Promise<boolean> {
+    const { fileMode, dirMode } = this.opts;
     const tsStat = await lstatOrUndefined(tsDir);
     if (!tsStat?.isDirectory() || !modeOwnerOk(tsStat, dirMode, this.opts)) return false;
     const files = await readdir(tsDir);
@@ -151,15 +179,18 @@ export class AtomicWriter {
         return (await readFileNoFollow(path.join(tsDir, key))).equals(want);
       }),
     );
-    if (filesOk.includes(false)) return false;
+    return !filesOk.includes(false);
+  }
 
-    for (const e of entries) {
-      if (e.name === DATA || e.name === target) continue;
-      if (e.name.startsWith('..')) return false; // stale ts dir or temp link: (6) has work
-      const isLink = await isKeyLink(dir, e.name);
-      if (payload.has(e.name) ? !isLink : isLink) return false; // (4) or (5) has work
+  /** 16 hex of sha256 over modes, owner and the payload (length-prefixed, sorted by name). */
+  hashOf(payload: Payload): string {
+    const { fileMode, dirMode, uid, gid } = this.opts;
+    const h = createHash('sha256').update(JSON.stringify([fileMode, dirMode, uid ?? null, gid ?? null]));
+    for (const key of [...payload.keys()].sort()) {
+      const value = payload.get(key)!;
+      h.update(`\n${key.length}:${key}:${value.length}:`).update(value);
     }
-    return [...payload.keys()].every((k) => entries.some((e) => e.name === k));
+    return h.digest('hex').slice(0, 16);
   }
 
   private async writeFile(file: string, value: Buffer): Promise<void> {

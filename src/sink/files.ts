@@ -24,7 +24,10 @@
  *  (2) Check that kind root, namespace and object dir are real dirs or absent.
  *  (3) Hand the payload to the kind's AtomicWriter; only when it has something
  *      to write are the kind root and the namespace dir created (and their
- *      modes fixed).
+ *      modes fixed). The first apply of an id in this process trusts the
+ *      content hash in the payload dir's name (a restart re-checks every object
+ *      without reading a file); every later one (resync, drift hint, retry)
+ *      also compares the files, so an in-place edit is restored then.
  *
  * remove(id): the writer empties and deletes the object dir, then the
  * namespace dir goes if it is empty.
@@ -70,6 +73,8 @@ export class FileSink implements Sink {
   private readonly writers: Record<ObjectKind, AtomicWriter>;
   /** Kind roots with links above them resolved, once they exist. */
   private readonly resolved = new Map<ObjectKind, string>();
+  /** Ids applied at least once by this process: their next apply compares file bytes too. */
+  private readonly seen = new Set<ObjectId>();
   private readonly locks = new Map<ObjectId, Promise<void>>();
   private readonly busy = new Map<ObjectId, number>();
   private readonly quietUntil = new Map<ObjectId, number>();
@@ -96,7 +101,9 @@ export class FileSink implements Sink {
     this.validate(obj); // (1)
     return this.exclusive(obj.id, async () => {
       const dir = await this.checkedDir(obj.kind, obj.namespace, obj.name); // (2)
-      const result = await this.writers[obj.kind].write(dir, obj.data, () => this.ensureParents(obj.kind, dir)); // (3)
+      const deep = this.seen.has(obj.id);
+      const result = await this.writers[obj.kind].write(dir, obj.data, { deep, ensureParent: () => this.ensureParents(obj.kind, dir) }); // (3)
+      this.seen.add(obj.id);
       if (result === 'written') this.opts.logger.debug({ id: obj.id, keys: obj.data.size, revision: obj.revision }, 'files projected');
       return result;
     });
@@ -115,6 +122,7 @@ export class FileSink implements Sink {
     this.checkId(id, kind, namespace, name);
     await this.exclusive(id, async () => {
       const dir = await this.checkedDir(kind, namespace, name);
+      this.seen.delete(id);
       if (!(await isOwned(dir))) return;
       await this.writers[kind].clear(dir);
       await rmdir(path.dirname(dir)).catch(() => undefined); // fails when not empty: fine
