@@ -30,7 +30,8 @@
  *      If it matches and nothing stale is left, return 'unchanged' having
  *      written nothing. A directory without `..data` is adopted only if it holds
  *      nothing but our own leftovers (a crash before the first swap).
- *  (2) Create the object dir if needed, then a fresh `..<timestamp>.<hash>.<random>`
+ *  (2) Create the object dir if needed (a dir created now is "fresh": steps
+ *      3-6 then skip what only an old dir needs), then a fresh `..<timestamp>.<hash>.<random>`
  *      dir (mkdtemp); write each file (write, chmod, chown, fsync), fsync the dir.
  *  (3) Point a temporary link `..data_tmp` at the new dir (relative) and rename
  *      it over `..data`: the atomic swap. fsync the object dir.
@@ -58,6 +59,15 @@ export interface AtomicWriterOptions extends ModeOwner {
   now?: () => Date;
 }
 
+export interface WriteOptions {
+  /** Compare file bytes even when the payload dir's name carries the right hash. Default true. */
+  deep?: boolean;
+  /** The caller saw that `dir` does not exist: step (1) has nothing to read. */
+  absent?: boolean;
+  /** Creates the dir's parent; runs only when something is to be written (the layout is the caller's). */
+  ensureParent?: () => Promise<void>;
+}
+
 export const DATA = '..data';
 const DATA_TMP = '..data_tmp';
 /** What `..data` may point at: one of our timestamped dirs, never a path. */
@@ -68,16 +78,20 @@ const HASHED_TS_DIR = /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d_\d{3}\.([0-9a-f]{16})
 export class AtomicWriter {
   constructor(private readonly opts: AtomicWriterOptions) {}
 
-  /** `ensureParent` runs only when something is to be written: creating the parents is the caller's layout. */
-  async write(dir: string, payload: Payload, opts: { deep?: boolean; ensureParent?: () => Promise<void> } = {}): Promise<'written' | 'unchanged'> {
+  async write(dir: string, payload: Payload, opts: WriteOptions = {}): Promise<'written' | 'unchanged'> {
     const hash = this.hashOf(payload);
-    if (await this.isUpToDate(dir, payload, opts.deep ?? true, hash)) return 'unchanged'; // (1)
     const { dirMode } = this.opts;
+    // (1) Skipped when the caller has just seen that the dir does not exist.
+    if (!opts.absent && (await this.isUpToDate(dir, payload, opts.deep ?? true, hash))) return 'unchanged';
 
     // (2)
     await opts.ensureParent?.();
-    await ensureDir(dir, dirMode, this.opts);
-    await setModeOwner(dir, dirMode, this.opts);
+    const fresh = await ensureDir(dir, dirMode, this.opts);
+    if (!fresh) {
+      // It appeared after the caller looked: check (and refuse a foreign dir) after all.
+      if (opts.absent && (await this.isUpToDate(dir, payload, true, hash))) return 'unchanged';
+      await setModeOwner(dir, dirMode, this.opts);
+    }
     const tsDir = await mkdtemp(path.join(dir, `..${stamp(this.opts.now?.() ?? new Date())}.${hash}.`));
     try {
       await setModeOwner(tsDir, dirMode, this.opts);
@@ -92,15 +106,23 @@ export class AtomicWriter {
     }
     const tsName = path.basename(tsDir);
 
-    // (3)
+    // (3) In a dir created just now nothing can be in the way: the link is made in place.
     const dataLink = path.join(dir, DATA);
-    if (!(await lstatOrUndefined(dataLink))?.isSymbolicLink()) await rm(dataLink, { recursive: true, force: true });
-    await rm(path.join(dir, DATA_TMP), { force: true });
-    await symlink(tsName, path.join(dir, DATA_TMP));
-    await rename(path.join(dir, DATA_TMP), dataLink);
+    if (fresh) {
+      await symlink(tsName, dataLink);
+    } else {
+      if (!(await lstatOrUndefined(dataLink))?.isSymbolicLink()) await rm(dataLink, { recursive: true, force: true });
+      await rm(path.join(dir, DATA_TMP), { force: true });
+      await symlink(tsName, path.join(dir, DATA_TMP));
+      await rename(path.join(dir, DATA_TMP), dataLink);
+    }
     await fsyncDir(dir);
 
     // (4)
+    if (fresh) {
+      await Promise.all([...payload.keys()].map((key) => symlink(`${DATA}/${key}`, path.join(dir, key))));
+      return 'written'; // (5) and (6): nothing stale in a new dir
+    }
     for (const key of payload.keys()) {
       if ((await readlinkOrUndefined(path.join(dir, key))) === `${DATA}/${key}`) continue;
       const tmp = path.join(dir, `..link_tmp.${randomBytes(6).toString('hex')}`);

@@ -32,7 +32,8 @@
  * remove(id): the writer empties and deletes the object dir, then the
  * namespace dir goes if it is empty.
  */
-import { chmod, mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { objectId, type DesiredObject, type ObjectId, type ObjectKind } from '../desired/types.js';
 import { InvalidInput, UserError } from '../errors.js';
@@ -41,7 +42,7 @@ import type { ApplyResult, Sink } from './types.js';
 import { isWithin, keyProblem, segmentProblem } from './files-paths.js';
 import { startDriftWatch, type DriftWatch } from './files-drift.js';
 import { AtomicWriter, isOwned } from './atomic-writer.js';
-import { checkRealDirs, ensureDir, lstatOrUndefined, notRealDir } from './fs-safe.js';
+import { checkRealDirs, ensureDir } from './fs-safe.js';
 
 export { keyProblem, segmentProblem, warnIfPersistent } from './files-paths.js';
 
@@ -100,9 +101,12 @@ export class FileSink implements Sink {
   async apply(obj: DesiredObject): Promise<ApplyResult> {
     this.validate(obj); // (1)
     return this.exclusive(obj.id, async () => {
-      const dir = await this.checkedDir(obj.kind, obj.namespace, obj.name); // (2)
-      const deep = this.seen.has(obj.id);
-      const result = await this.writers[obj.kind].write(dir, obj.data, { deep, ensureParent: () => this.ensureParents(obj.kind, dir) }); // (3)
+      const { dir, found } = await this.checkedDir(obj.kind, obj.namespace, obj.name); // (2)
+      const result = await this.writers[obj.kind].write(dir, obj.data, {
+        deep: this.seen.has(obj.id),
+        absent: found.length < 3,
+        ensureParent: () => this.ensureParents(obj.kind, dir, found),
+      }); // (3)
       this.seen.add(obj.id);
       if (result === 'written') this.opts.logger.debug({ id: obj.id, keys: obj.data.size, revision: obj.revision }, 'files projected');
       return result;
@@ -112,7 +116,7 @@ export class FileSink implements Sink {
   /** What `apply` would do, writing nothing (for `confsync plan`). */
   async plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'> {
     this.validate(obj);
-    const dir = await this.checkedDir(obj.kind, obj.namespace, obj.name);
+    const { dir } = await this.checkedDir(obj.kind, obj.namespace, obj.name);
     if (!(await isOwned(dir))) return 'create';
     return (await this.writers[obj.kind].isUpToDate(dir, obj.data)) ? 'unchanged' : 'update';
   }
@@ -121,7 +125,7 @@ export class FileSink implements Sink {
     const [kind, namespace, name] = id.split('/') as [ObjectKind, string, string];
     this.checkId(id, kind, namespace, name);
     await this.exclusive(id, async () => {
-      const dir = await this.checkedDir(kind, namespace, name);
+      const { dir } = await this.checkedDir(kind, namespace, name);
       this.seen.delete(id);
       if (!(await isOwned(dir))) return;
       await this.writers[kind].clear(dir);
@@ -134,7 +138,7 @@ export class FileSink implements Sink {
     const ids: ObjectId[] = [];
     for (const kind of KINDS) {
       const root = await this.kindRoot(kind);
-      if ((await checkRealDirs(root, [])) === 0) continue;
+      if ((await checkRealDirs(root, [])).length === 0) continue;
       // subdirs() keeps real dirs only: list never descends through a link.
       for (const ns of await subdirs(root)) {
         for (const name of await subdirs(path.join(root, ns))) {
@@ -181,10 +185,10 @@ export class FileSink implements Sink {
   }
 
   /** Step (2): `<kindRoot>/<ns>/<name>`; throws when any of the three exists but is not a real dir. */
-  private async checkedDir(kind: ObjectKind, namespace: string, name: string): Promise<string> {
+  private async checkedDir(kind: ObjectKind, namespace: string, name: string): Promise<{ dir: string; found: Stats[] }> {
     const root = await this.kindRoot(kind);
-    await checkRealDirs(root, [namespace, name]);
-    return path.join(root, namespace, name);
+    const found = await checkRealDirs(root, [namespace, name]);
+    return { dir: path.join(root, namespace, name), found };
   }
 
   /** The kind root, resolved through links above it (and the configured one itself) once it exists. */
@@ -198,10 +202,13 @@ export class FileSink implements Sink {
     return real;
   }
 
-  /** The kind root and the namespace dir above an object dir. */
-  private async ensureParents(kind: ObjectKind, dir: string): Promise<void> {
-    await this.ensureKindRoot(kind);
-    await this.ensureDir(path.dirname(dir), this.modes[kind].dir);
+  /** The kind root and the namespace dir above an object dir; `found`: their lstat from step (2). */
+  private async ensureParents(kind: ObjectKind, dir: string, found: Stats[]): Promise<void> {
+    const mode = this.modes[kind].dir;
+    if (found[0]) await this.fixLoose(path.dirname(path.dirname(dir)), found[0], mode);
+    else await this.ensureKindRoot(kind);
+    if (found[1]) await this.fixLoose(path.dirname(dir), found[1], mode);
+    else if (!(await ensureDir(path.dirname(dir), mode, this.opts))) await this.fixLoose(path.dirname(dir), await lstat(path.dirname(dir)), mode);
   }
 
   /**
@@ -210,19 +217,15 @@ export class FileSink implements Sink {
    */
   private async ensureKindRoot(kind: ObjectKind): Promise<void> {
     const root = await this.kindRoot(kind);
+    const mode = this.modes[kind].dir;
     await mkdir(path.dirname(root), { recursive: true, mode: this.modes.configmaps.dir });
-    await this.ensureDir(root, this.modes[kind].dir);
+    if (!(await ensureDir(root, mode, this.opts))) await this.fixLoose(root, await lstat(root), mode);
     await this.kindRoot(kind); // resolve now that it exists
   }
 
-  /** mkdir one level (a link is refused); an existing dir writable beyond `mode` gets `mode`. */
-  private async ensureDir(dir: string, mode: number): Promise<void> {
-    await ensureDir(dir, mode, this.opts);
-    const st = await lstatOrUndefined(dir);
-    if (!st) return;
-    notRealDir(dir, st);
-    const loose = st.mode & 0o022 & ~mode;
-    if (loose === 0) return;
+  /** A dir below the roots that is writable beyond `mode` gets `mode`: whoever can write there could swap in a link. */
+  private async fixLoose(dir: string, st: Stats, mode: number): Promise<void> {
+    if ((st.mode & 0o022 & ~mode) === 0) return;
     await chmod(dir, mode);
     this.opts.logger.warn({ dir, was: (st.mode & 0o7777).toString(8), now: mode.toString(8) }, 'file sink: directory was group/world-writable; mode fixed');
   }

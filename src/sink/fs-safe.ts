@@ -57,17 +57,20 @@ export async function setModeOwner(p: string, mode: number, owner: ModeOwner): P
 }
 
 /**
- * mkdir one level; a new dir gets mode and owner. An existing entry must be a
- * real dir: a hand-made link must not lead writes out of the root.
+ * mkdir one level; a new dir gets mode and owner (true: created now). An
+ * existing entry must be a real dir: a hand-made link must not lead writes out
+ * of the root.
  */
-export async function ensureDir(dir: string, mode: number, owner: ModeOwner): Promise<void> {
+export async function ensureDir(dir: string, mode: number, owner: ModeOwner): Promise<boolean> {
   try {
     await mkdir(dir, { mode });
-    await setModeOwner(dir, mode, owner);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     notRealDir(dir, await lstat(dir));
+    return false;
   }
+  await setModeOwner(dir, mode, owner);
+  return true;
 }
 
 /** A file's bytes; fails with ELOOP when `file` is a link. */
@@ -83,16 +86,18 @@ export function notRealDir(p: string, st: Stats): void {
 
 /**
  * lstat `base` and each of `segments` below it, in order: each one that exists
- * must be a real directory. Returns how many exist (the rest are absent).
+ * must be a real directory. Returns the stats of those that exist (the rest are absent).
  */
-export async function checkRealDirs(base: string, segments: string[]): Promise<number> {
+export async function checkRealDirs(base: string, segments: string[]): Promise<Stats[]> {
+  const found: Stats[] = [];
   let p = base;
   for (let i = 0; i <= segments.length; i++) {
     if (i > 0) p = path.join(p, segments[i - 1]!);
     const st = await lstatOrUndefined(p);
-    if (!st) return i;
+    if (!st) break;
     notRealDir(p, st);
+    found.push(st);
   }
-  return segments.length + 1;
+  return found;
 }
 
