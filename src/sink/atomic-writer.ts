@@ -11,8 +11,8 @@
  *   ..data -> ..2024_05_01_12_00_00_123.<hash>.Ab3dEf
  *   <key>  -> ..data/<key>                           what users open
  *
- * `<hash>` is 16 hex of a sha256 over the payload (names, bytes) and the file
- * and dir modes and owner it was written with: the name says what the dir
+ * `<hash>` (payload-name.ts) is 16 hex of a sha256 over the payload and the
+ * file and dir modes and owner it was written with: the name says what the dir
  * holds, so "is it up to date?" needs no file reads. Dirs written by older
  * versions carry no hash and are compared byte for byte.
  *
@@ -45,9 +45,10 @@
  * dir that the next prune removes again, or an empty unowned one that the next
  * write adopts.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, readdir, rename, rm, symlink } from 'node:fs/promises';
 import path from 'node:path';
+import { hashInName, isPayloadDirName, payloadDirPrefix, payloadHash } from './payload-name.js';
 import { CREATE_NEW, ensureDir, fsyncDir, lstatOrUndefined, modeOwnerOk, notRealDir, readFileNoFollow, readlinkOrUndefined, setModeOwner, type ModeOwner } from './fs-safe.js';
 
 export type Payload = Map<string, Buffer>;
@@ -70,16 +71,12 @@ export interface WriteOptions {
 
 export const DATA = '..data';
 const DATA_TMP = '..data_tmp';
-/** What `..data` may point at: one of our timestamped dirs, never a path. */
-const TS_DIR = /^\.\.\d{4}_[-_.A-Za-z0-9]+$/;
-/** A timestamped dir whose name carries the content hash (no nested quantifiers: linear). */
-const HASHED_TS_DIR = /^\.\.\d{4}_\d\d_\d\d_\d\d_\d\d_\d\d_\d{3}\.([0-9a-f]{16})\.[A-Za-z0-9]{6}$/;
 
 export class AtomicWriter {
   constructor(private readonly opts: AtomicWriterOptions) {}
 
   async write(dir: string, payload: Payload, opts: WriteOptions = {}): Promise<'written' | 'unchanged'> {
-    const hash = this.hashOf(payload);
+    const hash = payloadHash(payload, this.opts);
     const { dirMode } = this.opts;
     // (1) Skipped when the caller has just seen that the dir does not exist.
     if (!opts.absent && (await this.isUpToDate(dir, payload, opts.deep ?? true, hash))) return 'unchanged';
@@ -92,7 +89,7 @@ export class AtomicWriter {
       if (opts.absent && (await this.isUpToDate(dir, payload, true, hash))) return 'unchanged';
       await setModeOwner(dir, dirMode, this.opts);
     }
-    const tsDir = await mkdtemp(path.join(dir, `..${stamp(this.opts.now?.() ?? new Date())}.${hash}.`));
+    const tsDir = await mkdtemp(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
     try {
       await setModeOwner(tsDir, dirMode, this.opts);
       // allSettled: no write may still be running when the catch below removes the dir.
@@ -153,7 +150,7 @@ export class AtomicWriter {
   }
 
   /** Step (1): true only when the directory holds exactly this payload. */
-  async isUpToDate(dir: string, payload: Payload, deep = true, hash = this.hashOf(payload)): Promise<boolean> {
+  async isUpToDate(dir: string, payload: Payload, deep = true, hash = payloadHash(payload, this.opts)): Promise<boolean> {
     const { dirMode } = this.opts;
     const dirStat = await lstatOrUndefined(dir);
     if (!dirStat) return false;
@@ -169,8 +166,8 @@ export class AtomicWriter {
       return false;
     }
     if (!modeOwnerOk(dirStat, dirMode, this.opts)) return false;
-    if (!TS_DIR.test(target)) return false; // hand-made or foreign target: replace it
-    const named = HASHED_TS_DIR.exec(target)?.[1];
+    if (!isPayloadDirName(target)) return false; // hand-made or foreign target: replace it
+    const named = hashInName(target);
     if (named !== undefined && named !== hash) return false;
     if (named === undefined || deep) {
       if (!(await this.filesMatch(path.join(dir, target), payload))) return false;
@@ -204,17 +201,6 @@ export class AtomicWriter {
     return !filesOk.includes(false);
   }
 
-  /** 16 hex of sha256 over modes, owner and the payload (length-prefixed, sorted by name). */
-  hashOf(payload: Payload): string {
-    const { fileMode, dirMode, uid, gid } = this.opts;
-    const h = createHash('sha256').update(JSON.stringify([fileMode, dirMode, uid ?? null, gid ?? null]));
-    for (const key of [...payload.keys()].sort()) {
-      const value = payload.get(key)!;
-      h.update(`\n${key.length}:${key}:${value.length}:`).update(value);
-    }
-    return h.digest('hex').slice(0, 16);
-  }
-
   private async writeFile(file: string, value: Buffer): Promise<void> {
     const fh = await open(file, CREATE_NEW, 0o600);
     try {
@@ -226,12 +212,6 @@ export class AtomicWriter {
       await fh.close();
     }
   }
-}
-
-/** `2024_05_01_12_00_00_123` (UTC), like kubelet's `..2006_01_02_15_04_05.` prefix. */
-function stamp(d: Date): string {
-  const p = (n: number, w = 2) => String(n).padStart(w, '0');
-  return `${d.getUTCFullYear()}_${p(d.getUTCMonth() + 1)}_${p(d.getUTCDate())}_${p(d.getUTCHours())}_${p(d.getUTCMinutes())}_${p(d.getUTCSeconds())}_${p(d.getUTCMilliseconds(), 3)}`;
 }
 
 /**
@@ -248,7 +228,7 @@ export async function isOwned(dir: string): Promise<boolean> {
   const entries = await readdir(dir).catch(() => [] as string[]);
   if (entries.length === 0) return false;
   for (const name of entries) {
-    if (TS_DIR.test(name) || name === DATA_TMP || (await isKeyLink(dir, name))) continue;
+    if (isPayloadDirName(name) || name === DATA_TMP || (await isKeyLink(dir, name))) continue;
     return false;
   }
   return true;

@@ -36,10 +36,10 @@ import { chmod, lstat, mkdir, readdir, realpath, rmdir } from 'node:fs/promises'
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { objectId, type DesiredObject, type ObjectId, type ObjectKind } from '../desired/types.js';
-import { InvalidInput, UserError } from '../errors.js';
+import { UserError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ApplyResult, Sink } from './types.js';
-import { isWithin, keyProblem, segmentProblem } from './files-paths.js';
+import { isWithin, segmentProblem, validateObject } from './files-paths.js';
 import { startDriftWatch, type DriftWatch } from './files-drift.js';
 import { AtomicWriter, isOwned } from './atomic-writer.js';
 import { checkRealDirs, ensureDir } from './fs-safe.js';
@@ -99,7 +99,7 @@ export class FileSink implements Sink {
   }
 
   async apply(obj: DesiredObject): Promise<ApplyResult> {
-    this.validate(obj); // (1)
+    validateObject(obj.id, obj.kind, obj.namespace, obj.name, obj.data.keys()); // (1)
     return this.exclusive(obj.id, async () => {
       const { dir, found } = await this.checkedDir(obj.kind, obj.namespace, obj.name); // (2)
       const result = await this.writers[obj.kind].write(dir, obj.data, {
@@ -115,7 +115,7 @@ export class FileSink implements Sink {
 
   /** What `apply` would do, writing nothing (for `confsync plan`). */
   async plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'> {
-    this.validate(obj);
+    validateObject(obj.id, obj.kind, obj.namespace, obj.name, obj.data.keys());
     const { dir } = await this.checkedDir(obj.kind, obj.namespace, obj.name);
     if (!(await isOwned(dir))) return 'create';
     return (await this.writers[obj.kind].isUpToDate(dir, obj.data)) ? 'unchanged' : 'update';
@@ -123,7 +123,7 @@ export class FileSink implements Sink {
 
   async remove(id: ObjectId): Promise<void> {
     const [kind, namespace, name] = id.split('/') as [ObjectKind, string, string];
-    this.checkId(id, kind, namespace, name);
+    validateObject(id, kind, namespace, name);
     await this.exclusive(id, async () => {
       const { dir } = await this.checkedDir(kind, namespace, name);
       this.seen.delete(id);
@@ -164,24 +164,6 @@ export class FileSink implements Sink {
     await this.drift?.close();
     this.drift = undefined;
     await Promise.all(this.locks.values()); // no write lands after close resolves
-  }
-
-  /** Step (1): every name and key must stay one segment inside the root. */
-  private validate(obj: DesiredObject): void {
-    this.checkId(obj.id, obj.kind, obj.namespace, obj.name);
-    for (const key of obj.data.keys()) {
-      const problem = keyProblem(key);
-      if (problem) throw new InvalidInput(obj.id, `invalid key ${JSON.stringify(key)}: ${problem}`);
-    }
-  }
-
-  private checkId(id: ObjectId, kind: ObjectKind, namespace: string, name: string): void {
-    if (kind !== 'configmaps' && kind !== 'secrets') throw new InvalidInput(JSON.stringify(id), `unknown kind`);
-    for (const [what, segment] of [['namespace', namespace], ['name', name]] as const) {
-      const problem = segment === undefined ? 'is missing' : segmentProblem(segment);
-      if (problem) throw new InvalidInput(JSON.stringify(id), `invalid ${what} ${JSON.stringify(segment)}: ${problem}`);
-    }
-    if (id !== objectId(kind, namespace, name)) throw new InvalidInput(JSON.stringify(id), 'id does not match kind/namespace/name');
   }
 
   /** Step (2): `<kindRoot>/<ns>/<name>`; throws when any of the three exists but is not a real dir. */
