@@ -30,13 +30,17 @@
  *      If it matches and nothing stale is left, return 'unchanged' having
  *      written nothing. A directory without `..data` is adopted only if it holds
  *      nothing but our own leftovers (a crash before the first swap).
- *  (2) Create the object dir if needed (a dir created now is "fresh": steps
- *      3-6 then skip what only an old dir needs), then a fresh `..<timestamp>.<hash>.<random>`
- *      dir (mkdtemp); write each file (write, chmod, chown, fsync), fsync the dir.
+ *  (2) Create the object dir if needed (one created now is "fresh": nothing
+ *      can be in its way, so steps 3-6 skip what only an old dir needs), then a
+ *      new `..<timestamp>.<hash>.<random>` dir (mkdtemp); write each file
+ *      (O_EXCL|O_NOFOLLOW create, write, chmod, chown, fsync; all files in
+ *      parallel), fsync the dir.
  *  (3) Point a temporary link `..data_tmp` at the new dir (relative) and rename
- *      it over `..data`: the atomic swap. fsync the object dir.
+ *      it over `..data`: the atomic swap (fresh: `..data` is made in place; a
+ *      symlink appears whole). fsync the object dir.
  *  (4) Create or repair `<key> -> ..data/<key>` for every key, via a temporary
- *      link renamed over the old entry so a wrong entry is replaced atomically.
+ *      link renamed over the old entry so a wrong entry is replaced atomically
+ *      (fresh: each link made in place, and steps 5-6 have nothing to do).
  *  (5) Remove `<key>` links (links into `..data/`) for keys no longer in the payload.
  *  (6) Remove every other `..`-prefixed entry: old timestamped dirs, leftovers.
  *
