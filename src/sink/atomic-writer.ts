@@ -36,11 +36,12 @@
  *      (O_EXCL|O_NOFOLLOW create, write, chmod, chown, fsync; all files in
  *      parallel), fsync the dir.
  *  (3) Point a temporary link `..data_tmp` at the new dir (relative) and rename
- *      it over `..data`: the atomic swap (fresh: `..data` is made in place; a
- *      symlink appears whole). fsync the object dir.
+ *      it over `..data`: the atomic swap (fresh: the key links of step 4 are
+ *      made first, then `..data` in place — a symlink appears whole — so the
+ *      new object appears with all its keys at once). fsync the object dir.
  *  (4) Create or repair `<key> -> ..data/<key>` for every key, via a temporary
  *      link renamed over the old entry so a wrong entry is replaced atomically
- *      (fresh: each link made in place, and steps 5-6 have nothing to do).
+ *      (fresh: done in step 3, and steps 5-6 have nothing to do).
  *  (5) Remove `<key>` links (links into `..data/`) for keys no longer in the payload.
  *  (6) Remove every other `..`-prefixed entry: old timestamped dirs, leftovers.
  *
@@ -107,9 +108,11 @@ export class AtomicWriter {
     }
     const tsName = path.basename(tsDir);
 
-    // (3) In a dir created just now nothing can be in the way: the link is made in place.
+    // (3) In a dir created just now nothing can be in the way: links are made in place,
+    // the key links first, so that the object appears whole the moment `..data` does.
     const dataLink = path.join(dir, DATA);
     if (fresh) {
+      await Promise.all([...payload.keys()].map((key) => symlink(`${DATA}/${key}`, path.join(dir, key))));
       await symlink(tsName, dataLink);
     } else {
       if (!(await lstatOrUndefined(dataLink))?.isSymbolicLink()) await rm(dataLink, { recursive: true, force: true });
@@ -120,10 +123,7 @@ export class AtomicWriter {
     await fsyncDir(dir);
 
     // (4)
-    if (fresh) {
-      await Promise.all([...payload.keys()].map((key) => symlink(`${DATA}/${key}`, path.join(dir, key))));
-      return 'written'; // (5) and (6): nothing stale in a new dir
-    }
+    if (fresh) return 'written'; // made in (3); (5) and (6): nothing stale in a new dir
     for (const key of payload.keys()) {
       if ((await readlinkOrUndefined(path.join(dir, key))) === `${DATA}/${key}`) continue;
       const tmp = path.join(dir, `..link_tmp.${randomBytes(6).toString('hex')}`);
