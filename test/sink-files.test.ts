@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -9,7 +9,7 @@ import { objectId, type DesiredObject, type ObjectKind } from '../src/desired/ty
 import { createLogger } from '../src/log.js';
 import { FileSink, keyProblem, segmentProblem, warnIfPersistent, type FileSinkOptions } from '../src/sink/files.js';
 import { fsTypeAt, parseMounts } from '../src/sink/files-paths.js';
-import { idForPath } from '../src/sink/files-drift.js';
+import { idForPath, isIgnored } from '../src/sink/files-drift.js';
 import { versionedValue } from './helpers/versioned-value.js';
 
 const logger = createLogger('silent');
@@ -97,7 +97,7 @@ test('round trip: configmap files, modes, ..data link, binary bytes', async (t) 
   assert.equal(await readFile(path.join(dir, 'config.yaml'), 'utf8'), 'a: 1\n');
   assert.equal((await readFile(path.join(dir, '.dotfile'))).length, 0);
   assert.deepEqual(await readFile(path.join(dir, 'blob.bin')), binary);
-  assert.match(await readlink(path.join(dir, '..data')), /^\.\.\d{4}(_\d\d){5}_\d{3}\.[A-Za-z0-9]{6}$/);
+  assert.match(await readlink(path.join(dir, '..data')), /^\.\.\d{4}(_\d\d){5}_\d{3}\.[0-9a-f]{16}\.[A-Za-z0-9]{6}$/);
   for (const key of ['config.yaml', '.dotfile', 'blob.bin']) {
     assert.equal(await readlink(path.join(dir, key)), `..data/${key}`);
     assert.equal(await mode(path.join(dir, key)), 0o644);
@@ -144,6 +144,41 @@ test('unchanged payload: nothing written, ..data target and inodes kept', async 
   assert.deepEqual(await walk(dir), listing);
   assert.equal(await s.apply(desired('configmaps', 'default', 'app', { a: '1', b: '2', c: '4' })), 'written');
   assert.notEqual(await readlink(path.join(dir, '..data')), target);
+});
+
+test('restart: the content hash in the payload dir name answers the first check without reading files', async (t) => {
+  const { root, sink } = await scratch(t);
+  const objs = Array.from({ length: 20 }, (_, i) => desired(i % 2 ? 'secrets' : 'configmaps', 'default', `app-${i}`, { a: `alpha-${i}`, b: `beta-${i}` }));
+  const first = sink();
+  for (const o of objs) assert.equal(await first.apply(o), 'written');
+  const dir0 = path.join(root, 'configmaps/default/app-0');
+  const target = await readlink(path.join(dir0, '..data'));
+
+  // A same-size in-place edit: only a byte compare can see it.
+  await writeFile(path.join(dir0, '..data/a'), 'ALPHA-0');
+  const restarted = sink();
+  for (const o of objs) assert.equal(await restarted.apply(o), 'unchanged', o.id);
+  assert.equal(await readlink(path.join(dir0, '..data')), target);
+  assert.equal(await restarted.plan(objs[0]!), 'update', 'plan compares bytes');
+  // Its next apply of the same id (a resync, a drift hint) compares bytes and restores.
+  assert.equal(await restarted.apply(objs[0]!), 'written');
+  assert.equal(await readFile(path.join(dir0, 'a'), 'utf8'), 'alpha-0');
+  assert.equal(await restarted.apply(objs[1]!), 'unchanged');
+
+  // The hash covers modes: a new mode config rewrites at once.
+  assert.equal(await sink({ configFileMode: 0o640 }).apply(objs[0]!), 'written');
+  assert.equal(await mode(path.join(dir0, 'a')), 0o640);
+
+  // A payload dir written by an older version (no hash in its name) is compared byte for byte.
+  const dir2 = path.join(root, 'configmaps/default/app-2');
+  const old = '..2020_01_01_00_00_00_000.AbCdEf';
+  await rename(path.join(dir2, await readlink(path.join(dir2, '..data'))), path.join(dir2, old));
+  await unlink(path.join(dir2, '..data'));
+  await symlink(old, path.join(dir2, '..data'));
+  assert.equal(await sink().apply(objs[2]!), 'unchanged');
+  await writeFile(path.join(dir2, '..data/b'), 'BETA-2');
+  assert.equal(await sink().apply(objs[2]!), 'written');
+  assert.equal(await readFile(path.join(dir2, 'b'), 'utf8'), 'beta-2');
 });
 
 test('key removed, object removed, list() only sees owned dirs', async (t) => {
@@ -239,7 +274,31 @@ test('hand edits and deletions are restored by the next apply', async (t) => {
   assert.equal(await readFile(path.join(outside, 'a'), 'utf8'), 'alpha');
 });
 
-test('watchDrift reports a hand edit and a hand deletion within 2 s', async (t) => {
+test('loose modes on existing roots are fixed with a warning; a kind root that is a link at start is used', async (t) => {
+  const { root, parent } = await scratch(t);
+  let logged = '';
+  const sink = new FileSink({ root, logger: createLogger('warn', { write: (l: string) => ((logged += l), true) } as unknown as NodeJS.WritableStream) });
+  await mkdir(path.join(root, 'secrets/prod'), { recursive: true });
+  await mkdir(path.join(root, 'configmaps/wide'), { recursive: true });
+  for (const d of ['secrets', 'secrets/prod', 'configmaps/wide']) await chmod(path.join(root, d), 0o777);
+  await sink.apply(desired('secrets', 'prod', 'db', { k: 'v' }));
+  await sink.apply(desired('configmaps', 'wide', 'app', { k: 'v' }));
+  for (const d of ['secrets', 'secrets/prod']) assert.equal(await mode(path.join(root, d)), 0o700, d);
+  assert.equal(await mode(path.join(root, 'configmaps/wide')), 0o755);
+  assert.equal(logged.match(/group\/world-writable; mode fixed/g)?.length, 3, logged);
+
+  // An operator's link at the kind root itself (e.g. to tmpfs) is resolved once, at start.
+  const real = path.join(parent, 'tmpfs-secrets');
+  await mkdir(real);
+  const linked = new FileSink({ root: path.join(parent, 'root2'), logger });
+  await mkdir(path.join(parent, 'root2'));
+  await symlink(real, path.join(parent, 'root2/secrets'));
+  await linked.apply(desired('secrets', 'prod', 'db', { k: 'v' }));
+  assert.equal(await readFile(path.join(real, 'prod/db/k'), 'utf8'), 'v');
+  assert.deepEqual(await linked.list(), ['secrets/prod/db']);
+});
+
+test('watchDrift reports a deleted key link, ..data or object dir within 2 s; payload dirs are not watched', async (t) => {
   const { root, sink } = await scratch(t);
   const s = sink();
   t.after(() => s.close());
@@ -252,22 +311,38 @@ test('watchDrift reports a hand edit and a hand deletion within 2 s', async (t) 
   const ownEvents = seen.length;
   seen.length = 0;
 
-  const waitFor = async (id: string) => {
+  const waitFor = async (id: string, ms = 2000) => {
     const start = Date.now();
-    while (!seen.includes(id) && Date.now() - start < 2000) await sleep(20);
+    while (!seen.includes(id) && Date.now() - start < ms) await sleep(20);
     return Date.now() - start;
   };
-  await writeFile(path.join(root, 'configmaps/default/app/..data/a'), 'hand edit');
-  const editMs = await waitFor('configmaps/default/app');
-  assert.ok(seen.includes('configmaps/default/app'), 'hand edit not reported');
-  seen.length = 0;
-  await unlink(path.join(root, 'secrets/default/app/k'));
-  const deleteMs = await waitFor('secrets/default/app');
-  assert.ok(seen.includes('secrets/default/app'), 'hand deletion not reported');
-  t.diagnostic(`drift reported after ${editMs} ms (edit), ${deleteMs} ms (delete); own-write reports leaked: ${ownEvents}`);
+  const times: string[] = [];
+  const expectReported = async (what: string, id: string, act: () => Promise<unknown>) => {
+    seen.length = 0;
+    await act();
+    times.push(`${what} ${await waitFor(id)} ms`);
+    assert.ok(seen.includes(id), `${what} not reported`);
+  };
+  await expectReported('key link deleted', 'secrets/default/app', () => unlink(path.join(root, 'secrets/default/app/k')));
+  await expectReported('..data deleted', 'configmaps/default/app', () => unlink(path.join(root, 'configmaps/default/app/..data')));
   assert.equal(await s.apply(obj), 'written');
+  await sleep(400);
+  await expectReported('object dir deleted', 'configmaps/default/app', () => rm(path.join(root, 'configmaps/default/app'), { recursive: true }));
+  assert.equal(await s.apply(obj), 'written');
+  await sleep(400);
+
+  // The trade (files-drift.ts): an in-place edit inside a payload dir is left to the periodic resync.
+  seen.length = 0;
+  await writeFile(path.join(root, 'configmaps/default/app/..data/a'), 'hand edit');
+  await waitFor('configmaps/default/app', 600);
+  assert.deepEqual(seen, [], 'payload dirs are watched again');
+  t.diagnostic(`drift reported after: ${times.join(', ')}; own-write reports leaked: ${ownEvents}`);
   assert.equal(idForPath([{ dir: '/r/configmaps', kind: 'configmaps' }], '/r/configmaps/ns/name/..data/x'), 'configmaps/ns/name');
   assert.equal(idForPath([{ dir: '/r/configmaps', kind: 'configmaps' }], '/r/configmaps/ns'), undefined);
+  assert.equal(isIgnored('/r/configmaps/ns/name/..2024_01_01_00_00_00_000.AbCdEf'), true);
+  assert.equal(isIgnored('/r/configmaps/ns/name/..data_tmp'), true);
+  assert.equal(isIgnored('/r/configmaps/ns/name/..data'), false);
+  assert.equal(isIgnored('/r/configmaps/ns/name/a..b'), false);
 });
 
 test('uid/gid: object dir, ts dir and files are chowned', async (t) => {

@@ -2,6 +2,16 @@
  * Drift hints for the file sink: chokidar on the kind roots, every event mapped
  * back to the object id whose directory it touched, debounced per id.
  *
+ * What is watched: the namespace dirs and the object dirs, so a hand deletion
+ * or replacement of a key link, of `..data` or of a whole object or namespace
+ * dir is seen at once. What is not: the payload dirs (`..<timestamp>.*`) and
+ * every other `..`-prefixed name but `..data`. Every projection creates one
+ * payload dir and removes another; watching them made chokidar add a watcher,
+ * scan the new dir and tear the old one down per write (~40 % of the daemon's
+ * CPU, and memory growing with the number of files) for events that are our
+ * own anyway. So an in-place edit of a file inside a payload dir raises no
+ * hint: the periodic resync (`resyncSeconds`) finds and restores it.
+ *
  * These are hints, not facts. chokidar coalesces and drops events in fast
  * bursts, and cannot tell our own writes from a hand edit; the reconciler
  * re-applies on a hint, and the sink's unchanged-check makes that cheap. Events
@@ -32,6 +42,12 @@ export interface DriftWatchOptions {
 
 export interface DriftWatch {
   close(): Promise<void>;
+}
+
+/** Our own `..`-prefixed names (payload dirs, temp links), but not `..data`: its loss is drift. */
+export function isIgnored(file: string): boolean {
+  const base = path.basename(file);
+  return base.startsWith('..') && base !== '..data';
 }
 
 /** The object id whose directory holds `file`, if any (pure). */
@@ -70,8 +86,9 @@ export async function startDriftWatch(opts: DriftWatchOptions): Promise<DriftWat
       // `atomic` delays unlink events by 100 ms, pushing our own step (7) removals
       // past the quiet window; we want events as they happen.
       atomic: false,
-      // <kind root>/<ns>/<name>/<..ts dir>/<file>
-      depth: 3,
+      // <kind root>/<ns>/<name>/<key link or ..data>: payload dirs are not entered.
+      depth: 2,
+      ignored: (file: string) => isIgnored(file),
       ignorePermissionErrors: true,
     },
   );

@@ -10,6 +10,8 @@
  */
 import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
+import { objectId, type ObjectId, type ObjectKind } from '../desired/types.js';
+import { InvalidInput } from '../errors.js';
 
 /** Longest name kubelet accepts for a key; also fits NAME_MAX (255) with room. */
 export const MAX_NAME_LENGTH = 253;
@@ -44,16 +46,21 @@ export function segmentProblem(segment: string): string | undefined {
   return undefined;
 }
 
-/** Throwing form of `keyProblem`, for callers that have no id to report. */
-export function validateKey(key: string): void {
-  const problem = keyProblem(key);
-  if (problem) throw new Error(`invalid key ${JSON.stringify(key)}: ${problem}`);
-}
-
-/** Throwing form of `segmentProblem`. */
-export function validatePathSegment(segment: string): void {
-  const problem = segmentProblem(segment);
-  if (problem) throw new Error(`invalid path segment ${JSON.stringify(segment)}: ${problem}`);
+/**
+ * Throws InvalidInput (naming the id, never a value) unless kind, namespace,
+ * name and every key can only ever name one dir or file inside the root.
+ */
+export function validateObject(id: ObjectId, kind: ObjectKind, namespace: string, name: string, keys: Iterable<string> = []): void {
+  if (kind !== 'configmaps' && kind !== 'secrets') throw new InvalidInput(JSON.stringify(id), `unknown kind`);
+  for (const [what, segment] of [['namespace', namespace], ['name', name]] as const) {
+    const problem = segment === undefined ? 'is missing' : segmentProblem(segment);
+    if (problem) throw new InvalidInput(JSON.stringify(id), `invalid ${what} ${JSON.stringify(segment)}: ${problem}`);
+  }
+  if (id !== objectId(kind, namespace, name)) throw new InvalidInput(JSON.stringify(id), 'id does not match kind/namespace/name');
+  for (const key of keys) {
+    const problem = keyProblem(key);
+    if (problem) throw new InvalidInput(id, `invalid key ${JSON.stringify(key)}: ${problem}`);
+  }
 }
 
 /** True when `child` is `parent` or lies below it (both absolute, normalized). */
