@@ -27,6 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { NoopPolicy } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
+import { etcdBinaries } from '../harness/etcd.js';
 import { freePort } from '../harness/ports.js';
 
 // ---------------------------------------------------------------- etcd cluster
@@ -69,9 +70,10 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
   const names = ports.map((_, i) => `m${i}`);
   const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[i]!.peer}`).join(',');
   const token = path.basename(dir);
+  const bins = etcdBinaries();
 
   const ctl = (endpoints: string[], ...args: string[]) => {
-    const r = spawnSync('etcdctl', ['--endpoints', endpoints.join(','), '--command-timeout=2s', ...args], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+    const r = spawnSync(bins.etcdctl, ['--endpoints', endpoints.join(','), '--command-timeout=2s', ...args], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
     if (r.status !== 0) throw new Error(`etcdctl ${args.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
   };
@@ -101,7 +103,7 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
       },
       spawn() {
         stderr = '';
-        proc = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        proc = spawn(bins.etcd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
         proc.stderr!.on('data', (d) => (stderr += d));
       },
       async start() {
@@ -127,7 +129,7 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
     for (;;) {
       const why = died();
       if (why) throw new Error(why);
-      const r = spawnSync('etcdctl', ['--endpoints', endpoints.join(','), '--command-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8' });
+      const r = spawnSync(bins.etcdctl, ['--endpoints', endpoints.join(','), '--command-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8' });
       if (r.status === 0) return;
       if (Date.now() > deadline) throw new Error(`etcd cluster not healthy on ${endpoints.join(',')}: ${r.stderr.trim()}`);
       await sleep(50);
@@ -214,25 +216,73 @@ export async function commit(client: Etcd3, puts: [string, Buffer | string][], d
   return Number(res.header.revision);
 }
 
-/** `commit` until it succeeds (etcd down, leader lost, deadline): returns the revision, ack time and attempts. */
+/**
+ * `commit` until it succeeds (etcd down, leader lost, deadline): returns the revision, ack time and attempts.
+ *
+ * `after` (the revision of this writer's previous ack) makes the write safe to retry on a
+ * cluster with a hung or partitioned member: the transaction applies only while its first
+ * key was last changed at or before `after`. Without it, an attempt whose deadline expired
+ * while a stopped member held it is applied when that member resumes — after later writes
+ * were acked — and etcd itself goes back to the older value (seen in cluster.test.ts: etcd's
+ * history held v62 at a revision after v200). With it such a stale attempt fails its compare;
+ * a failed compare of the current write means an earlier attempt of it landed, which is
+ * checked by value.
+ */
 export async function commitUntilAcked(
   client: Etcd3,
   puts: [string, Buffer | string][],
   deletes: string[] = [],
   retryMs = 100,
+  after?: number,
 ): Promise<{ revision: number; ackAt: number; attempts: number; firstError?: string }> {
   let attempts = 0;
   let firstError: string | undefined;
   for (;;) {
     attempts++;
     try {
-      const revision = await commit(client, puts, deletes);
+      const revision = after === undefined ? await commit(client, puts, deletes) : await guardedCommit(client, puts, deletes, after);
       return { revision, ackAt: Date.now(), attempts, firstError };
     } catch (err) {
       firstError ??= (err as Error).message;
       await sleep(retryMs);
     }
   }
+}
+
+async function guardedCommit(client: Etcd3, puts: [string, Buffer | string][], deletes: string[], after: number): Promise<number> {
+  const [guardKey, ours] = puts[0]!;
+  const ops = [...puts.map(([k, v]) => client.put(k).value(v)), ...deletes.map((k) => client.delete().key(k))];
+  const res = await client.if(guardKey, 'Mod', '<', after + 1).then(...ops).commit();
+  if (res.succeeded) return Number(res.header.revision);
+  const now = await client.get(guardKey).exec();
+  const kv = now.kvs[0];
+  if (kv && kv.value.equals(Buffer.from(ours))) return Number(kv.mod_revision); // an earlier attempt landed
+  throw new Error(`${guardKey} changed after revision ${after} by someone else`);
+}
+
+/**
+ * Every value `key` held, in revision order, read from etcd's own history (a
+ * watch from revision 1 up to `untilRevision`; the suites never compact).
+ * What the cluster committed, independent of the daemon.
+ */
+export async function keyHistory(client: Etcd3, key: string, untilRevision: number): Promise<{ revision: number; value: Buffer }[]> {
+  const out: { revision: number; value: Buffer }[] = [];
+  const watcher = await client.watch().key(key).startRevision('1').create();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`history of ${key} did not reach revision ${untilRevision}`)), 15_000);
+      const check = (rev: number) => rev >= untilRevision && (clearTimeout(timer), resolve());
+      watcher.on('put', (kv) => {
+        out.push({ revision: Number(kv.mod_revision), value: kv.value });
+        check(Number(kv.mod_revision));
+      });
+      watcher.on('data', (res) => check(Number(res.header.revision)));
+      watcher.on('error', reject);
+    });
+  } finally {
+    await watcher.cancel();
+  }
+  return out.filter((h) => h.revision <= untilRevision);
 }
 
 // ---------------------------------------------------------------- values

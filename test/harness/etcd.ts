@@ -22,8 +22,20 @@ export interface EtcdHandle {
   revision(): number;
 }
 
+/**
+ * The etcd binaries the tests run: Debian's 3.4 from PATH, or the ones named by
+ * CONFSYNC_ETCD_BIN / CONFSYNC_ETCDCTL_BIN (`npm run test:etcd36` points them at the
+ * etcd 3.6 that scripts/etcd.sh builds).
+ */
+export function etcdBinaries(): { etcd: string; etcdctl: string } {
+  return {
+    etcd: process.env.CONFSYNC_ETCD_BIN || which('etcd'),
+    etcdctl: process.env.CONFSYNC_ETCDCTL_BIN || which('etcdctl'),
+  };
+}
+
 export async function startEtcd(): Promise<EtcdHandle> {
-  const etcdBin = which('etcd');
+  const { etcd: etcdBin, etcdctl } = etcdBinaries();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-etcd-'));
   const dataDir = path.join(dir, 'data');
   fs.mkdirSync(dataDir, { mode: 0o700 });
@@ -40,7 +52,7 @@ export async function startEtcd(): Promise<EtcdHandle> {
   ];
 
   const ctl = (...a: string[]) => {
-    const r = spawnSync('etcdctl', ['--endpoints', endpoint, ...a], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+    const r = spawnSync(etcdctl, ['--endpoints', endpoint, ...a], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
     if (r.status !== 0) throw new Error(`etcdctl ${a.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
   };
@@ -55,7 +67,7 @@ export async function startEtcd(): Promise<EtcdHandle> {
       const deadline = Date.now() + 15_000;
       while (Date.now() < deadline) {
         if (proc.exitCode !== null) throw new Error(`etcd exited ${proc.exitCode}: ${stderr}`);
-        const r = spawnSync('etcdctl', ['--endpoints', endpoint, '--command-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8' });
+        const r = spawnSync(etcdctl, ['--endpoints', endpoint, '--command-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8' });
         if (r.status === 0) return;
         await sleep(50);
       }
