@@ -18,7 +18,11 @@ for i in $(seq 1 "$n"); do
   if grep -q '^ *not ok .*# TODO' "$out/run-$i.tap"; then todo_fail=$((todo_fail + 1)); fi
   if [[ $rc -eq 0 ]]; then pass=$((pass + 1)); verdict=pass; else fail=$((fail + 1)); verdict=FAIL; fi
   echo "run $i: $verdict (${secs} s, load $(cut -d' ' -f1 /proc/loadavg))"
-  grep -E '^ *# (m[0-9]|writes|put ack|leader|daemon|hung|partition|killed|gaps)' "$out/run-$i.tap" | sed 's/^ */    /'
+  grep -E '^ *# (m[0-9]|writes|put ack|leader|daemon|gap)' "$out/run-$i.tap" | sed 's/^ */    /'
   grep -E '^ *not ok' "$out/run-$i.tap" | sed 's/^ */    /'
 done
 echo "runs $n: pass $pass, fail $fail, todo-failures $todo_fail"
+# Longest gap between versions on disk per run (tests that print gap_ms=), as a distribution.
+gaps=$(grep -ho 'gap_ms=[0-9]*' "$out"/run-*.tap 2>/dev/null | cut -d= -f2 | sort -n | tr '\n' ' ')
+[[ -n "$gaps" ]] && echo "gap_ms (sorted, one per test run): $gaps"
+true

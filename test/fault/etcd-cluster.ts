@@ -29,6 +29,7 @@ import { NoopPolicy } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
 import { etcdBinaries } from '../harness/etcd.js';
 import { freePort } from '../harness/ports.js';
+import { startProxy, type FaultProxy } from '../harness/proxy.js';
 
 // ---------------------------------------------------------------- etcd cluster
 
@@ -60,15 +61,33 @@ export interface EtcdCluster {
   status(): MemberStatus[];
   /** Index of the member every running member agrees is the leader (waits for one). */
   leader(timeoutMs?: number): Promise<number>;
+  /**
+   * Cut member i off from the other members, both ways, keeping its client port up
+   * (it stays alive and answers clients, without a leader). Needs `peerProxies`.
+   */
+  partition(i: number): void;
+  heal(i: number): void;
   stop(): Promise<void>;
 }
 
-export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
+/**
+ * `peerProxies`: every member advertises a fault proxy in front of its peer port, so
+ * all member-to-member traffic passes a proxy that knows the sender (etcd's peer HTTP
+ * requests carry the sender's peer URLs in `X-PeerURLs`); `partition(i)` then cuts
+ * member i off both ways while clients still reach it.
+ */
+export async function startEtcdCluster(size = 3, opts: { peerProxies?: boolean } = {}): Promise<EtcdCluster> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-etcd3-'));
-  const ports: { client: number; peer: number }[] = [];
-  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), peer: await freePort() });
+  const ports: { client: number; peer: number; advertised: number }[] = [];
+  for (let i = 0; i < size; i++) {
+    const [client, peer] = [await freePort(), await freePort()];
+    ports.push({ client, peer, advertised: opts.peerProxies ? await freePort() : peer });
+  }
   const names = ports.map((_, i) => `m${i}`);
-  const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[i]!.peer}`).join(',');
+  const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[i]!.advertised}`).join(',');
+  // In a worker thread: this thread blocks in spawnSync(etcdctl) now and then, and a
+  // proxy on this thread's event loop would then hold every raft message meanwhile.
+  const proxies = opts.peerProxies ? await startPeerProxies(ports) : undefined;
   const token = path.basename(dir);
   const bins = etcdBinaries();
 
@@ -81,6 +100,7 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
   const members = names.map((name, i): EtcdMember & { spawn(): void } => {
     const endpoint = `http://127.0.0.1:${ports[i]!.client}`;
     const peer = `http://127.0.0.1:${ports[i]!.peer}`;
+    const advertisedPeer = `http://127.0.0.1:${ports[i]!.advertised}`;
     const dataDir = path.join(dir, name);
     fs.mkdirSync(dataDir, { mode: 0o700 });
     // Heartbeat 25 ms / election 250 ms: elections well under a second, yet no
@@ -89,9 +109,9 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
     const args = [
       '--name', name, '--data-dir', dataDir,
       '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
-      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', advertisedPeer,
       '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', token,
-      '--heartbeat-interval=25', '--election-timeout=250', '--logger', 'zap', '--log-level', 'error',
+      '--heartbeat-interval=25', '--election-timeout=250', '--logger', 'zap', '--log-level', process.env.CONFSYNC_ETCD_LOG || 'error',
     ];
     let proc: ChildProcess | undefined;
     let stderr = '';
@@ -104,7 +124,7 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
       spawn() {
         stderr = '';
         proc = spawn(bins.etcd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-        proc.stderr!.on('data', (d) => (stderr += d));
+        proc.stderr!.on('data', (d) => { stderr += d; if (process.env.CONFSYNC_ETCD_LOG) process.stderr.write(d); });
       },
       async start() {
         m.spawn();
@@ -167,7 +187,15 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
         await sleep(50);
       }
     },
+    partition(i: number) {
+      if (!proxies) throw new Error('partition() needs startEtcdCluster(n, { peerProxies: true })');
+      proxies.postMessage({ type: 'partition', member: i });
+    },
+    heal(i: number) {
+      proxies?.postMessage({ type: 'heal', member: i });
+    },
     async stop() {
+      await proxies?.terminate();
       for (const m of members) {
         m.signal('SIGCONT'); // a stopped process takes SIGKILL too, but then its exit is reported late
         await m.kill();
@@ -178,13 +206,46 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
 
   for (const m of members) m.spawn();
   try {
-    await waitHealthy(cluster.endpoints, () => undefined);
+    await waitHealthy(cluster.endpoints, () => undefined, opts.peerProxies ? 60_000 : 20_000);
     await cluster.leader();
   } catch (err) {
     await cluster.stop();
     throw err;
   }
   return cluster;
+}
+
+type PeerPorts = { peer: number; advertised: number }[];
+
+/** One fault proxy per member in front of its peer port, in a worker thread (see startEtcdCluster). */
+async function startPeerProxies(ports: PeerPorts): Promise<Worker> {
+  const worker = new Worker(new URL(import.meta.url), { workerData: { confsyncPeerProxies: ports } });
+  await new Promise<void>((resolve, reject) => {
+    worker.once('message', () => resolve());
+    worker.once('error', reject);
+  });
+  return worker;
+}
+
+if (!isMainThread && parentPort && (workerData as { confsyncPeerProxies?: PeerPorts })?.confsyncPeerProxies) {
+  const ports = (workerData as { confsyncPeerProxies: PeerPorts }).confsyncPeerProxies;
+  // The sending member, from the `X-PeerURLs` header etcd puts on its peer HTTP requests.
+  const senderOf = (first: Buffer) => {
+    const m = /\r\nX-Peerurls: *([^\r]*)/i.exec(first.subarray(0, 4096).toString('latin1'));
+    const i = m ? ports.findIndex((p) => m[1]!.includes(`:${p.advertised}`)) : -1;
+    return i >= 0 ? `m${i}` : undefined;
+  };
+  const port = parentPort;
+  void Promise.all(ports.map((p) => startProxy(`http://127.0.0.1:${p.peer}`, { port: p.advertised, label: senderOf }))).then((proxies: FaultProxy[]) => {
+    port.on('message', (m: { type: 'partition' | 'heal'; member: number }) => {
+      proxies.forEach((p, j) => {
+        const label = j === m.member ? undefined : `m${m.member}`; // all of i's inbound; i's outbound at the others
+        if (m.type === 'partition') p.cut(label);
+        else p.restore(label);
+      });
+    });
+    port.postMessage({ type: 'ready' });
+  });
 }
 
 // ---------------------------------------------------------------- writers
