@@ -100,3 +100,31 @@ function which(bin: string): string {
   if (r.status !== 0) throw new Error(`${bin} not found on PATH: install it with "apt-get install -y etcd-server etcd-client"`);
   return r.stdout.trim();
 }
+
+/** `etcd grpc-proxy start` in front of `endpoints` (etcd's own proxy; it coalesces identical watches). */
+export async function startGrpcProxy(endpoints: string[]): Promise<{ endpoint: string; stop(): Promise<void> }> {
+  const { etcd: etcdBin, etcdctl } = etcdBinaries();
+  const port = await freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const hostPorts = endpoints.map((e) => new URL(e).host).join(',');
+  const proc = spawn(etcdBin, ['grpc-proxy', 'start', '--endpoints', hostPorts, '--listen-addr', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  const stop = async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGKILL');
+    await exited;
+  };
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`etcd grpc-proxy exited ${proc.exitCode}: ${stderr}`);
+    const r = spawnSync(etcdctl, ['--endpoints', endpoint, '--command-timeout=1s', 'get', 'probe'], { encoding: 'utf8' });
+    if (r.status === 0) return { endpoint, stop };
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`etcd grpc-proxy did not answer on ${endpoint}: ${stderr}`);
+    }
+    await sleep(50);
+  }
+}
