@@ -204,7 +204,10 @@ test('the daemon behind etcd grpc-proxy applies every put, in order', async () =
       revs.push(Number((await writer.put('/cs/global/configmaps/default/app/k').value(`v${i}`).exec()).header.revision));
       await sleep(20);
     }
-    await untilProbe(() => fs.readFileSync(file, 'utf8') === 'v19', 'the 20th put on disk', 15_000);
+    await untilProbe(() => fs.readFileSync(file, 'utf8') === 'v19', 'the 20th put on disk', 15_000).catch((err) => {
+      if (process.env.CONFSYNC_DUMP) fs.writeFileSync(process.env.CONFSYNC_DUMP, d.log);
+      throw err;
+    });
     const writtenNow = () => d.log.split('\n').filter((l) => l.includes('"msg":"object written"')).map((l) => JSON.parse(l).revision as number);
     await untilProbe(() => writtenNow().includes(revs.at(-1)!), 'the log line of the last projection');
     const written = writtenNow();

@@ -36,7 +36,8 @@ const LIST_PAGE_DEADLINE_MS = 5_000;
  *
  *  (1) list every prefix at one revision R (the first page is a linearizable read
  *      and fixes R, every later page of every prefix reads AT R, so the snapshot is
- *      consistent); emit `snapshot`; each prefix's revision := R.
+ *      consistent); emit `snapshot`; each prefix's revision := R. (1b) A list below a
+ *      revision already handed on is refused and retried, never applied.
  *  (2) open one Watch stream, on a member WE choose (EtcdMembers: suspected members
  *      last, `hasleader` on every call), with a watcher per prefix, each from its own
  *      revision + 1.
@@ -81,6 +82,12 @@ export class EtcdSource implements Source {
     const delay = this.opts.delay ?? ((ms, s) => sleep(ms, undefined, { signal: s }).catch(() => undefined));
     let revs: number[] = []; // empty = no consistent view yet: list first
     let failures = 0;
+    let handedOn = 0; // the highest revision passed to onEvent, across re-lists
+    const emit = onEvent;
+    onEvent = (e) => {
+      if (e.type === 'snapshot' || e.type === 'changes' || e.type === 'progress') handedOn = Math.max(handedOn, e.revision);
+      emit(e);
+    };
     while (!signal.aborted) {
       let member: number | undefined;
       try {
@@ -88,6 +95,9 @@ export class EtcdSource implements Source {
           setState('listing');
           member = this.members.pick();
           const snapshot = await this.list(member);
+          // (1b) Never backwards: a linearizable list cannot be older than what we handed
+          // on; if it is (etcd restored from a backup), applying it would undo newer state.
+          if (snapshot.revision < handedOn) throw new Error(`etcd listed revision ${snapshot.revision}, below revision ${handedOn} already handed on; not applying it`);
           revs = this.ranges.map(() => snapshot.revision);
           onEvent(snapshot);
         }

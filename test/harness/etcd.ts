@@ -107,10 +107,14 @@ export async function startGrpcProxy(endpoints: string[]): Promise<{ endpoint: s
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
   const hostPorts = endpoints.map((e) => new URL(e).host).join(',');
-  const proc = spawn(etcdBin, ['grpc-proxy', 'start', '--endpoints', hostPorts, '--listen-addr', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(etcdBin, ['grpc-proxy', 'start', '--endpoints', hostPorts, '--listen-addr', `127.0.0.1:${port}`, '--advertise-client-url', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (d) => (stderr += d));
+  let stopping = false;
+  // A proxy that dies under the test is the finding: say why.
+  proc.once('exit', (code, sig) => stopping || process.stderr.write(`etcd grpc-proxy exited (${code ?? sig}): ${stderr.slice(-3000)}\n`));
   const stop = async () => {
+    stopping = true;
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise((r) => proc.once('exit', r));
     proc.kill('SIGKILL');
