@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../src/source/etcd-client.js';
 import { EtcdSource } from '../src/source/etcd.js';
+import { EtcdMembers } from '../src/source/etcd-members.js';
 import type { SourceEvent } from '../src/source/types.js';
 import { createLogger } from '../src/log.js';
 import { startEtcd, startGrpcProxy } from './harness/etcd.js';
@@ -218,5 +219,33 @@ test('the daemon behind etcd grpc-proxy applies every put, in order', async () =
     await d.cleanup();
     await gp.stop();
     await etcd.stop();
+  }
+});
+
+test('EtcdMembers: members in turn, a suspected one last (the longest-suspected first), retried once its suspicion ends; hasleader on every watch', async () => {
+  let now = 0;
+  const client = new Etcd3({ hosts: ['http://127.0.0.1:1', 'http://127.0.0.1:2', 'http://127.0.0.1:3'] });
+  try {
+    const members = new EtcdMembers(client, 10_000, () => now);
+    const picks = (n: number) => Array.from({ length: n }, () => members.pick());
+    assert.deepEqual(new Set(picks(3)), new Set([0, 1, 2]), 'each member in turn');
+    members.suspect(1, false);
+    assert.ok(!picks(6).includes(1), 'a suspected member is not used while others are fine');
+    now += 1000;
+    members.suspect(0, false);
+    assert.deepEqual(picks(4), [2, 2, 2, 2]);
+    now += 1000;
+    members.suspect(2, false);
+    assert.equal(members.pick(), 1, 'all suspected: the one suspected longest ago');
+    now += 8000; // member 1 suspected 10 s ago: usable again
+    assert.equal(members.pick(), 1);
+    // The watch call carries hasleader (clientv3's WithRequireLeader).
+    const pool = (client as unknown as { pool: { hosts: { getServiceClient(n: string): unknown }[] } }).pool;
+    let sent: { get(k: string): unknown[] } | undefined;
+    pool.hosts[2]!.getServiceClient = () => ({ watch: (meta: { get(k: string): unknown[] }) => ((sent = meta), {}) });
+    await members.watch(2);
+    assert.deepEqual(sent?.get('hasleader'), ['true']);
+  } finally {
+    client.close();
   }
 });

@@ -257,6 +257,10 @@ async function memberFault(t: TestContext, fault: Fault): Promise<void> {
     await writerLoop;
     const last = acks.at(-1)!;
     await until(() => version() === last.n, 'last write projected', 15_000);
+    // Let the reader thread see it too: a pass may be under way (one run of 25 lost the
+    // race and reported the last put as never on disk: "waited Infinity ms").
+    const passes = sampler.passes();
+    await until(() => sampler!.passes() > passes + 1, 'a reader pass after the last write');
     const [v] = await sampler.stop();
     sampler = undefined;
     assert.ok(v);
