@@ -92,7 +92,7 @@ export class EtcdSource implements Source {
       let member: number | undefined;
       try {
         if (revs.length === 0) {
-          setState('listing');
+          setState('listing'); // (1)
           member = this.members.pick();
           const snapshot = await this.list(member);
           // (1b) Never backwards: a linearizable list cannot be older than what we handed
@@ -101,7 +101,7 @@ export class EtcdSource implements Source {
           revs = this.ranges.map(() => snapshot.revision);
           onEvent(snapshot);
         }
-        setState('watching');
+        setState('watching'); // (2)
         member = this.members.pick();
         const outcome = await runWatch({
           members: this.members,
@@ -116,7 +116,7 @@ export class EtcdSource implements Source {
           stallMs: this.opts.stallMs ?? 2500,
         });
         if (outcome === 'closed') break;
-        revs = []; // compacted: re-list
+        revs = []; // (5) compacted: re-list
       } catch (err) {
         if (signal.aborted) break;
         // (4) Another member next time; a member that failed itself also loses its connection.
