@@ -27,7 +27,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { NoopPolicy } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
+import { etcdBinaries } from '../harness/etcd.js';
 import { freePort } from '../harness/ports.js';
+import { startProxy, type FaultProxy } from '../harness/proxy.js';
 
 // ---------------------------------------------------------------- etcd cluster
 
@@ -59,19 +61,38 @@ export interface EtcdCluster {
   status(): MemberStatus[];
   /** Index of the member every running member agrees is the leader (waits for one). */
   leader(timeoutMs?: number): Promise<number>;
+  /**
+   * Cut member i off from the other members, both ways, keeping its client port up
+   * (it stays alive and answers clients, without a leader). Needs `peerProxies`.
+   */
+  partition(i: number): void;
+  heal(i: number): void;
   stop(): Promise<void>;
 }
 
-export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
+/**
+ * `peerProxies`: every member advertises a fault proxy in front of its peer port, so
+ * all member-to-member traffic passes a proxy that knows the sender (etcd's peer HTTP
+ * requests carry the sender's peer URLs in `X-PeerURLs`); `partition(i)` then cuts
+ * member i off both ways while clients still reach it.
+ */
+export async function startEtcdCluster(size = 3, opts: { peerProxies?: boolean } = {}): Promise<EtcdCluster> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-etcd3-'));
-  const ports: { client: number; peer: number }[] = [];
-  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), peer: await freePort() });
+  const ports: { client: number; peer: number; advertised: number }[] = [];
+  for (let i = 0; i < size; i++) {
+    const [client, peer] = [await freePort(), await freePort()];
+    ports.push({ client, peer, advertised: opts.peerProxies ? await freePort() : peer });
+  }
   const names = ports.map((_, i) => `m${i}`);
-  const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[i]!.peer}`).join(',');
+  const initialCluster = names.map((n, i) => `${n}=http://127.0.0.1:${ports[i]!.advertised}`).join(',');
+  // In a worker thread: this thread blocks in spawnSync(etcdctl) now and then, and a
+  // proxy on this thread's event loop would then hold every raft message meanwhile.
+  const proxies = opts.peerProxies ? await startPeerProxies(ports) : undefined;
   const token = path.basename(dir);
+  const bins = etcdBinaries();
 
   const ctl = (endpoints: string[], ...args: string[]) => {
-    const r = spawnSync('etcdctl', ['--endpoints', endpoints.join(','), '--command-timeout=2s', ...args], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+    const r = spawnSync(bins.etcdctl, ['--endpoints', endpoints.join(','), '--command-timeout=2s', ...args], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
     if (r.status !== 0) throw new Error(`etcdctl ${args.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
   };
@@ -79,6 +100,7 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
   const members = names.map((name, i): EtcdMember & { spawn(): void } => {
     const endpoint = `http://127.0.0.1:${ports[i]!.client}`;
     const peer = `http://127.0.0.1:${ports[i]!.peer}`;
+    const advertisedPeer = `http://127.0.0.1:${ports[i]!.advertised}`;
     const dataDir = path.join(dir, name);
     fs.mkdirSync(dataDir, { mode: 0o700 });
     // Heartbeat 25 ms / election 250 ms: elections well under a second, yet no
@@ -87,9 +109,9 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
     const args = [
       '--name', name, '--data-dir', dataDir,
       '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
-      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', advertisedPeer,
       '--initial-cluster', initialCluster, '--initial-cluster-state', 'new', '--initial-cluster-token', token,
-      '--heartbeat-interval=25', '--election-timeout=250', '--logger', 'zap', '--log-level', 'error',
+      '--heartbeat-interval=25', '--election-timeout=250', '--logger', 'zap', '--log-level', process.env.CONFSYNC_ETCD_LOG || 'error',
     ];
     let proc: ChildProcess | undefined;
     let stderr = '';
@@ -101,8 +123,8 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
       },
       spawn() {
         stderr = '';
-        proc = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-        proc.stderr!.on('data', (d) => (stderr += d));
+        proc = spawn(bins.etcd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        proc.stderr!.on('data', (d) => { stderr += d; if (process.env.CONFSYNC_ETCD_LOG) process.stderr.write(d); });
       },
       async start() {
         m.spawn();
@@ -127,7 +149,7 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
     for (;;) {
       const why = died();
       if (why) throw new Error(why);
-      const r = spawnSync('etcdctl', ['--endpoints', endpoints.join(','), '--command-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8' });
+      const r = spawnSync(bins.etcdctl, ['--endpoints', endpoints.join(','), '--command-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8' });
       if (r.status === 0) return;
       if (Date.now() > deadline) throw new Error(`etcd cluster not healthy on ${endpoints.join(',')}: ${r.stderr.trim()}`);
       await sleep(50);
@@ -165,7 +187,15 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
         await sleep(50);
       }
     },
+    partition(i: number) {
+      if (!proxies) throw new Error('partition() needs startEtcdCluster(n, { peerProxies: true })');
+      proxies.postMessage({ type: 'partition', member: i });
+    },
+    heal(i: number) {
+      proxies?.postMessage({ type: 'heal', member: i });
+    },
     async stop() {
+      await proxies?.terminate();
       for (const m of members) {
         m.signal('SIGCONT'); // a stopped process takes SIGKILL too, but then its exit is reported late
         await m.kill();
@@ -176,13 +206,46 @@ export async function startEtcdCluster(size = 3): Promise<EtcdCluster> {
 
   for (const m of members) m.spawn();
   try {
-    await waitHealthy(cluster.endpoints, () => undefined);
+    await waitHealthy(cluster.endpoints, () => undefined, opts.peerProxies ? 60_000 : 20_000);
     await cluster.leader();
   } catch (err) {
     await cluster.stop();
     throw err;
   }
   return cluster;
+}
+
+type PeerPorts = { peer: number; advertised: number }[];
+
+/** One fault proxy per member in front of its peer port, in a worker thread (see startEtcdCluster). */
+async function startPeerProxies(ports: PeerPorts): Promise<Worker> {
+  const worker = new Worker(new URL(import.meta.url), { workerData: { confsyncPeerProxies: ports } });
+  await new Promise<void>((resolve, reject) => {
+    worker.once('message', () => resolve());
+    worker.once('error', reject);
+  });
+  return worker;
+}
+
+if (!isMainThread && parentPort && (workerData as { confsyncPeerProxies?: PeerPorts })?.confsyncPeerProxies) {
+  const ports = (workerData as { confsyncPeerProxies: PeerPorts }).confsyncPeerProxies;
+  // The sending member, from the `X-PeerURLs` header etcd puts on its peer HTTP requests.
+  const senderOf = (first: Buffer) => {
+    const m = /\r\nX-Peerurls: *([^\r]*)/i.exec(first.subarray(0, 4096).toString('latin1'));
+    const i = m ? ports.findIndex((p) => m[1]!.includes(`:${p.advertised}`)) : -1;
+    return i >= 0 ? `m${i}` : undefined;
+  };
+  const port = parentPort;
+  void Promise.all(ports.map((p) => startProxy(`http://127.0.0.1:${p.peer}`, { port: p.advertised, label: senderOf }))).then((proxies: FaultProxy[]) => {
+    port.on('message', (m: { type: 'partition' | 'heal'; member: number }) => {
+      proxies.forEach((p, j) => {
+        const label = j === m.member ? undefined : `m${m.member}`; // all of i's inbound; i's outbound at the others
+        if (m.type === 'partition') p.cut(label);
+        else p.restore(label);
+      });
+    });
+    port.postMessage({ type: 'ready' });
+  });
 }
 
 // ---------------------------------------------------------------- writers
@@ -214,25 +277,73 @@ export async function commit(client: Etcd3, puts: [string, Buffer | string][], d
   return Number(res.header.revision);
 }
 
-/** `commit` until it succeeds (etcd down, leader lost, deadline): returns the revision, ack time and attempts. */
+/**
+ * `commit` until it succeeds (etcd down, leader lost, deadline): returns the revision, ack time and attempts.
+ *
+ * `after` (the revision of this writer's previous ack) makes the write safe to retry on a
+ * cluster with a hung or partitioned member: the transaction applies only while its first
+ * key was last changed at or before `after`. Without it, an attempt whose deadline expired
+ * while a stopped member held it is applied when that member resumes — after later writes
+ * were acked — and etcd itself goes back to the older value (seen in cluster.test.ts: etcd's
+ * history held v62 at a revision after v200). With it such a stale attempt fails its compare;
+ * a failed compare of the current write means an earlier attempt of it landed, which is
+ * checked by value.
+ */
 export async function commitUntilAcked(
   client: Etcd3,
   puts: [string, Buffer | string][],
   deletes: string[] = [],
   retryMs = 100,
+  after?: number,
 ): Promise<{ revision: number; ackAt: number; attempts: number; firstError?: string }> {
   let attempts = 0;
   let firstError: string | undefined;
   for (;;) {
     attempts++;
     try {
-      const revision = await commit(client, puts, deletes);
+      const revision = after === undefined ? await commit(client, puts, deletes) : await guardedCommit(client, puts, deletes, after);
       return { revision, ackAt: Date.now(), attempts, firstError };
     } catch (err) {
       firstError ??= (err as Error).message;
       await sleep(retryMs);
     }
   }
+}
+
+async function guardedCommit(client: Etcd3, puts: [string, Buffer | string][], deletes: string[], after: number): Promise<number> {
+  const [guardKey, ours] = puts[0]!;
+  const ops = [...puts.map(([k, v]) => client.put(k).value(v)), ...deletes.map((k) => client.delete().key(k))];
+  const res = await client.if(guardKey, 'Mod', '<', after + 1).then(...ops).commit();
+  if (res.succeeded) return Number(res.header.revision);
+  const now = await client.get(guardKey).exec();
+  const kv = now.kvs[0];
+  if (kv && kv.value.equals(Buffer.from(ours))) return Number(kv.mod_revision); // an earlier attempt landed
+  throw new Error(`${guardKey} changed after revision ${after} by someone else`);
+}
+
+/**
+ * Every value `key` held, in revision order, read from etcd's own history (a
+ * watch from revision 1 up to `untilRevision`; the suites never compact).
+ * What the cluster committed, independent of the daemon.
+ */
+export async function keyHistory(client: Etcd3, key: string, untilRevision: number): Promise<{ revision: number; value: Buffer }[]> {
+  const out: { revision: number; value: Buffer }[] = [];
+  const watcher = await client.watch().key(key).startRevision('1').create();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`history of ${key} did not reach revision ${untilRevision}`)), 15_000);
+      const check = (rev: number) => rev >= untilRevision && (clearTimeout(timer), resolve());
+      watcher.on('put', (kv) => {
+        out.push({ revision: Number(kv.mod_revision), value: kv.value });
+        check(Number(kv.mod_revision));
+      });
+      watcher.on('data', (res) => check(Number(res.header.revision)));
+      watcher.on('error', reject);
+    });
+  } finally {
+    await watcher.cancel();
+  }
+  return out.filter((h) => h.revision <= untilRevision);
 }
 
 // ---------------------------------------------------------------- values

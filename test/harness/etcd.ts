@@ -22,8 +22,20 @@ export interface EtcdHandle {
   revision(): number;
 }
 
+/**
+ * The etcd binaries the tests run: Debian's 3.4 from PATH, or the ones named by
+ * CONFSYNC_ETCD_BIN / CONFSYNC_ETCDCTL_BIN (`npm run test:etcd36` points them at the
+ * etcd 3.6 that scripts/etcd.sh builds).
+ */
+export function etcdBinaries(): { etcd: string; etcdctl: string } {
+  return {
+    etcd: process.env.CONFSYNC_ETCD_BIN || which('etcd'),
+    etcdctl: process.env.CONFSYNC_ETCDCTL_BIN || which('etcdctl'),
+  };
+}
+
 export async function startEtcd(): Promise<EtcdHandle> {
-  const etcdBin = which('etcd');
+  const { etcd: etcdBin, etcdctl } = etcdBinaries();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-etcd-'));
   const dataDir = path.join(dir, 'data');
   fs.mkdirSync(dataDir, { mode: 0o700 });
@@ -40,7 +52,7 @@ export async function startEtcd(): Promise<EtcdHandle> {
   ];
 
   const ctl = (...a: string[]) => {
-    const r = spawnSync('etcdctl', ['--endpoints', endpoint, ...a], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+    const r = spawnSync(etcdctl, ['--endpoints', endpoint, ...a], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
     if (r.status !== 0) throw new Error(`etcdctl ${a.join(' ')}: ${r.stderr.trim()}`);
     return r.stdout;
   };
@@ -55,7 +67,7 @@ export async function startEtcd(): Promise<EtcdHandle> {
       const deadline = Date.now() + 15_000;
       while (Date.now() < deadline) {
         if (proc.exitCode !== null) throw new Error(`etcd exited ${proc.exitCode}: ${stderr}`);
-        const r = spawnSync('etcdctl', ['--endpoints', endpoint, '--command-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8' });
+        const r = spawnSync(etcdctl, ['--endpoints', endpoint, '--command-timeout=1s', 'endpoint', 'health'], { encoding: 'utf8' });
         if (r.status === 0) return;
         await sleep(50);
       }
@@ -87,4 +99,36 @@ function which(bin: string): string {
   const r = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${bin} not found on PATH: install it with "apt-get install -y etcd-server etcd-client"`);
   return r.stdout.trim();
+}
+
+/** `etcd grpc-proxy start` in front of `endpoints` (etcd's own proxy; it coalesces identical watches). */
+export async function startGrpcProxy(endpoints: string[]): Promise<{ endpoint: string; stop(): Promise<void> }> {
+  const { etcd: etcdBin, etcdctl } = etcdBinaries();
+  const port = await freePort();
+  const endpoint = `http://127.0.0.1:${port}`;
+  const hostPorts = endpoints.map((e) => new URL(e).host).join(',');
+  const proc = spawn(etcdBin, ['grpc-proxy', 'start', '--endpoints', hostPorts, '--listen-addr', `127.0.0.1:${port}`, '--advertise-client-url', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.on('data', (d) => (stderr += d));
+  let stopping = false;
+  // A proxy that dies under the test is the finding: say why.
+  proc.once('exit', (code, sig) => stopping || process.stderr.write(`etcd grpc-proxy exited (${code ?? sig}): ${stderr.slice(-3000)}\n`));
+  const stop = async () => {
+    stopping = true;
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGKILL');
+    await exited;
+  };
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`etcd grpc-proxy exited ${proc.exitCode}: ${stderr}`);
+    const r = spawnSync(etcdctl, ['--endpoints', endpoint, '--command-timeout=1s', 'get', 'probe'], { encoding: 'utf8' });
+    if (r.status === 0) return { endpoint, stop };
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`etcd grpc-proxy did not answer on ${endpoint}: ${stderr}`);
+    }
+    await sleep(50);
+  }
 }

@@ -1,0 +1,201 @@
+import type { IKeyValue, IWatchResponse } from 'etcd3';
+import type { Logger } from '../log.js';
+import type { EtcdMembers, WatchStream } from './etcd-members.js';
+import type { Change, SourceEvent } from './types.js';
+
+/** etcd answers a progress_request with one response for the whole stream, watch id -1. */
+const STREAM_WIDE = '-1';
+
+export interface WatchSession {
+  members: EtcdMembers;
+  /** The member this stream runs on. */
+  member: number;
+  ranges: { key: Buffer; end: Buffer }[];
+  /** Per prefix: every change up to here has been handed on. Advanced in place. */
+  revs: number[];
+  onEvent: (e: SourceEvent) => void;
+  onProgress: () => void;
+  logger: Logger;
+  signal: AbortSignal;
+  /** How often to check the stream (progress request or confirming reads), ms; 0 = never. */
+  everyMs: number;
+  /** Silence, or a change etcd committed and the stream did not deliver, for this long fails the stream. */
+  stallMs: number;
+}
+
+/** Thrown when the member itself failed (not just the stream): suspect it, drop its channel. */
+export class MemberFailed extends Error {}
+
+/**
+ * One Watch stream on one member: steps (2)–(6) of EtcdSource.
+ *
+ *  (a) one watcher per prefix, each from its own revision + 1, with `hasleader`
+ *      (a member that loses its leader ends the stream: it may be partitioned);
+ *  (b) events wait in `pending` until every watcher is known to be past their
+ *      revision, then go out in revision order (etcd does not order events across
+ *      watchers while one catches up); a watcher's revision := its last event's;
+ *  (c) it learns that a watcher with no events is past a revision from a progress
+ *      answer — or, on an endpoint that never answers progress requests (etcd's
+ *      gRPC proxy ignores them), from a CONFIRMING READ (d);
+ *  (d) confirm(j): a linearizable count of prefix j gives head H; if no key of the
+ *      prefix at H was modified after revs[j] and the count at H equals the count at
+ *      revs[j], the prefix holds exactly what it held at revs[j] (every key at H then
+ *      existed at revs[j] unchanged, and there are as many), so revs[j] := H.
+ *      Otherwise changes are committed that the stream has not delivered yet;
+ *  (e) failure: silence for `stallMs` on a stream that answers progress, a read on
+ *      the member failing (deadline, no leader), or committed changes undelivered
+ *      for `stallMs` → reject; a compacted revision → resolve 'compacted'.
+ */
+export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'> {
+  const { members, member, ranges, revs, logger, signal } = s;
+  const stream = await members.watch(member);
+  const ids = new Map<string, number>(); // etcd watch id -> prefix index
+  const pending: { rev: number; change: Change }[] = [];
+  // Per prefix, in read mode: since when etcd holds changes up to `target` that the stream has not delivered.
+  const behind: ({ since: number; target: number } | undefined)[] = ranges.map(() => undefined);
+  let lastAnswer = Date.now();
+  let progressAnswered = false;
+  let readMode = false;
+  let confirming: Promise<void> | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let soon: NodeJS.Timeout | undefined;
+  let onAbort = () => {};
+
+  const release = (head: number) => {
+    const upTo = Math.min(...revs);
+    pending.sort((a, b) => a.rev - b.rev); // stable: order within a revision is kept
+    let n = 0;
+    while (n < pending.length && pending[n]!.rev <= upTo) n++;
+    if (n > 0) s.onEvent({ type: 'changes', revision: upTo, changes: pending.splice(0, n).map((p) => p.change), head });
+    else s.onEvent({ type: 'progress', revision: upTo, head });
+  };
+
+  const range = (req: object) => members.kv<{ header: { revision: string }; count: string; kvs: IKeyValue[] }>(member, 'range', req, Math.max(1000, s.stallMs / 2));
+
+  /** (d) */
+  const confirm = async (j: number): Promise<number> => {
+    const { key, end } = ranges[j]!;
+    const r0 = revs[j]!;
+    const now = await range({ key, range_end: end, count_only: true });
+    const head = Number(now.header.revision);
+    if (head <= r0) return head;
+    const then = await range({ key, range_end: end, count_only: true, revision: r0 });
+    const newer = await range({ key, range_end: end, keys_only: true, limit: 1, min_mod_revision: r0 + 1, revision: head });
+    if (newer.kvs.length === 0 && now.count === then.count) {
+      revs[j] = Math.max(revs[j]!, head);
+      behind[j] = undefined;
+    } else if (revs[j]! < head) {
+      behind[j] = { since: behind[j]?.since ?? Date.now(), target: head };
+    }
+    return head;
+  };
+
+  const confirmAll = () =>
+    (confirming ??= (async () => {
+      try {
+        let head = 0;
+        for (let j = 0; j < ranges.length; j++) head = Math.max(head, await confirm(j));
+        s.onProgress();
+        release(head);
+      } finally {
+        confirming = undefined;
+      }
+    })());
+
+  try {
+    return await new Promise<'compacted' | 'closed'>((resolve, reject) => {
+      const fail = (err: Error) => reject(err);
+      const check = (why: string) =>
+        confirmAll().catch((err: Error) => {
+          if (/OutOfRange|compacted/i.test(`${err.name} ${err.message}`)) return resolve('compacted');
+          fail(new MemberFailed(`${why}; a read on the same member failed too: ${err.message}`));
+        });
+      stream.on('data', (res: IWatchResponse) => {
+        lastAnswer = Date.now();
+        if (Number(res.compact_revision) > 0) {
+          logger.warn({ compactRevision: Number(res.compact_revision), wanted: Math.min(...revs) + 1 }, 'etcd compacted past our revision; re-listing');
+          return resolve('compacted');
+        }
+        if (res.canceled) return fail(new MemberFailed(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
+        if (res.created) return void ids.set(res.watch_id, ids.size); // creates are answered in the order sent
+        if (res.events.length > 0) {
+          const i = ids.get(res.watch_id);
+          if (i === undefined) return;
+          for (const change of res.events.map(toChange)) pending.push({ rev: revisionOf(change), change });
+          // Assigned, not max'd: an event below a revision we were told (an etcd 3.4 progress
+          // answer sent before a catch-up finished) takes the resume point back to safety.
+          revs[i] = pending[pending.length - 1]!.rev;
+          if (behind[i] && revs[i]! >= behind[i]!.target) behind[i] = undefined;
+          s.onProgress();
+          release(Number(res.header.revision));
+          // (b) Ask now (coalesced) whether the other watchers are past these events.
+          if (ranges.length > 1 && pending.length > 0 && !soon) {
+            soon = setTimeout(() => {
+              soon = undefined;
+              if (readMode) void check('confirming reads');
+              else stream.write({ progress_request: {} });
+            }, 0);
+          }
+          return;
+        }
+        // (c) Never backwards: a member that is behind answers with its own, older head.
+        const header = Number(res.header.revision);
+        if (res.watch_id === STREAM_WIDE) {
+          progressAnswered = true;
+          revs.forEach((r, k) => (revs[k] = Math.max(r, header)));
+        } else if (ids.has(res.watch_id)) revs[ids.get(res.watch_id)!] = Math.max(revs[ids.get(res.watch_id)!]!, header);
+        else return;
+        s.onProgress();
+        release(header);
+      });
+      stream.on('error', (err: Error) => (members.noteError(err), fail(new MemberFailed(err.message))));
+      stream.on('end', () => (signal.aborted ? resolve('closed') : fail(new Error('watch stream ended'))));
+      onAbort = () => resolve('closed');
+      signal.addEventListener('abort', onAbort, { once: true });
+      ranges.forEach((range, i) =>
+        stream.write({ create_request: { key: range.key, range_end: range.end, start_revision: revs[i]! + 1, progress_notify: true } }),
+      );
+      // (e) A hung member keeps TCP up and answers nothing; a gRPC proxy answers events but never progress.
+      if (s.everyMs > 0) timer = setInterval(() => {
+        const silentMs = Date.now() - lastAnswer;
+        if (readMode) {
+          const stuck = behind.some((b) => b !== undefined && Date.now() - b.since > s.stallMs);
+          if (stuck) return fail(new Error(`etcd committed changes the watch stream did not deliver for ${Math.round(s.stallMs / 1000)} s`));
+          return void check('confirming reads');
+        }
+        if (silentMs <= s.stallMs) return void stream.write({ progress_request: {} });
+        if (progressAnswered) return fail(new MemberFailed(`etcd stopped answering on the watch stream for ${Math.round(silentMs / 1000)} s`));
+        // Never answered on this stream: a silent member, or an endpoint without progress answers. A read tells which.
+        readMode = true;
+        void check('no answer to watch progress requests');
+        logger.info({ member: members.name(member) }, 'the etcd endpoint does not answer watch progress requests (a gRPC proxy?); confirming watchers with linearizable reads');
+      }, s.everyMs);
+    });
+  } finally {
+    // Whatever is still pending was never handed on: every watcher resumes from
+    // the last revision that was, so nothing is lost and nothing repeats.
+    revs.fill(Math.min(...revs));
+    clearInterval(timer);
+    clearTimeout(soon);
+    signal.removeEventListener('abort', onAbort);
+    stream.removeAllListeners();
+    stream.on('error', () => undefined); // a late error on a stream we dropped is not news
+    stream.cancel?.(); // not just end(): a half-closed stream stays open on the server
+  }
+}
+
+function toKv(kv: IKeyValue) {
+  return { key: kv.key.toString('utf8'), value: kv.value, modRevision: Number(kv.mod_revision) };
+}
+
+function revisionOf(c: Change): number {
+  return c.type === 'put' ? c.kv.modRevision : c.modRevision;
+}
+
+function toChange(ev: { type: string; kv: IKeyValue }): Change {
+  return ev.type === 'Delete'
+    ? { type: 'delete', key: ev.kv.key.toString('utf8'), modRevision: Number(ev.kv.mod_revision) }
+    : { type: 'put', kv: toKv(ev.kv) };
+}
+
+export { toKv };
