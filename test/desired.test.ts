@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { buildObject, hashObject, type BuildContext, type BuildResult, type ObjectKeys, type StoredKv } from '../src/desired/build.js';
 import { parseMeta, placementAdmits } from '../src/desired/meta.js';
 import { KeyStore } from '../src/desired/store.js';
-import { objectId, type DesiredObject, type ObjectKind } from '../src/desired/types.js';
+import type { DesiredObject } from '../src/desired/types.js';
+import { objectId, type ObjectKind } from '../src/keyspace.js';
 import { matchesGlob } from '../src/glob.js';
 import type { Kv } from '../src/source/types.js';
 

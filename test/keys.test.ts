@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { clusterError, dataKeyError, nameError, namespaceError, parseKey, printable, type ParsedKey } from '../src/source/keys.js';
+import { clusterError, dataKeyError, nameError, namespaceError, parseKey, printable, type ParsedKey } from '../src/keyspace.js';
 
 /**
  * The key layout is the public API (SPEC §1): one table of keys relative to the

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../config/load.js';
 import { createReconciler, createSinks, loadIdentity, watchedPrefixes } from '../daemon.js';
-import type { DesiredObject, ObjectId } from '../desired/types.js';
+import type { DesiredObject } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { ApplyResult, Sink, SinkKind } from '../sink/types.js';

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { isSealed, type ObjectKind } from '../keyspace.js';
+import { isSealed, objectId, type ObjectKind } from '../keyspace.js';
 import type { Kv } from '../source/types.js';
-import { objectId, type DesiredObject } from './types.js';
+import type { DesiredObject } from './types.js';
 import { parseMeta, placementAdmits, type Meta } from './meta.js';
 
 /** A key as etcd holds it, with its logical path (`<scope>/<kind>/<ns>/<name>/<key>`). */

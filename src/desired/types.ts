@@ -1,8 +1,6 @@
 /** The pure core's output: what one object should look like on this cluster. */
 import type { ObjectId, ObjectKind } from '../keyspace.js';
 
-export { objectId, type ObjectId, type ObjectKind } from '../keyspace.js';
-
 export interface DesiredObject {
   id: ObjectId;
   kind: ObjectKind;

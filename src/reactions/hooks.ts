@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
-import type { ObjectId } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 import { matchesGlob } from '../glob.js';
 import type { Logger } from '../log.js';
 import type { ReconcileEvent } from '../reconcile/events.js';

@@ -4,7 +4,8 @@
  * name as a string to compare against, and none may throw or block the loop.
  */
 import type { Problem } from '../desired/build.js';
-import type { DesiredObject, ObjectId } from '../desired/types.js';
+import type { DesiredObject } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 import type { SinkKind } from '../sink/types.js';
 
 export type ProblemCounter = 'invalidInputs' | 'decryptFailures';

@@ -3,7 +3,8 @@
  * as an event, a failure to the retry book (retries.ts), which backs off and
  * re-queues. One sink failing never stops the others.
  */
-import type { DesiredObject, ObjectId } from '../desired/types.js';
+import type { DesiredObject } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { Sink } from '../sink/types.js';
 import type { ReconcileEvent, ReconcileStats } from './events.js';

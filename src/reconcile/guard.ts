@@ -13,7 +13,7 @@
  * Never by itself, never by a timer.
  */
 import type { Problem } from '../desired/build.js';
-import type { ObjectId } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { ReconcileEvent } from './events.js';
 

@@ -22,8 +22,14 @@ export class Progress {
   state: ConnectionState = 'connecting';
   /** performance.now() of the last answer from etcd (snapshot, changes or progress). */
   lastHeardAt = performance.now();
-  /** performance.now() since which `applied` has been behind `head`; undefined when caught up. */
-  private behindSince?: number;
+  /**
+   * Each head revision etcd reported that is not applied yet, with when it was
+   * first seen (oldest first). Under a steady stream of writes `applied` trails
+   * `head` all the time yet keeps up; what matters is how long the OLDEST
+   * unapplied revision has waited. Bounded: past the bound new heads are not
+   * recorded, and once the recorded ones are applied the current head is.
+   */
+  private readonly unapplied: { revision: number; seenAt: number }[] = [];
 
   constructor(private readonly now: () => number = () => performance.now()) {
     this.lastHeardAt = now();
@@ -37,7 +43,9 @@ export class Progress {
     }
     this.lastHeardAt = this.now();
     const head = event.type === 'snapshot' ? event.revision : event.head;
-    this.head = Math.max(this.head, head, event.revision);
+    const newHead = Math.max(head, event.revision);
+    if (newHead > this.head && this.unapplied.length < 10_000) this.unapplied.push({ revision: newHead, seenAt: this.now() });
+    this.head = Math.max(this.head, newHead);
     this.received = Math.max(this.received, event.revision);
     this.checkBehind();
   }
@@ -64,14 +72,17 @@ export class Progress {
     const now = this.now();
     const quiet = (now - this.lastHeardAt) / 1000;
     if (quiet > stallSeconds) return `no progress from the etcd watch for ${Math.round(quiet)} s (state: ${this.state})`;
-    if (this.behindSince !== undefined && (now - this.behindSince) / 1000 > stallSeconds) {
-      return `applied revision ${this.applied} has been behind etcd's ${this.head} for ${Math.round((now - this.behindSince) / 1000)} s`;
+    const oldest = this.unapplied[0];
+    if (oldest && (now - oldest.seenAt) / 1000 > stallSeconds) {
+      return `applied revision ${this.applied} behind etcd's ${oldest.revision} for ${Math.round((now - oldest.seenAt) / 1000)} s (head ${this.head})`;
     }
     return undefined;
   }
 
   private checkBehind(): void {
-    if (this.applied >= this.head) this.behindSince = undefined;
-    else this.behindSince ??= this.now();
+    let n = 0;
+    while (n < this.unapplied.length && this.unapplied[n]!.revision <= this.applied) n++;
+    if (n > 0) this.unapplied.splice(0, n);
+    if (this.unapplied.length === 0 && this.head > this.applied) this.unapplied.push({ revision: this.head, seenAt: this.now() });
   }
 }

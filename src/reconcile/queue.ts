@@ -13,7 +13,7 @@
  * Queue order is arrival order and revisions only grow, so the oldest pending
  * revision is the first queued entry's or an in-flight one's.
  */
-import type { ObjectId } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 
 export interface Taken {
   force: boolean;

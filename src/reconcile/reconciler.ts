@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { buildObject, type BuildContext, type BuildLimits } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
-import type { DesiredObject, ObjectId } from '../desired/types.js';
+import type { DesiredObject } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 import { isSealed, Keyspace } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { Sink } from '../sink/types.js';

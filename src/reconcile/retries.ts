@@ -7,7 +7,7 @@
  * dirties the object again.
  */
 import { isRetryable } from '../errors.js';
-import type { ObjectId } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { SinkKind } from '../sink/types.js';
 import type { ReconcileEvent } from './events.js';

@@ -5,7 +5,7 @@
  * object still holds it (a deleted secret must not linger in the heap).
  */
 import type { Kv } from '../source/types.js';
-import type { ObjectId } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 
 export type Opened = Buffer | { error: string };
 

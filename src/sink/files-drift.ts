@@ -21,7 +21,7 @@
  */
 import { watch, type FSWatcher } from 'chokidar';
 import path from 'node:path';
-import { objectId, type ObjectId, type ObjectKind } from '../desired/types.js';
+import { objectId, type ObjectId, type ObjectKind } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import { isWithin, segmentProblem } from './files-paths.js';
 

@@ -10,7 +10,7 @@
  */
 import { readFile, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { objectId, type ObjectId, type ObjectKind } from '../desired/types.js';
+import { objectId, type ObjectId, type ObjectKind } from '../keyspace.js';
 import { InvalidInput } from '../errors.js';
 
 /** Longest name kubelet accepts for a key; also fits NAME_MAX (255) with room. */

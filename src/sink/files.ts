@@ -35,7 +35,8 @@
 import { chmod, lstat, mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
-import { objectId, type DesiredObject, type ObjectId, type ObjectKind } from '../desired/types.js';
+import { type DesiredObject } from '../desired/types.js';
+import { objectId, type ObjectId, type ObjectKind } from '../keyspace.js';
 import { UserError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ApplyResult, Sink } from './types.js';

@@ -1,5 +1,6 @@
 import * as k8s from '@kubernetes/client-node';
-import type { DesiredObject, ObjectId, ObjectKind } from '../desired/types.js';
+import type { DesiredObject } from '../desired/types.js';
+import type { ObjectId, ObjectKind } from '../keyspace.js';
 import { InvalidInput } from '../errors.js';
 import { KINDS, objectId } from '../keyspace.js';
 import type { Logger } from '../log.js';

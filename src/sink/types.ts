@@ -1,4 +1,5 @@
-import type { DesiredObject, ObjectId } from '../desired/types.js';
+import type { DesiredObject } from '../desired/types.js';
+import type { ObjectId } from '../keyspace.js';
 
 export type ApplyResult = 'written' | 'unchanged';
 

@@ -1,6 +1,6 @@
 import type { IKeyValue, IWatchResponse } from 'etcd3';
 import type { Logger } from '../log.js';
-import type { EtcdMembers, WatchStream } from './etcd-members.js';
+import type { EtcdMembers } from './etcd-members.js';
 import type { Change, SourceEvent } from './types.js';
 
 /** etcd answers a progress_request with one response for the whole stream, watch id -1. */
