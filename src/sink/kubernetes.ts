@@ -26,7 +26,8 @@ export interface KubernetesSinkOptions {
  *
  *  (1) compare with the live object (informer cache of owned objects, or a GET):
  *      unowned → refuse; equal data/labels/annotations → nothing to do;
- *  (2) an immutable live object whose content must change is deleted first
+ *  (2) an immutable live object whose content must change, or a Secret whose
+ *      type changes, is deleted first
  *      (Kubernetes forbids updating it, and kubelets cache it until pods restart);
  *  (3) server-side apply with force (we are the only manager of these fields);
  *      a missing namespace is created when configured, else reported;
@@ -60,10 +61,12 @@ export class KubernetesSink implements Sink {
     let live = await this.live(obj.kind, obj.namespace, obj.name); // (1)
     if (live && !isOwned(live)) throw new Error(`${kindName(obj.kind)} ${obj.namespace}/${obj.name} exists and is not managed by confsync (no ${OWNED_SELECTOR} label); left alone`);
     if (live && liveMatches(live, want)) return 'unchanged';
-    if (live?.immutable) {
+    // A Secret's type cannot change in place either: the API server refuses it for ever.
+    const typeChanged = live !== undefined && 'type' in want && (live as { type?: string }).type !== want.type;
+    if (live && (live.immutable || typeChanged)) {
       // (2)
       await this.delete(obj.kind, live);
-      this.opts.logger.info({ object: obj.id }, 'immutable object changed in etcd: deleted and re-created (pods using it must restart to see it)');
+      this.opts.logger.info({ object: obj.id }, typeChanged ? 'Secret type changed in etcd: deleted and re-created' : 'immutable object changed in etcd: deleted and re-created (pods using it must restart to see it)');
       live = undefined;
     }
     try {
