@@ -1,43 +1,21 @@
 import { performance } from 'node:perf_hooks';
-import { buildObject, type BuildContext, type BuildLimits } from '../desired/build.js';
+import { buildObject, type BuildContext } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject } from '../desired/types.js';
-import type { ObjectId } from '../keyspace.js';
-import { isSealed, Keyspace } from '../keyspace.js';
-import type { Logger } from '../log.js';
-import type { Sink } from '../sink/types.js';
+import { isSealed, Keyspace, type ObjectId } from '../keyspace.js';
 import type { SourceEvent } from '../source/types.js';
 import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
+import { SinkFanout } from './fanout.js';
+import { DeleteGuard, type Hold } from './guard.js';
+import type { ReconcilerOptions } from './options.js';
+import { ProblemReporter } from './problems.js';
+import { Progress } from './progress.js';
+import { WorkQueue } from './queue.js';
+import { SinkRetries } from './retries.js';
+import { SecretCache, zeroUnless } from './secrets.js';
 
 export type { ReconcileStats } from './events.js';
-import { Progress } from './progress.js';
-import { SinkRetries } from './retries.js';
-import { SecretCache, zeroUnless, type OpenSecret } from './secrets.js';
-import { WorkQueue } from './queue.js';
-import { DeleteGuard, type GuardConfig, type Hold } from './guard.js';
-import { SinkFanout } from './fanout.js';
-import { ProblemReporter } from './problems.js';
-
-export interface ReconcilerOptions {
-  /** Key prefix with trailing slash, e.g. "/confsync/". */
-  prefix: string;
-  cluster: string;
-  /** This node's name: a release confirmation may name one node. */
-  node?: string;
-  /** The mass-delete guard; off when omitted. */
-  guard?: GuardConfig;
-  labels: Record<string, string>;
-  sinks: Sink[];
-  logger: Logger;
-  openSecret?: OpenSecret;
-  /** Objects reconciled at once; one slow object never blocks the rest. */
-  concurrency?: number;
-  /** First retry delay after a sink failed on an object; doubles up to `retryMaxMs`. */
-  retryMs?: number;
-  retryMaxMs?: number;
-  limits?: BuildLimits;
-  observers?: ReconcileObserver[];
-}
+export type { ReconcilerOptions } from './options.js';
 
 /**
  * The one loop: desired vs actual → minimal changes. The daemon, `plan` and the
