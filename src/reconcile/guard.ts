@@ -1,7 +1,8 @@
 /**
  * The mass-delete guard: the worst day for a sync tool is a mistake that spreads
  * everywhere in milliseconds (`etcdctl del --prefix /confsync/global`). When one
- * batch of changes — one source event, or a re-list — would remove more than
+ * batch of changes — one etcd revision (a transaction, a `del --prefix`), or a
+ * re-list after a restart or compaction — would remove more than
  * `maxDeletePercent` of the objects this daemon materializes (and at least
  * `minObjects` of them), those removals are held: files and Kubernetes objects
  * stay, everything else keeps syncing, and the hold is reported (log, metric,
