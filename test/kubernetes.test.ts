@@ -89,7 +89,8 @@ test('ConfigMap and Secret round trip (binaryData, overrides, @meta), ownership,
 
     const cm = await until(async () => {
       const o = await getObj('configmaps', 'default', 'app');
-      return o?.data?.b === 'eu-b' && o.binaryData ? o : undefined;
+      // Each put is applied as it arrives: wait for the last of them (@meta), not just the data.
+      return o?.data?.b === 'eu-b' && o.binaryData && o.metadata?.labels?.team ? o : undefined;
     }, 'ConfigMap');
     assert.deepEqual(cm.data, { a: 'global-a', b: 'eu-b' });
     assert.deepEqual(cm.binaryData, { bin: Buffer.from([0xff, 0x00, 0xfe]).toString('base64') });
@@ -100,7 +101,11 @@ test('ConfigMap and Secret round trip (binaryData, overrides, @meta), ownership,
     assert.ok(Number(cm.metadata.annotations['confsync.io/source-revision']) > 0);
     assert.ok(cm.metadata.managedFields.some((f: any) => f.manager === 'confsync' && f.operation === 'Apply'));
 
-    const secret = await until(() => getObj('secrets', 'default', 'db'), 'Secret');
+    // Created Opaque first when the password lands before its @meta: the type change re-creates it.
+    const secret = await until(async () => {
+      const o = await getObj('secrets', 'default', 'db');
+      return o?.type === 'kubernetes.io/basic-auth' ? o : undefined;
+    }, 'Secret with its @meta type');
     assert.equal(Buffer.from(secret.data.password, 'base64').toString(), 'hunter2');
     assert.equal(secret.type, 'kubernetes.io/basic-auth');
 
