@@ -180,6 +180,18 @@ test('etcd RBAC: the cluster role lets the daemon converge (and survive an etcd 
       await until(() => readOr(d.file('configmaps', 'default', 'app', 'b')) === 'eu-b2', 'change after the restart', 20_000);
     });
 
+    await t.test('a wrong password is reported as a refusal (by error class / gRPC code), not as an outage', async () => {
+      const wrongFile = path.join(tmp, 'wrong-password');
+      fs.writeFileSync(wrongFile, 'not-the-password\n', { mode: 0o600 });
+      const bad = new DaemonProcess({ cluster: 'eu', node: 'n2', etcd: { endpoints: [etcd.endpoint], prefix: P, auth: { username: 'confsync-eu', passwordFile: wrongFile } } }).start();
+      try {
+        await until(() => bad.log.includes('etcd refused our credentials or permissions'), 'refusal reported', 10_000);
+        assert.ok(!bad.log.includes('not-the-password'));
+      } finally {
+        await bad.cleanup();
+      }
+    });
+
     await t.test('the password never appears in the daemon log', () => {
       assert.ok(d.log.length > 0);
       assert.ok(!d.log.includes(password));

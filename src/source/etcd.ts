@@ -3,6 +3,7 @@ import type { Etcd3, IKeyValue } from 'etcd3';
 import type { Logger } from '../log.js';
 import { prefixEnd } from './etcd-client.js';
 import { EtcdMembers } from './etcd-members.js';
+import { isRefusal } from './etcd-errors.js';
 import { MemberFailed, runWatch, toKv } from './etcd-watch.js';
 import type { ConnectionState, Kv, Source, SourceEvent } from './types.js';
 
@@ -125,7 +126,7 @@ export class EtcdSource implements Source {
         const ms = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(failures - 1, 10)) * (0.5 + Math.random() / 2);
         const reason = (err as Error).message;
         // Say which: a refused credential or permission needs an operator, an outage does not.
-        const refused = /permission denied|authentication failed|user name is empty|invalid auth token|PermissionDenied|Unauthenticated/i.test(reason);
+        const refused = isRefusal(err);
         this.opts.logger.warn(
           { err: reason, member: member === undefined ? undefined : this.members.name(member), retryInMs: Math.round(ms), resumeFrom: revs.length ? Math.min(...revs) + 1 : 'list' },
           refused ? 'etcd refused our credentials or permissions (check etcd.auth / the role); keeping the last good state, retrying' : 'etcd unavailable; keeping the last good state, retrying',
