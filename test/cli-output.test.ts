@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startEtcd, type EtcdHandle } from './harness/etcd.js';
+import { runCli, type CliRun } from './harness/cli.js';
 import { MAIN } from './harness/daemon.js';
 
 const P = '/confsync';
@@ -23,10 +24,8 @@ const UNSAFE = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/;
 let etcd: EtcdHandle;
 let dir: string;
 
-function cli(args: string[], input = ''): { code: number | null; stdout: string; stderr: string } {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFSYNC_')));
-  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, input, encoding: 'utf8', env: { ...env, CONFSYNC_ENDPOINTS: etcd.endpoint } });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+function cli(args: string[], input = ''): CliRun {
+  return runCli(args, { cwd: dir, endpoint: etcd.endpoint, input });
 }
 
 function clean(args: string[], what: string): { stdout: string; stderr: string } {

@@ -6,13 +6,12 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { startEtcd, type EtcdHandle } from './harness/etcd.js';
-import { MAIN } from './harness/daemon.js';
+import { runCli, type CliRun } from './harness/cli.js';
 import { commitRollback, planRollback } from '../src/admin/rollback.js';
 import { UserError } from '../src/errors.js';
 import { GLOBAL, Keyspace } from '../src/keyspace.js';
@@ -25,19 +24,12 @@ let client: Etcd3;
 let dir: string;
 const revs: number[] = []; // R1, R2, R3
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+
+function cli(args: string[], input = ''): CliRun {
+  return runCli(args, { cwd: dir, endpoint: etcd.endpoint, input });
 }
 
-function cli(args: string[], input = ''): Run {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFSYNC_')));
-  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, input, encoding: 'utf8', env: { ...env, CONFSYNC_ENDPOINTS: etcd.endpoint } });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function ok(args: string[], input = ''): Run {
+function ok(args: string[], input = ''): CliRun {
   const r = cli(args, input);
   assert.equal(r.code, 0, `confsync ${args.join(' ')} failed: ${r.stderr}`);
   return r;

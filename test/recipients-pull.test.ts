@@ -8,32 +8,24 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { startEtcd, type EtcdHandle } from './harness/etcd.js';
-import { MAIN } from './harness/daemon.js';
+import { runCli, type CliRun } from './harness/cli.js';
 import { parseRecipient } from '../src/envelope/identity.js';
 
 const P = '/confsync';
 let etcd: EtcdHandle;
 let dir: string;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
+
+function cli(args: string[], input = ''): CliRun {
+  return runCli(args, { cwd: dir, endpoint: etcd.endpoint, input });
 }
 
-function cli(args: string[], input = ''): Run {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFSYNC_')));
-  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd: dir, input, encoding: 'utf8', env: { ...env, CONFSYNC_ENDPOINTS: etcd.endpoint } });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function ok(args: string[], input?: string): Run {
+function ok(args: string[], input?: string): CliRun {
   const r = cli(args, input);
   assert.equal(r.code, 0, `confsync ${args.join(' ')} failed: ${r.stderr}`);
   return r;
