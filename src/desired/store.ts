@@ -26,14 +26,20 @@ export class KeyStore {
     return { dirty, invalid };
   }
 
-  apply(changes: Change[]): { dirty: Set<ObjectId>; invalid: Problem[] } {
+  /** `removed`: objects whose last key went in this batch, with the revision of that delete. */
+  apply(changes: Change[]): { dirty: Set<ObjectId>; invalid: Problem[]; removed: Map<ObjectId, number> } {
     const dirty = new Set<ObjectId>();
     const invalid: Problem[] = [];
+    const removed = new Map<ObjectId, number>();
     for (const c of changes) {
       if (c.type === 'put') this.put(c.kv, dirty, invalid);
-      else this.delete(c.key, dirty);
+      else {
+        const emptied = this.delete(c.key, dirty);
+        if (emptied) removed.set(emptied, c.modRevision);
+      }
     }
-    return { dirty, invalid };
+    for (const id of removed.keys()) if (this.objects.has(id)) removed.delete(id); // came back later in the batch
+    return { dirty, invalid, removed };
   }
 
   /** The object's layer a key belongs to, or undefined when it is not ours to see. */
@@ -65,20 +71,23 @@ export class KeyStore {
     dirty.add(id);
   }
 
-  private delete(key: string, dirty: Set<ObjectId>): void {
+  /** Returns the object's id when this delete removed its last key. */
+  private delete(key: string, dirty: Set<ObjectId>): ObjectId | undefined {
     const at = this.locate(key);
-    if (!at) return;
+    if (!at) return undefined;
     const { parsed, id, isGlobal } = at;
     const obj = this.objects.get(id);
-    if (!obj) return;
+    if (!obj) return undefined;
     if (parsed.type === 'meta') {
       if (isGlobal) obj.globalMeta = undefined;
       else obj.clusterMeta = undefined;
     } else {
       (isGlobal ? obj.global : obj.cluster).delete(parsed.key);
     }
-    if (!obj.global.size && !obj.cluster.size && !obj.globalMeta && !obj.clusterMeta) this.objects.delete(id);
     dirty.add(id);
+    if (obj.global.size || obj.cluster.size || obj.globalMeta || obj.clusterMeta) return undefined;
+    this.objects.delete(id);
+    return id;
   }
 
   private relative(key: string): string {

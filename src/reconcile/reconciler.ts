@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { buildObject, type BuildContext } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject } from '../desired/types.js';
-import { isSealed, Keyspace, objectId, type ObjectId } from '../keyspace.js';
+import { isSealed, Keyspace, type ObjectId } from '../keyspace.js';
 import type { SourceEvent } from '../source/types.js';
 import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
 import { SinkFanout } from './fanout.js';
@@ -112,21 +112,20 @@ export class Reconciler {
       if (first) this.starting = this.noteSinkContents().then(afterListing);
       else afterListing();
     } else if (event.type === 'changes') {
-      const { dirty, invalid } = this.store.apply(event.changes);
+      const { dirty, invalid, removed } = this.store.apply(event.changes);
       this.problems.reportAll(invalid);
       const release = this.keyspace.releaseKey(this.opts.cluster);
       this.release(event.changes.flatMap((c) => (c.type === 'put' && c.kv.key === release ? [c.kv.value] : [])));
       // (7) per etcd revision: one transaction that removes many objects is a mass delete;
       // a catch-up after an outage that replays many small deletes is not.
       const removedAt = new Map<number, ObjectId[]>();
-      for (const c of event.changes) {
-        if (c.type !== 'delete') continue;
-        const p = this.keyspace.parse(c.key);
-        if (p.type !== 'data' && p.type !== 'meta') continue;
-        const id = objectId(p.kind, p.namespace, p.name);
-        if (this.desired.has(id) && !this.store.objects.has(id)) removedAt.set(c.modRevision, [...(removedAt.get(c.modRevision) ?? []), id]);
+      for (const [id, rev] of removed) {
+        if (!this.desired.has(id)) continue;
+        const ids = removedAt.get(rev) ?? [];
+        ids.push(id);
+        removedAt.set(rev, ids);
       }
-      for (const [rev, ids] of removedAt) this.guard.check([...new Set(ids)], this.materialized(), rev);
+      for (const [rev, ids] of removedAt) this.guard.check(ids, this.materialized(), rev);
       const now = performance.now();
       for (const id of dirty) this.upToDate.delete(id), this.queue.mark(id, before, false, now);
     }
