@@ -54,6 +54,7 @@ test('defaults: a minimal {cluster} gets every default', () => {
     status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
     guard: { enabled: true, maxDeletePercent: 50, minObjects: 10 },
     limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
+    stateDir: '/var/lib/confsync',
     resyncSeconds: 60,
     log: { level: 'info' },
   };
@@ -277,6 +278,7 @@ test('loadConfigFile: a full file loads', () => {
     status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
     guard: { enabled: true, maxDeletePercent: 50, minObjects: 10 },
     limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
+    stateDir: '/var/lib/confsync',
     resyncSeconds: 30,
     log: { level: 'warn' },
   } satisfies Config);

@@ -50,6 +50,7 @@ export function registerDev(program: Command): void {
             etcd: { endpoints: [endpoint], prefix: '/confsync' },
             identity: path.join(dir, 'identity.key'),
             sinks: { files: { root: path.join(dir, 'out') } },
+            stateDir: path.join(dir, 'state'),
             log: { level: 'info' },
           })}`,
         );

@@ -121,6 +121,11 @@ export const configSchema = z.strictObject({
       retryMaxSeconds: z.number().positive().prefault(300).describe('A sink error is retried after 1 s, 2 s, 4 s … up to this.'),
     })
     .prefault({}),
+  stateDir: z
+    .string()
+    .min(1)
+    .prefault('/var/lib/confsync')
+    .describe("The daemon's own state (0700): the encrypted local snapshot and the envelopes' replay high-water marks. Give it a persistent path; one daemon per dir."),
   resyncSeconds: z.number().positive().prefault(60).describe('How often every sink is re-checked against desired state (repairs drift missed by file events).'),
   log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).prefault('info') }).prefault({}),
 });

@@ -44,7 +44,7 @@ export class DaemonProcess {
     this.root = path.join(dir, 'out');
     this.configFile = path.join(dir, 'config.yaml');
     const files = { root: this.root, ...((config.sinks as any)?.files ?? {}) };
-    fs.writeFileSync(this.configFile, stringify({ node: 'n1', log: { level: 'debug' }, ...config, sinks: { ...((config.sinks as object) ?? {}), files } }));
+    fs.writeFileSync(this.configFile, stringify({ node: 'n1', log: { level: 'debug' }, stateDir: path.join(dir, 'state'), ...config, sinks: { ...((config.sinks as object) ?? {}), files } }));
   }
 
   start(): this {
