@@ -1,8 +1,8 @@
 /**
  * Hand changes to projected files, through the real daemon. The drift watch
- * sees a deleted key link, `..data` or object dir at once; an in-place edit of
- * a file inside a payload dir is not watched (files-drift.ts says why) and is
- * restored by the periodic resync instead.
+ * sees a deleted object or namespace dir at once; what happens inside an object
+ * dir (a key link, `..data`, a payload file) is not watched (files-drift.ts says
+ * why) and is restored by the periodic resync instead.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,7 +14,7 @@ import { DaemonProcess, readOr, until } from './harness/daemon.js';
 
 const P = '/confsync';
 
-test('hand deletions are restored at once (no resync), in-place payload edits at the next resync', async (t) => {
+test('deleted object and namespace dirs are restored at once (no resync); changes inside an object dir at the next resync', async (t) => {
   const etcd = await startEtcd();
   const slow = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, resyncSeconds: 3600 });
   const fast = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, resyncSeconds: 1 });
@@ -36,17 +36,19 @@ test('hand deletions are restored at once (no resync), in-place payload edits at
       took.push(`${what} ${Date.now() - start} ms`);
       await sleep(300);
     };
-    await restored('key link deleted', () => fs.unlinkSync(a));
-    await restored('..data deleted', () => fs.unlinkSync(path.join(dir, '..data')));
     await restored('object dir deleted', () => fs.rmSync(dir, { recursive: true }));
+    await restored('namespace dir deleted', () => fs.rmSync(path.dirname(dir), { recursive: true }));
 
     fs.writeFileSync(path.join(dir, '..data', 'a'), 'hand edit');
+    fs.unlinkSync(path.join(dir, 'b'));
     await sleep(1500);
     assert.equal(readOr(a), 'hand edit', 'an in-place payload edit was restored without a resync: is the payload dir watched again?');
+    assert.equal(readOr(path.join(dir, 'b')), undefined, 'a deleted key link was restored without a resync: are object dirs watched again?');
     assert.equal(await slow.signal('SIGTERM'), 0);
 
     // A restart over files that match rewrites nothing (the content hash in the payload dir name).
     fs.writeFileSync(path.join(dir, '..data', 'a'), 'alpha');
+    fs.symlinkSync('..data/b', path.join(dir, 'b'));
     etcd.ctl('put', `${P}/global/configmaps/default/other/k`, 'v');
     const logFrom = slow.log.length;
     slow.start();
@@ -62,10 +64,17 @@ test('hand deletions are restored at once (no resync), in-place payload edits at
     const fa = fast.file('configmaps', 'default', 'app', 'a');
     await until(() => readOr(fa) === 'alpha', 'projected by the second daemon');
     await sleep(300);
-    const start = Date.now();
-    fs.writeFileSync(path.join(fast.file('configmaps', 'default', 'app'), '..data', 'a'), 'hand edit');
-    await until(() => readOr(fa) === 'alpha', 'in-place edit restored by the resync', 5000);
-    took.push(`in-place edit (resyncSeconds 1) ${Date.now() - start} ms`);
+    for (const [what, act] of [
+      ['in-place edit', () => fs.writeFileSync(path.join(fast.file('configmaps', 'default', 'app'), '..data', 'a'), 'hand edit')],
+      ['key link deleted', () => fs.unlinkSync(fa)],
+      ['..data deleted', () => fs.unlinkSync(path.join(fast.file('configmaps', 'default', 'app'), '..data'))],
+    ] as const) {
+      const start = Date.now();
+      act();
+      await until(() => readOr(fa) === 'alpha', `${what}: restored by the resync`, 5000);
+      took.push(`${what} (resyncSeconds 1) ${Date.now() - start} ms`);
+      await sleep(200);
+    }
     t.diagnostic(took.join('; '));
     assert.equal(await fast.signal('SIGTERM'), 0);
   } finally {

@@ -51,10 +51,10 @@
  * write adopts.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, rename, rm, symlink } from 'node:fs/promises';
+import { closeSync, fchmodSync, fchownSync, lstatSync, mkdtempSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { hashInName, isPayloadDirName, payloadDirPrefix, payloadHash } from './payload-name.js';
-import { CREATE_NEW, ensureDir, fsyncDir, lstatOrUndefined, modeOwnerOk, notRealDir, readFileNoFollow, readlinkOrUndefined, setModeOwner, type ModeOwner } from './fs-safe.js';
+import { CREATE_NEW, ensureDir, fsyncDir, fsyncFd, lstatOrUndefined, modeOwnerOk, notRealDir, readFileNoFollow, readlinkOrUndefined, setModeOwner, type ModeOwner } from './fs-safe.js';
 
 export type Payload = Map<string, Buffer>;
 
@@ -80,30 +80,33 @@ const DATA_TMP = '..data_tmp';
 export class AtomicWriter {
   constructor(private readonly opts: AtomicWriterOptions) {}
 
+  /** Metadata calls are synchronous and only the fsyncs wait in the thread pool: fs-safe.ts says why. */
   async write(dir: string, payload: Payload, opts: WriteOptions = {}): Promise<'written' | 'unchanged'> {
     const hash = payloadHash(payload, this.opts);
     const { dirMode } = this.opts;
     // (1) Skipped when the caller has just seen that the dir does not exist.
-    if (!opts.absent && (await this.isUpToDate(dir, payload, opts.deep ?? true, hash))) return 'unchanged';
+    if (!opts.absent && this.isUpToDate(dir, payload, opts.deep ?? true, hash)) return 'unchanged';
 
     // (2)
     await opts.ensureParent?.();
-    const fresh = await ensureDir(dir, dirMode, this.opts);
+    const fresh = ensureDir(dir, dirMode, this.opts);
     if (!fresh) {
       // It appeared after the caller looked: check (and refuse a foreign dir) after all.
-      if (opts.absent && (await this.isUpToDate(dir, payload, true, hash))) return 'unchanged';
-      await setModeOwner(dir, dirMode, this.opts);
+      if (opts.absent && this.isUpToDate(dir, payload, true, hash)) return 'unchanged';
+      // Only when wrong: a chmod is an inotify event in the namespace dir, and every
+      // watcher there (ours too) re-reads that dir — O(objects) per write.
+      if (!modeOwnerOk(lstatSync(dir), dirMode, this.opts)) setModeOwner(dir, dirMode, this.opts);
     }
-    const tsDir = await mkdtemp(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
+    const tsDir = mkdtempSync(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
     try {
-      await setModeOwner(tsDir, dirMode, this.opts);
-      // allSettled: no write may still be running when the catch below removes the dir.
+      setModeOwner(tsDir, dirMode, this.opts);
+      // allSettled: no fsync may still be running when the catch below removes the dir.
       const writes = await Promise.allSettled([...payload].map(([key, value]) => this.writeFile(path.join(tsDir, key), value)));
       const failed = writes.find((w) => w.status === 'rejected');
       if (failed) throw failed.reason;
       await fsyncDir(tsDir);
     } catch (err) {
-      await rm(tsDir, { recursive: true, force: true });
+      rmSync(tsDir, { recursive: true, force: true });
       throw err;
     }
     const tsName = path.basename(tsDir);
@@ -112,35 +115,37 @@ export class AtomicWriter {
     // the key links first, so that the object appears whole the moment `..data` does.
     const dataLink = path.join(dir, DATA);
     if (fresh) {
-      await Promise.all([...payload.keys()].map((key) => symlink(`${DATA}/${key}`, path.join(dir, key))));
-      await symlink(tsName, dataLink);
+      for (const key of payload.keys()) symlinkSync(`${DATA}/${key}`, path.join(dir, key));
+      symlinkSync(tsName, dataLink);
     } else {
-      if (!(await lstatOrUndefined(dataLink))?.isSymbolicLink()) await rm(dataLink, { recursive: true, force: true });
-      await rm(path.join(dir, DATA_TMP), { force: true });
-      await symlink(tsName, path.join(dir, DATA_TMP));
-      await rename(path.join(dir, DATA_TMP), dataLink);
+      if (!lstatOrUndefined(dataLink)?.isSymbolicLink()) rmSync(dataLink, { recursive: true, force: true });
+      rmSync(path.join(dir, DATA_TMP), { force: true });
+      symlinkSync(tsName, path.join(dir, DATA_TMP));
+      renameSync(path.join(dir, DATA_TMP), dataLink);
     }
     await fsyncDir(dir);
 
     // (4)
     if (fresh) return 'written'; // made in (3); (5) and (6): nothing stale in a new dir
     for (const key of payload.keys()) {
-      if ((await readlinkOrUndefined(path.join(dir, key))) === `${DATA}/${key}`) continue;
+      if (readlinkOrUndefined(path.join(dir, key)) === `${DATA}/${key}`) continue;
       const tmp = path.join(dir, `..link_tmp.${randomBytes(6).toString('hex')}`);
-      await symlink(`${DATA}/${key}`, tmp);
-      await rename(tmp, path.join(dir, key)).catch(async (err: unknown) => {
-        await rm(tmp, { force: true });
+      symlinkSync(`${DATA}/${key}`, tmp);
+      try {
+        renameSync(tmp, path.join(dir, key));
+      } catch (err) {
+        rmSync(tmp, { force: true });
         throw new Error(`${dir}: cannot place key ${JSON.stringify(key)}: a foreign entry is in the way`, { cause: err });
-      });
+      }
     }
 
     // (5) and (6)
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
       if (entry.name === DATA || entry.name === tsName || payload.has(entry.name)) continue;
       if (entry.name.startsWith('..')) {
-        await rm(path.join(dir, entry.name), { recursive: true, force: true }); // (6)
-      } else if (await isKeyLink(dir, entry.name)) {
-        await rm(path.join(dir, entry.name), { force: true }); // (5)
+        removeOwnEntry(path.join(dir, entry.name), entry.isDirectory()); // (6)
+      } else if (isKeyLink(dir, entry.name)) {
+        rmSync(path.join(dir, entry.name), { force: true }); // (5)
       }
     }
     return 'written';
@@ -149,21 +154,21 @@ export class AtomicWriter {
   /** Empties an owned dir atomically, then removes it. */
   async clear(dir: string): Promise<void> {
     await this.write(dir, new Map(), { deep: false });
-    await rm(path.join(dir, DATA), { force: true });
-    await rm(dir, { recursive: true, force: true });
+    rmSync(path.join(dir, DATA), { force: true });
+    rmSync(dir, { recursive: true, force: true });
   }
 
   /** Step (1): true only when the directory holds exactly this payload. */
-  async isUpToDate(dir: string, payload: Payload, deep = true, hash = payloadHash(payload, this.opts)): Promise<boolean> {
+  isUpToDate(dir: string, payload: Payload, deep = true, hash = payloadHash(payload, this.opts)): boolean {
     const { dirMode } = this.opts;
-    const dirStat = await lstatOrUndefined(dir);
+    const dirStat = lstatOrUndefined(dir);
     if (!dirStat) return false;
     notRealDir(dir, dirStat);
-    const entries = await readdir(dir, { withFileTypes: true });
-    const target = await readlinkOrUndefined(path.join(dir, DATA));
+    const entries = readdirSync(dir, { withFileTypes: true });
+    const target = readlinkOrUndefined(path.join(dir, DATA));
     if (target === undefined) {
       for (const e of entries) {
-        if (!e.name.startsWith('..') && !(await isKeyLink(dir, e.name))) {
+        if (!e.name.startsWith('..') && !isKeyLink(dir, e.name)) {
           throw new Error(`${dir} exists and is not managed by confsync (no ${DATA}); refusing to write into it`);
         }
       }
@@ -174,7 +179,7 @@ export class AtomicWriter {
     const named = hashInName(target);
     if (named !== undefined && named !== hash) return false;
     if (named === undefined || deep) {
-      if (!(await this.filesMatch(path.join(dir, target), payload))) return false;
+      if (!this.filesMatch(path.join(dir, target), payload)) return false;
     } else if (!entries.some((e) => e.name === target && e.isDirectory())) {
       return false;
     }
@@ -182,39 +187,56 @@ export class AtomicWriter {
     for (const e of entries) {
       if (e.name === DATA || e.name === target) continue;
       if (e.name.startsWith('..')) return false; // stale ts dir or temp link: (6) has work
-      const isLink = await isKeyLink(dir, e.name);
+      const isLink = isKeyLink(dir, e.name);
       if (payload.has(e.name) ? !isLink : isLink) return false; // (4) or (5) has work
     }
     return [...payload.keys()].every((k) => entries.some((e) => e.name === k));
   }
 
   /** The deep part of step (1): the payload dir holds exactly these files, bytes, modes and owners. */
-  private async filesMatch(tsDir: string, payload: Payload): Promise<boolean> {
+  private filesMatch(tsDir: string, payload: Payload): boolean {
     const { fileMode, dirMode } = this.opts;
-    const tsStat = await lstatOrUndefined(tsDir);
+    const tsStat = lstatOrUndefined(tsDir);
     if (!tsStat?.isDirectory() || !modeOwnerOk(tsStat, dirMode, this.opts)) return false;
-    const files = await readdir(tsDir);
+    const files = readdirSync(tsDir);
     if (files.length !== payload.size || files.some((f) => !payload.has(f))) return false;
-    const filesOk = await Promise.all(
-      [...payload].map(async ([key, want]) => {
-        const st = await lstatOrUndefined(path.join(tsDir, key));
-        if (!st?.isFile() || st.size !== want.length || !modeOwnerOk(st, fileMode, this.opts)) return false;
-        return (await readFileNoFollow(path.join(tsDir, key))).equals(want);
-      }),
-    );
-    return !filesOk.includes(false);
+    for (const [key, want] of payload) {
+      const st = lstatOrUndefined(path.join(tsDir, key));
+      if (!st?.isFile() || st.size !== want.length || !modeOwnerOk(st, fileMode, this.opts)) return false;
+      if (!readFileNoFollow(path.join(tsDir, key)).equals(want)) return false;
+    }
+    return true;
   }
 
+  /** O_EXCL|O_NOFOLLOW create, write, mode, owner; the fsync waits in the thread pool. */
   private async writeFile(file: string, value: Buffer): Promise<void> {
-    const fh = await open(file, CREATE_NEW, 0o600);
+    const fd = openSync(file, CREATE_NEW, 0o600);
     try {
-      await fh.writeFile(value);
-      await fh.chmod(this.opts.fileMode);
-      if (this.opts.uid !== undefined || this.opts.gid !== undefined) await fh.chown(this.opts.uid ?? -1, this.opts.gid ?? -1);
-      await fh.sync();
+      for (let off = 0; off < value.length; ) off += writeSync(fd, value, off, value.length - off);
+      fchmodSync(fd, this.opts.fileMode);
+      if (this.opts.uid !== undefined || this.opts.gid !== undefined) fchownSync(fd, this.opts.uid ?? -1, this.opts.gid ?? -1);
+      await fsyncFd(fd);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
+  }
+}
+
+/**
+ * Step (6) for one entry: a payload dir of ours holds only files (we never make
+ * subdirs there), so unlink each and rmdir — two calls fewer per file than a
+ * recursive rm, which lstats everything twice. Anything unexpected falls back to it.
+ */
+function removeOwnEntry(p: string, isDir: boolean): void {
+  if (!isDir) return rmSync(p, { force: true });
+  try {
+    for (const e of readdirSync(p, { withFileTypes: true })) {
+      if (!e.isFile()) throw new Error('not a plain payload dir');
+      unlinkSync(path.join(p, e.name));
+    }
+    rmdirSync(p);
+  } catch {
+    rmSync(p, { recursive: true, force: true });
   }
 }
 
@@ -225,20 +247,25 @@ export class AtomicWriter {
  * links. Such leftovers can hold a deleted secret's plaintext, so they must be
  * listed (and so pruned) like any owned object. Anything else is not ours.
  */
-export async function isOwned(dir: string): Promise<boolean> {
-  const st = await lstatOrUndefined(dir);
+export function isOwned(dir: string): boolean {
+  const st = lstatOrUndefined(dir);
   if (!st?.isDirectory()) return false;
-  if ((await lstatOrUndefined(path.join(dir, DATA)))?.isSymbolicLink()) return true;
-  const entries = await readdir(dir).catch(() => [] as string[]);
+  if (lstatOrUndefined(path.join(dir, DATA))?.isSymbolicLink()) return true;
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return false;
+  }
   if (entries.length === 0) return false;
   for (const name of entries) {
-    if (isPayloadDirName(name) || name === DATA_TMP || (await isKeyLink(dir, name))) continue;
+    if (isPayloadDirName(name) || name === DATA_TMP || isKeyLink(dir, name)) continue;
     return false;
   }
   return true;
 }
 
 /** A user-visible link we made: `<name> -> ..data/<name>`. */
-async function isKeyLink(dir: string, name: string): Promise<boolean> {
-  return (await readlinkOrUndefined(path.join(dir, name))) === `${DATA}/${name}`;
+function isKeyLink(dir: string, name: string): boolean {
+  return readlinkOrUndefined(path.join(dir, name)) === `${DATA}/${name}`;
 }

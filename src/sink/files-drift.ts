@@ -2,15 +2,17 @@
  * Drift hints for the file sink: chokidar on the kind roots, every event mapped
  * back to the object id whose directory it touched, debounced per id.
  *
- * What is watched: the namespace dirs and the object dirs, so a hand deletion
- * or replacement of a key link, of `..data` or of a whole object or namespace
- * dir is seen at once. What is not: the payload dirs (`..<timestamp>.*`) and
- * every other `..`-prefixed name but `..data`. Every projection creates one
- * payload dir and removes another; watching them made chokidar add a watcher,
- * scan the new dir and tear the old one down per write (~40 % of the daemon's
- * CPU, and memory growing with the number of files) for events that are our
- * own anyway. So an in-place edit of a file inside a payload dir raises no
- * hint: the periodic resync (`resyncSeconds`) finds and restores it.
+ * What is watched: the kind roots and the namespace dirs, so an object or
+ * namespace dir that is deleted, moved or replaced by hand is seen at once.
+ * What is not: anything inside an object dir (key links, `..data`, payload
+ * dirs). Every projection creates a payload dir, swaps `..data` and removes the
+ * old payload dir; chokidar answers each event in a watched dir by re-reading
+ * that whole dir, so watching object dirs cost a rescan per write (once ~40 %
+ * of the daemon's CPU per put), all for events that are our own anyway. A hand
+ * change inside an object dir is found by the periodic resync (`resyncSeconds`),
+ * which compares links, names and bytes — as kubelet, which watches nothing,
+ * finds it at its next sync. Our own writes never chmod an existing object dir
+ * (atomic-writer.ts): that would be an event in the namespace dir.
  *
  * These are hints, not facts. chokidar coalesces and drops events in fast
  * bursts, and cannot tell our own writes from a hand edit; the reconciler
@@ -86,8 +88,8 @@ export async function startDriftWatch(opts: DriftWatchOptions): Promise<DriftWat
       // `atomic` delays unlink events by 100 ms, pushing our own step (7) removals
       // past the quiet window; we want events as they happen.
       atomic: false,
-      // <kind root>/<ns>/<name>/<key link or ..data>: payload dirs are not entered.
-      depth: 2,
+      // <kind root>/<ns>/<name>: namespace dirs are watched, object dirs only listed.
+      depth: 1,
       ignored: (file: string) => isIgnored(file),
       ignorePermissionErrors: true,
     },

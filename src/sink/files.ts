@@ -118,8 +118,8 @@ export class FileSink implements Sink {
   async plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'> {
     validateObject(obj.id, obj.kind, obj.namespace, obj.name, obj.data.keys());
     const { dir } = await this.checkedDir(obj.kind, obj.namespace, obj.name);
-    if (!(await isOwned(dir))) return 'create';
-    return (await this.writers[obj.kind].isUpToDate(dir, obj.data)) ? 'unchanged' : 'update';
+    if (!isOwned(dir)) return 'create';
+    return this.writers[obj.kind].isUpToDate(dir, obj.data) ? 'unchanged' : 'update';
   }
 
   async remove(id: ObjectId): Promise<void> {
@@ -128,7 +128,7 @@ export class FileSink implements Sink {
     await this.exclusive(id, async () => {
       const { dir } = await this.checkedDir(kind, namespace, name);
       this.seen.delete(id);
-      if (!(await isOwned(dir))) return;
+      if (!isOwned(dir)) return;
       await this.writers[kind].clear(dir);
       await rmdir(path.dirname(dir)).catch(() => undefined); // fails when not empty: fine
       this.opts.logger.debug({ id }, 'files removed');
@@ -139,11 +139,11 @@ export class FileSink implements Sink {
     const ids: ObjectId[] = [];
     for (const kind of KINDS) {
       const root = await this.kindRoot(kind);
-      if ((await checkRealDirs(root, [])).length === 0) continue;
+      if (checkRealDirs(root, []).length === 0) continue;
       // subdirs() keeps real dirs only: list never descends through a link.
       for (const ns of await subdirs(root)) {
         for (const name of await subdirs(path.join(root, ns))) {
-          if (await isOwned(path.join(root, ns, name))) ids.push(objectId(kind, ns, name));
+          if (isOwned(path.join(root, ns, name))) ids.push(objectId(kind, ns, name));
         }
       }
     }
@@ -170,7 +170,7 @@ export class FileSink implements Sink {
   /** Step (2): `<kindRoot>/<ns>/<name>`; throws when any of the three exists but is not a real dir. */
   private async checkedDir(kind: ObjectKind, namespace: string, name: string): Promise<{ dir: string; found: Stats[] }> {
     const root = await this.kindRoot(kind);
-    const found = await checkRealDirs(root, [namespace, name]);
+    const found = checkRealDirs(root, [namespace, name]);
     return { dir: path.join(root, namespace, name), found };
   }
 
@@ -191,7 +191,7 @@ export class FileSink implements Sink {
     if (found[0]) await this.fixLoose(path.dirname(path.dirname(dir)), found[0], mode);
     else await this.ensureKindRoot(kind);
     if (found[1]) await this.fixLoose(path.dirname(dir), found[1], mode);
-    else if (!(await ensureDir(path.dirname(dir), mode, this.opts))) await this.fixLoose(path.dirname(dir), await lstat(path.dirname(dir)), mode);
+    else if (!ensureDir(path.dirname(dir), mode, this.opts)) await this.fixLoose(path.dirname(dir), await lstat(path.dirname(dir)), mode);
   }
 
   /**
@@ -202,7 +202,7 @@ export class FileSink implements Sink {
     const root = await this.kindRoot(kind);
     const mode = this.modes[kind].dir;
     await mkdir(path.dirname(root), { recursive: true, mode: this.modes.configmaps.dir });
-    if (!(await ensureDir(root, mode, this.opts))) await this.fixLoose(root, await lstat(root), mode);
+    if (!ensureDir(root, mode, this.opts)) await this.fixLoose(root, await lstat(root), mode);
     await this.kindRoot(kind); // resolve now that it exists
   }
 
