@@ -38,8 +38,12 @@ export interface StatusOptions {
  * TTL) is replaced by a new one as soon as etcd answers again.
  * The key is rewritten only when something in it changed (besides updatedAt),
  * and at least once per TTL so its age says the daemon is alive; `poke()` (after
- * each applied batch) writes within 50 ms so `status --wait` sees it promptly.
+ * each applied batch) writes within 50 ms so `status --wait` sees it promptly —
+ * but at most once per `POKE_GAP_MS`: under a stream of changes every node of a
+ * fleet would otherwise add one etcd write per change (and its own CPU for it).
  */
+const POKE_GAP_MS = 1000;
+
 export class StatusReporter {
   private lease?: Lease;
   private timer?: NodeJS.Timeout;
@@ -60,10 +64,11 @@ export class StatusReporter {
   /** Something changed (a revision was applied): write soon, not at the next interval. */
   poke(): void {
     if (this.pokeTimer || this.closed) return;
+    const delay = Math.max(50, this.lastWrite + POKE_GAP_MS - Date.now());
     this.pokeTimer = setTimeout(() => {
       this.pokeTimer = undefined;
       void this.tick();
-    }, 50);
+    }, delay);
     this.pokeTimer.unref();
   }
 
