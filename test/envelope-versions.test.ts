@@ -5,7 +5,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import sodium from 'libsodium-wrappers';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,33 +12,20 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { EnvelopeError, claimedVersion, open, openVersioned, seal } from '../src/envelope/envelope.js';
-import { associatedData, encodeEnvelope, encodeHeader, MAX_SEALED_VERSION, type Format } from '../src/envelope/format.js';
-import { Keyring, fingerprintBytes, generateIdentity, recipientOf, writeIdentityFile, type Identity } from '../src/envelope/identity.js';
+import { MAX_SEALED_VERSION } from '../src/envelope/format.js';
+import { Keyring, generateIdentity, recipientOf, writeIdentityFile, type Identity } from '../src/envelope/identity.js';
 import { UserError } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
 import { ReplayedEnvelope, replayGuarded } from '../src/reconcile/secrets.js';
 import { HighWater } from '../src/state/highwater.js';
+import { sealRaw } from './helpers/envelope-raw.js';
 
-await sodium.ready;
 const PATH = 'global/secrets/default/db/password';
 const alice: Identity = generateIdentity(() => Buffer.alloc(32, 7));
 const ring = new Keyring([alice]);
 const to = [recipientOf(alice.publicKey)];
 const bodyOf = (text: string) => Buffer.from(text.slice('confsync:vN:'.length), 'base64url');
 const T0 = Date.UTC(2026, 11, 4, 12, 0, 0);
-
-/**
- * Seals by hand from the format primitives: a v1 envelope (no version) as the
- * pre-v2 code wrote it, or a v2 one with a version seal() would never write.
- */
-export function sealRaw(plaintext: Uint8Array, path: string, pk: Uint8Array, format: Format, rawVersion?: Buffer): string {
-  const dataKey = sodium.randombytes_buf(32);
-  const nonce = sodium.randombytes_buf(24);
-  let header = encodeHeader([{ fingerprint: fingerprintBytes(pk), sealedKey: sodium.crypto_box_seal(dataKey, pk) }], nonce);
-  if (format === 2) header = Buffer.concat([rawVersion ?? Buffer.alloc(8), header]);
-  const sealed = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, associatedData(header, path, format), null, nonce, dataKey);
-  return encodeEnvelope(header, sealed, format);
-}
 
 test('seal writes format v2 with the sealing time as its version; openVersioned returns it', async () => {
   const env = await seal(Buffer.from('x'), PATH, to, undefined, { now: () => T0 });
