@@ -121,6 +121,10 @@ test('replay guard: older refused (plaintext zeroed), equal and newer accepted, 
   assert.deepEqual(await guarded(PATH, Buffer.from(b)), Buffer.from('pw-b'), 'the same envelope again (re-list, restart) opens');
   await assert.rejects(guarded(PATH, Buffer.from(sealRaw(Buffer.from('v1'), PATH, alice.publicKey, 1))), /unversioned \(format v1\), older than/);
 
+  const far = 'global/secrets/default/db/far'; // a clock far ahead: past what Date can show
+  assert.deepEqual(await guarded(far, Buffer.from(await at(MAX_SEALED_VERSION, 'f', far))), Buffer.from('f'));
+  await assert.rejects(guarded(far, Buffer.from(await at(T0, 'g', far))), { message: `envelope refused as a replay: sealed ${new Date(T0).toISOString()}, older than the newest applied at this path (sealed version ${MAX_SEALED_VERSION})` });
+
   const other = 'global/secrets/default/db/user';
   assert.deepEqual(await guarded(other, Buffer.from(await at(T0 - 5000, 'u', other))), Buffer.from('u'), 'marks are per path');
   const fresh = 'global/secrets/default/db/host';

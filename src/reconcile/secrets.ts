@@ -21,7 +21,8 @@ export type OpenVersioned = (logicalPath: string, envelope: Buffer) => Promise<{
 export class ReplayedEnvelope extends EnvelopeError {
   constructor(version: number, mark: number) {
     super('replayed');
-    const when = (v: number) => (v === 0 ? 'unversioned (format v1)' : `sealed ${new Date(v).toISOString()}`);
+    // Date covers ±8.64e15 ms; a sealed version may go to 2^53-1 (a broken or hostile clock).
+    const when = (v: number) => (v === 0 ? 'unversioned (format v1)' : v <= 8.64e15 ? `sealed ${new Date(v).toISOString()}` : `sealed version ${v}`);
     this.message = `envelope refused as a replay: ${when(version)}, older than the newest applied at this path (${when(mark)})`;
   }
 }
