@@ -101,7 +101,8 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
  */
 export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> {
   const keyring = await loadIdentity(cfg);
-  const marks = await HighWater.load(cfg.stateDir, logger);
+  // Replay marks matter only to a daemon that opens secrets: no state dir otherwise.
+  const marks = keyring ? await HighWater.load(cfg.stateDir, logger) : HighWater.inMemory(logger);
   let elector: LeaderElector | undefined;
   // One kubeconfig for the sink, rolling restarts and leader election.
   const kube = cfg.sinks.kubernetes;
