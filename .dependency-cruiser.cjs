@@ -4,7 +4,7 @@
  * never from above:
  *
  *   0 base        keyspace.ts, errors.ts, log.ts, glob.ts, version.ts
- *   1 inputs      config/, source/, envelope/
+ *   1 inputs      config/, source/, envelope/, state/ (the daemon's own stateDir)
  *   2 desired/    pure: keys -> desired objects
  *   3 sink/       where desired objects go
  *   4 reconcile/  the one loop (and its events, progress, retries)
@@ -16,7 +16,7 @@
  */
 const layers = [
   ['base', '^src/(keyspace|errors|log|glob|version)\\.ts$'],
-  ['inputs', '^src/(config|source|envelope)/'],
+  ['inputs', '^src/(config|source|envelope|state)/'],
   ['desired', '^src/desired/'],
   ['sink', '^src/sink/'],
   ['reconcile', '^src/reconcile/'],

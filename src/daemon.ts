@@ -1,5 +1,5 @@
 import type { Config } from './config/schema.js';
-import { open } from './envelope/envelope.js';
+import { openVersioned } from './envelope/envelope.js';
 import { loadKeyring, type Keyring } from './envelope/identity.js';
 import { Keyspace } from './keyspace.js';
 import type { Logger } from './log.js';
@@ -7,6 +7,8 @@ import { Hooks } from './reactions/hooks.js';
 import { Metrics, serveMetrics, type Health } from './metrics.js';
 import type { ReconcileObserver } from './reconcile/events.js';
 import { Reconciler } from './reconcile/reconciler.js';
+import { replayGuarded } from './reconcile/secrets.js';
+import { HighWater } from './state/highwater.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
@@ -62,8 +64,18 @@ export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => 
   return sinks;
 }
 
-/** The one reconcile loop for this config: the daemon and `plan` both build it here. */
-export function createReconciler(cfg: Config, sinks: Sink[], logger: Logger, keyring: Keyring | undefined, observers: ReconcileObserver[] = []): Reconciler {
+/**
+ * The one reconcile loop for this config: the daemon and `plan` both build it here.
+ * `marks`: replay high-water marks (the daemon's are in stateDir; default in memory).
+ */
+export function createReconciler(
+  cfg: Config,
+  sinks: Sink[],
+  logger: Logger,
+  keyring: Keyring | undefined,
+  observers: ReconcileObserver[] = [],
+  marks: HighWater = HighWater.inMemory(logger),
+): Reconciler {
   return new Reconciler({
     prefix: `${cfg.etcd.prefix}/`,
     cluster: cfg.cluster,
@@ -72,7 +84,7 @@ export function createReconciler(cfg: Config, sinks: Sink[], logger: Logger, key
     labels: cfg.labels,
     sinks,
     logger,
-    openSecret: keyring ? (path, value) => open(value, path, keyring) : undefined,
+    openSecret: keyring ? replayGuarded((path, value) => openVersioned(value, path, keyring), marks) : undefined,
     retryMaxMs: cfg.limits.retryMaxSeconds * 1000,
     limits: { maxKeys: cfg.limits.maxObjectKeys, maxBytes: cfg.limits.maxObjectBytes },
     observers,
@@ -89,6 +101,8 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
  */
 export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> {
   const keyring = await loadIdentity(cfg);
+  // Replay marks matter only to a daemon that opens secrets: no state dir otherwise.
+  const marks = keyring ? await HighWater.load(cfg.stateDir, logger) : HighWater.inMemory(logger);
   let elector: LeaderElector | undefined;
   // One kubeconfig for the sink, rolling restarts and leader election.
   const kube = cfg.sinks.kubernetes;
@@ -108,7 +122,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const restarts = kc && kube?.rollingRestarts ? new (await import('./reactions/restarts.js')).KubeRestarts(kc, logger) : undefined;
   let status: StatusReporter | undefined;
   const pokeStatus: ReconcileObserver = (e) => e.type === 'idle' && status?.poke();
-  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus]);
+  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus], marks);
   const progress = reconciler.progress;
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
@@ -172,6 +186,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
       await source.close();
       client.close();
       await reconciler.close();
+      await marks.close();
       await hooks.close();
       await restarts?.close();
       for (const sink of sinks) await sink.close();

@@ -1,11 +1,19 @@
 #!/usr/bin/python3
-"""Independent opener for confsync envelopes, written from docs/envelope-format.md only.
+"""Independent sealer and opener for confsync envelopes, written from docs/envelope-format.md only.
 
-usage: envelope-interop.py DIR
+usage: envelope-interop.py DIR          open (format v1 or v2)
   DIR/envelope   the envelope text
   DIR/path       the logical path it is stored at
   DIR/identity   an identity file (one or more CONFSYNC-SECRET-KEY-1... lines)
-Writes the plaintext bytes to stdout. Exit 0 ok, 1 cannot open, 3 PyNaCl missing.
+  Writes the plaintext bytes to stdout and the sealed version (decimal, 0 for v1)
+  to DIR/opened-version.
+usage: envelope-interop.py --seal DIR   seal (format v2)
+  DIR/plaintext  the bytes to seal
+  DIR/path       the logical path
+  DIR/recipient  one recipient per line (confsync1...)
+  DIR/version    the sealed version to write (decimal ms since the epoch)
+  Writes the envelope text and a newline to stdout.
+Exit 0 ok, 1 cannot open, 3 PyNaCl missing.
 """
 import base64
 import hashlib
@@ -74,10 +82,13 @@ def main(d):
             fail("not a secret key line")
         keys.append((nb.crypto_scalarmult_base(sk), sk))
 
-    prefix = "confsync:v1:"
     if not text.startswith("confsync:"):
         fail("not-an-envelope")
-    if not text.startswith(prefix):
+    if text.startswith("confsync:v1:"):
+        prefix, s = "confsync:v1:", 0
+    elif text.startswith("confsync:v2:"):
+        prefix, s = "confsync:v2:", 8
+    else:
         fail("unsupported-version")
     b64 = text[len(prefix):]
     if not re.fullmatch(r"[A-Za-z0-9_-]*", b64) or len(b64) % 4 == 1:
@@ -86,11 +97,16 @@ def main(d):
     if base64.urlsafe_b64encode(body).decode().rstrip("=") != b64:
         fail("non-canonical base64url")
 
-    n = body[0] if body else 0
-    h = 1 + 88 * n
+    if len(body) < s + 1:
+        fail("truncated")
+    version = struct.unpack(">Q", body[:8])[0] if s else 0
+    if s and not 1 <= version <= 2**53 - 1:
+        fail("sealed version out of range")
+    n = body[s]
+    h = s + 1 + 88 * n
     if n == 0 or len(body) < h + 24 + 16:
         fail("truncated")
-    stanzas = [(body[1 + 88 * i:9 + 88 * i], body[9 + 88 * i:89 + 88 * i]) for i in range(n)]
+    stanzas = [(body[s + 1 + 88 * i:s + 9 + 88 * i], body[s + 9 + 88 * i:s + 89 + 88 * i]) for i in range(n)]
     nonce, sealed = body[h:h + 24], body[h + 24:]
     p = path.encode("utf-8")
     ad = prefix.encode("ascii") + struct.pack(">H", len(p)) + p + body[:h + 24]
@@ -104,13 +120,40 @@ def main(d):
                 plain = nb.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed, ad, nonce, data_key)
             except Exception:
                 continue
+            open(d + "/opened-version", "w").write("%d\n" % version)
             sys.stdout.buffer.write(plain)
             return
     fail("no stanza opened")
 
 
+def seal(d):
+    plain = open(d + "/plaintext", "rb").read()
+    path = open(d + "/path", "rb").read().decode("utf-8").encode("utf-8")
+    version = int(open(d + "/version").read().strip())
+    pks = []
+    for line in open(d + "/recipient", encoding="utf-8"):
+        if line.strip():
+            hrp, pk = bech32_decode(line.strip())
+            if hrp != "confsync":
+                fail("not a recipient line")
+            pks.append(pk)
+    data_key = nb.randombytes(32)
+    nonce = nb.randombytes(24)
+    header = struct.pack(">QB", version, len(pks))
+    for pk in pks:
+        header += fingerprint(pk) + nb.crypto_box_seal(data_key, pk)
+    header += nonce
+    ad = b"confsync:v2:" + struct.pack(">H", len(path)) + path + header
+    sealed = nb.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, ad, nonce, data_key)
+    text = base64.urlsafe_b64encode(header + sealed).decode("ascii").rstrip("=")
+    sys.stdout.write("confsync:v2:" + text + "\n")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) == 3 and sys.argv[1] == "--seal":
+        seal(sys.argv[2])
+    elif len(sys.argv) == 2:
+        main(sys.argv[1])
+    else:
         sys.stderr.write(__doc__)
         sys.exit(2)
-    main(sys.argv[1])

@@ -13,6 +13,7 @@ import { Etcd3 } from 'etcd3';
 import { startEtcd, type EtcdHandle } from './harness/etcd.js';
 import { runCli, type CliRun } from './harness/cli.js';
 import { commitRollback, planRollback } from '../src/admin/rollback.js';
+import { claimedVersion } from '../src/envelope/envelope.js';
 import { UserError } from '../src/errors.js';
 import { GLOBAL, Keyspace } from '../src/keyspace.js';
 
@@ -164,8 +165,10 @@ test('secret rollback: refused without --identity; with it the old value is re-s
   const all = r.stdout + r.stderr + hist.stdout + hist.stderr;
   assert.ok(!all.includes('plain-s3cret'), 'no plaintext in the output');
   const now = etcd.ctl('get', '--print-value-only', key).trim();
-  assert.match(now, /^confsync:v1:/);
+  assert.match(now, /^confsync:v2:/);
   assert.notEqual(now, oldEnvelope, 'a fresh envelope, not the old one copied back');
+  const newest = etcd.ctl('get', '--print-value-only', `--rev=${rs + 1}`, key).trim();
+  assert.ok(claimedVersion(now)! > claimedVersion(newest)!, 'an old value under a NEW sealed version: daemons do not take it for a replay');
   assert.equal(ok(['secret', 'get', 'default/db/password', '--identity', id]).stdout, 'old-plain-s3cret');
 });
 

@@ -105,7 +105,7 @@ test('secret set (global) opens for both clusters; a --cluster a secret does not
   const set = ok(['secret', 'set', 'default/db/password'], plain);
   assert.match(set.stdout, /global\/secrets\/default\/db\/password sealed to a, b @ revision \d+/);
   const stored = etcd.ctl('get', '--print-value-only', `${P}/global/secrets/default/db/password`);
-  assert.match(stored, /^confsync:v1:/);
+  assert.match(stored, /^confsync:v2:/);
   assert.ok(!stored.includes('s3cret'));
   for (const c of ['a', 'b']) assert.equal(ok(['secret', 'get', 'default/db/password', '--identity', id(c)]).stdout, plain, `cluster ${c}`);
 
@@ -134,7 +134,7 @@ test('confsync seal + raw etcdctl put, as an argument and through a pipe', () =>
   }
   // Without --recipient, seal uses the pinned file for the path's scope.
   const env = ok(['seal', '--path', 'clusters/b/secrets/default/raw/k'], 'x').stdout;
-  assert.match(env, /^confsync:v1:[A-Za-z0-9_-]+\n$/);
+  assert.match(env, /^confsync:v2:[A-Za-z0-9_-]+\n$/);
 });
 
 test('a changed registration for a pinned cluster is refused unless accepted by fingerprint', () => {

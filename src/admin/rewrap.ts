@@ -5,7 +5,7 @@
  * re-read and retried; readers never see a value they cannot open.
  */
 import type { Etcd3, IKeyValue, IRangeResponse } from 'etcd3';
-import { EnvelopeError, envelopeRecipients, open, seal } from '../envelope/envelope.js';
+import { EnvelopeError, claimedVersion, envelopeRecipients, openVersioned, seal } from '../envelope/envelope.js';
 import type { Keyring, Recipient } from '../envelope/identity.js';
 import type { RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
@@ -32,7 +32,7 @@ export type Outcome = 'rewrapped' | 'unchanged' | 'not-a-recipient' | 'unopenabl
 
 export const OUTCOME_NOTES: Record<Outcome, string> = {
   rewrapped: 're-sealed to the current recipients',
-  unchanged: 'already sealed to exactly the current recipients',
+  unchanged: 'already sealed (format v2) to exactly the current recipients',
   'not-a-recipient': 'skipped: not openable with this identity, which is not among its recipients',
   unopenable: 'skipped: envelope cannot be opened, corrupt, tampered or moved; daemons refuse it too',
   'not-an-envelope': 'skipped: not an envelope, plaintext?; daemons refuse it too',
@@ -59,9 +59,11 @@ export interface RewrapSummary {
  * Re-seals every secret under the selected scopes to `pinned.forScope(scope)`:
  *
  *  (1) count the keys (for progress), then page through each scope's range at head;
- *  (2) per key, `concurrency` in flight: parse the key; if the envelope's stanza
- *      fingerprints already equal the target set, it is unchanged (no open needed);
- *  (3) open with the keyring, seal anew for the same logical path, zero the plaintext;
+ *  (2) per key, `concurrency` in flight: parse the key; if the envelope is format v2
+ *      and its stanza fingerprints already equal the target set, it is unchanged (no
+ *      open needed); a v1 envelope is re-sealed even then, so it gains a sealed version;
+ *  (3) open with the keyring, seal anew for the same logical path with a sealed version
+ *      above the old one (daemons refuse a lower one as a replay), zero the plaintext;
  *  (4) write in a txn guarded by the mod revision we read: `if Mod == rev then put
  *      else get`. A lost race (someone wrote the key meanwhile) hands back the
  *      current value in the same round trip; go to (2) with it, counting a conflict.
@@ -121,19 +123,20 @@ export async function rewrap(job: RewrapJob): Promise<RewrapSummary> {
       } catch (err) {
         return skip(err);
       }
-      if (ids.length === target.ids.size && new Set(ids).size === ids.length && ids.every((id) => target.ids.has(id))) return 'unchanged';
+      const sameSet = ids.length === target.ids.size && new Set(ids).size === ids.length && ids.every((id) => target.ids.has(id));
+      if (sameSet && (claimedVersion(value) ?? 0) > 0) return 'unchanged';
       // (3)
-      let plain: Buffer;
+      let opened: { plaintext: Buffer; version: number };
       try {
-        plain = await open(value, parsed.logicalPath, keyring);
+        opened = await openVersioned(value, parsed.logicalPath, keyring);
       } catch (err) {
         return skip(err);
       }
       let envelope: string;
       try {
-        envelope = await seal(plain, parsed.logicalPath, target.recipients);
+        envelope = await seal(opened.plaintext, parsed.logicalPath, target.recipients, undefined, { after: opened.version });
       } finally {
-        plain.fill(0);
+        opened.plaintext.fill(0);
       }
       // (4)
       const res = await client.if(kv.key, 'Mod', '==', rev).then(client.put(kv.key).value(envelope)).else(client.get(kv.key)).commit();

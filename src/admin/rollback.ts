@@ -6,7 +6,7 @@
  * so each old value is opened and sealed afresh to the scope's pinned recipients.
  */
 import { GRPCOutOfRangeError, type Etcd3, type ICompare, type IKeyValue, type IRequestOp } from 'etcd3';
-import { EnvelopeError, open, seal } from '../envelope/envelope.js';
+import { EnvelopeError, open, openVersioned, seal } from '../envelope/envelope.js';
 import type { Keyring, Recipient } from '../envelope/identity.js';
 import { UserError } from '../errors.js';
 import { isSealed, printable, type Keyspace, type ObjectRef, type Scope } from '../keyspace.js';
@@ -81,7 +81,11 @@ export async function planRollback(client: Etcd3, ks: Keyspace, scope: Scope, re
 /**
  * For a sealed kind: each put of a data key gets the old value opened with
  * `keyring` and sealed anew, for the same path, to `recipients` (a fresh data key
- * and nonce, so the envelope differs from the old one). Plaintext is zeroed at once.
+ * and nonce, so the envelope differs from the old one), with a fresh sealed
+ * version: now, or above the current value's if that one opens and is newer (a
+ * writer clock behind the last writer's must not make daemons refuse the rollback
+ * as a replay). An old VALUE under a new version is allowed: an operator holding an
+ * identity chose it. Plaintext is zeroed at once.
  * `@meta` keys are copied as they were. Returns the values to write, by key.
  */
 export async function resealPuts(plan: RollbackPlan, ks: Keyspace, keyring: Keyring | undefined, recipients: readonly Recipient[]): Promise<Map<string, Buffer>> {
@@ -103,12 +107,25 @@ export async function resealPuts(plan: RollbackPlan, ks: Keyspace, keyring: Keyr
       throw err;
     }
     try {
-      out.set(p.key, Buffer.from(await seal(plain, parsed.logicalPath, recipients)));
+      const after = p.current ? await currentVersion(p.current, parsed.logicalPath, keyring) : 0;
+      out.set(p.key, Buffer.from(await seal(plain, parsed.logicalPath, recipients, undefined, { after })));
     } finally {
       plain.fill(0);
     }
   }
   return out;
+}
+
+/** The authenticated sealed version of the value now at a path; 0 when this identity cannot open it (then only the clock orders the two). */
+async function currentVersion(value: Buffer, logicalPath: string, keyring: Keyring): Promise<number> {
+  try {
+    const { plaintext, version } = await openVersioned(value, logicalPath, keyring);
+    plaintext.fill(0);
+    return version;
+  } catch (err) {
+    if (err instanceof EnvelopeError) return 0;
+    throw err;
+  }
 }
 
 /**

@@ -9,6 +9,8 @@ import { UserError } from '../errors.js';
 import {
   DATA_KEY_BYTES,
   EnvelopeError,
+  FORMAT,
+  MAX_SEALED_VERSION,
   MAX_PATH_BYTES,
   MAX_RECIPIENTS,
   NONCE_BYTES,
@@ -22,6 +24,18 @@ import {
 import { fingerprintBytes, type Keyring, type Recipient } from './identity.js';
 
 export { EnvelopeError, isEnvelope, type EnvelopeFailure } from './format.js';
+
+export interface SealOptions {
+  /**
+   * The sealed version of the value this one replaces, if any: the new version is
+   * max(now, after + 1), so a writer that reads before it writes (rewrap,
+   * rollback) always moves a path forward even when its clock is behind the last
+   * writer's. Taken from an unopened envelope it is only a floor, never trusted.
+   */
+  after?: number;
+  /** The clock (ms since the epoch); inject for tests. */
+  now?: () => number;
+}
 
 await sodium.ready;
 
@@ -37,10 +51,11 @@ const SECRET_PATH = /^(global|clusters\/[^/]+)\/secrets\/[^/]+\/[^/]+\/[^/]+$/;
 /**
  * Seals `plaintext` for `recipients`, bound to the logical `path`.
  *
- *     text  = "confsync:v1:" || base64url-nopad(body)
- *     body  = N(1) || N × [ fingerprint(8) || crypto_box_seal(data_key, pk)(80) ]
+ *     text  = "confsync:v2:" || base64url-nopad(body)
+ *     body  = V(8) || N(1) || N × [ fingerprint(8) || crypto_box_seal(data_key, pk)(80) ]
  *                  || nonce(24) || XChaCha20-Poly1305-IETF(plaintext, AD, nonce, data_key)(L+16)
- *     AD    = "confsync:v1:" || u16be(len path) || path(UTF-8) || body[0 .. 1 + 88N + 24]
+ *     AD    = "confsync:v2:" || u16be(len path) || path(UTF-8) || body[0 .. 8 + 1 + 88N + 24]
+ *     V     = u64be sealed version: ms since the epoch, see SealOptions
  *     fingerprint = BLAKE2b-256(pk)[0..8]
  *
  * (Full layout and rules: format.ts and docs/envelope-format.md.)
@@ -60,6 +75,7 @@ export async function seal(
   path: string,
   recipients: readonly Recipient[],
   rng: (n: number) => Uint8Array = randomBytes,
+  options: SealOptions = {},
 ): Promise<string> {
   if (!SECRET_PATH.test(path) || Buffer.byteLength(path) > MAX_PATH_BYTES) {
     throw new UserError(`invalid secret path ${JSON.stringify(path.slice(0, 200))}: expected <scope>/secrets/<namespace>/<name>/<key>, scope "global" or "clusters/<name>", no leading "/" or prefix`);
@@ -71,6 +87,8 @@ export async function seal(
   }
   if (unique.size === 0) throw new UserError('at least one recipient is required to seal a secret');
   if (unique.size > MAX_RECIPIENTS) throw new UserError(`at most ${MAX_RECIPIENTS} recipients per envelope`);
+  const version = Math.max(Math.floor((options.now ?? Date.now)()), (options.after ?? 0) + 1);
+  if (!(version <= MAX_SEALED_VERSION)) throw new UserError('cannot seal: the value it replaces has the largest possible sealed version');
 
   const dataKey = draw(rng, DATA_KEY_BYTES);
   try {
@@ -79,9 +97,9 @@ export async function seal(
       fingerprint: fingerprintBytes(pk),
       sealedKey: sodium.crypto_box_seal(dataKey, pk),
     }));
-    const header = encodeHeader(stanzas, nonce);
-    const sealed = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, associatedData(header, path), null, nonce, dataKey);
-    return encodeEnvelope(header, sealed);
+    const header = encodeHeader(stanzas, nonce, version);
+    const sealed = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, associatedData(header, path, FORMAT), null, nonce, dataKey);
+    return encodeEnvelope(header, sealed, FORMAT);
   } finally {
     sodium.memzero(dataKey);
   }
@@ -101,8 +119,13 @@ export async function seal(
  * The returned Buffer is the only plaintext copy we keep; the caller owns it.
  */
 export async function open(envelopeText: string | Uint8Array, path: string, keyring: Keyring): Promise<Buffer> {
+  return (await openVersioned(envelopeText, path, keyring)).plaintext;
+}
+
+/** open(), plus the sealed version (0 for v1), authenticated by the same tag as the plaintext. */
+export async function openVersioned(envelopeText: string | Uint8Array, path: string, keyring: Keyring): Promise<{ plaintext: Buffer; version: number }> {
   const envelope = decodeEnvelope(envelopeText);
-  const ad = associatedData(envelope.header, path);
+  const ad = associatedData(envelope.header, path, envelope.format);
   let candidates = 0;
   for (const stanza of envelope.stanzas) {
     for (const identity of keyring.keysFor(stanza.fingerprint)) {
@@ -111,7 +134,7 @@ export async function open(envelopeText: string | Uint8Array, path: string, keyr
       try {
         dataKey = sodium.crypto_box_seal_open(stanza.sealedKey, identity.publicKey, identity.privateKey);
         const plain = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, envelope.sealed, ad, envelope.nonce, dataKey);
-        return Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength);
+        return { plaintext: Buffer.from(plain.buffer, plain.byteOffset, plain.byteLength), version: envelope.sealedVersion };
       } catch {
         // wrong key for this stanza, or a bad tag: try the next candidate
       } finally {
@@ -125,6 +148,19 @@ export async function open(envelopeText: string | Uint8Array, path: string, keyr
 /** Recipient fingerprints (hex ids, stanza order) without opening; EnvelopeError if unparseable. */
 export function envelopeRecipients(envelopeText: string | Uint8Array): string[] {
   return decodeEnvelope(envelopeText).stanzas.map((s) => Buffer.from(s.fingerprint).toString('hex'));
+}
+
+/**
+ * The sealed version an envelope claims (0 for v1) WITHOUT opening it, so NOT
+ * authenticated: fit only as a floor for SealOptions.after. Undefined if unparseable.
+ */
+export function claimedVersion(envelopeText: string | Uint8Array): number | undefined {
+  try {
+    return decodeEnvelope(envelopeText).sealedVersion;
+  } catch (err) {
+    if (err instanceof EnvelopeError) return undefined;
+    throw err;
+  }
 }
 
 function draw(rng: (n: number) => Uint8Array, n: number): Uint8Array {

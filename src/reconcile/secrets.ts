@@ -4,6 +4,8 @@
  * the key goes, the old plaintext is overwritten with zeros as soon as no desired
  * object still holds it (a deleted secret must not linger in the heap).
  */
+import { EnvelopeError } from '../envelope/format.js';
+import type { HighWater } from '../state/highwater.js';
 import type { Kv } from '../source/types.js';
 import type { ObjectId } from '../keyspace.js';
 
@@ -11,6 +13,41 @@ export type Opened = Buffer | { error: string };
 
 /** Opens an envelope bound to `logicalPath`; rejects with a generic error. */
 export type OpenSecret = (logicalPath: string, envelope: Buffer) => Promise<Buffer>;
+
+/** Opens an envelope and tells its authenticated sealed version (0 for format v1). */
+export type OpenVersioned = (logicalPath: string, envelope: Buffer) => Promise<{ plaintext: Buffer; version: number }>;
+
+/** A good envelope older than one already accepted at its path. The message names times, never a value. */
+export class ReplayedEnvelope extends EnvelopeError {
+  constructor(version: number, mark: number) {
+    super('replayed');
+    // Date covers ±8.64e15 ms; a sealed version may go to 2^53-1 (a broken or hostile clock).
+    const when = (v: number) => (v === 0 ? 'unversioned (format v1)' : v <= 8.64e15 ? `sealed ${new Date(v).toISOString()}` : `sealed version ${v}`);
+    this.message = `envelope refused as a replay: ${when(version)}, older than the newest applied at this path (${when(mark)})`;
+  }
+}
+
+/**
+ * Replay protection around `open`:
+ *  (1) open (authenticates the version together with the plaintext);
+ *  (2) below the path's high-water mark: zero the plaintext, refuse (equal passes);
+ *  (3) else raise the mark and hand the plaintext on.
+ * Only an accepted value raises a mark, so a refused replay changes nothing.
+ * Objects are reconciled one at a time each, and a path belongs to one object, so
+ * no two opens of one path interleave between (2) and (3).
+ */
+export function replayGuarded(open: OpenVersioned, marks: HighWater): OpenSecret {
+  return async (logicalPath, envelope) => {
+    const { plaintext, version } = await open(logicalPath, envelope); // (1)
+    const mark = marks.mark(logicalPath);
+    if (version < mark) {
+      plaintext.fill(0); // (2)
+      throw new ReplayedEnvelope(version, mark);
+    }
+    marks.accept(logicalPath, version); // (3)
+    return plaintext;
+  };
+}
 
 interface Entry {
   rev: number;

@@ -159,28 +159,31 @@ const CONTROLS: { cls: string; why: string; key: string; value: Buffer }[] = [
 type Bad = (good: string, at: string) => Promise<string | Buffer>;
 /** Envelopes under secrets/: each replaces a good sealed value; the reason the daemon must give. */
 function envelopeCases(sealFor: (plain: string, at: string, to?: 'eu' | 'us') => Promise<string>): { why: string; reason: string; bad: Bad; scope?: 'cluster' }[] {
-  const body = (env: string) => Buffer.from(env.slice('confsync:v1:'.length), 'base64url');
-  const rebuild = (b: Buffer) => `confsync:v1:${b.toString('base64url')}`;
+  const body = (env: string) => Buffer.from(env.slice('confsync:v2:'.length), 'base64url');
+  const rebuild = (b: Buffer) => `confsync:v2:${b.toString('base64url')}`;
+  const S = 8; // the sealed version before the recipient count
   return [
     { why: 'plaintext', reason: 'not-an-envelope', bad: async () => 'hunter2-plaintext' },
     { why: 'empty', reason: 'not-an-envelope', bad: async () => '' },
     { why: 'truncated to half', reason: 'corrupt', bad: async (g, at) => (await sealFor(g, at)).slice(0, 100) },
-    { why: 'truncated to the prefix', reason: 'corrupt', bad: async () => 'confsync:v1:' },
+    { why: 'truncated to the prefix', reason: 'corrupt', bad: async () => 'confsync:v2:' },
     { why: 'wrong magic', reason: 'not-an-envelope', bad: async (g, at) => 'k' + (await sealFor(g, at)).slice(1) },
     { why: 'upper-case magic', reason: 'not-an-envelope', bad: async (g, at) => 'CONFSYNC' + (await sealFor(g, at)).slice(8) },
-    { why: 'wrong version (v2)', reason: 'unsupported-version', bad: async (g, at) => (await sealFor(g, at)).replace('confsync:v1:', 'confsync:v2:') },
-    { why: 'malformed version', reason: 'corrupt', bad: async (g, at) => (await sealFor(g, at)).replace('confsync:v1:', 'confsync:vX:') },
+    { why: 'wrong version (v3)', reason: 'unsupported-version', bad: async (g, at) => (await sealFor(g, at)).replace('confsync:v2:', 'confsync:v3:') },
+    { why: 'malformed version', reason: 'corrupt', bad: async (g, at) => (await sealFor(g, at)).replace('confsync:v2:', 'confsync:vX:') },
+    { why: 'v2 body labelled v1', reason: 'corrupt', bad: async (g, at) => (await sealFor(g, at)).replace('confsync:v2:', 'confsync:v1:') },
+    { why: 'sealed version changed', reason: 'corrupt', bad: async (g, at) => { const b = body(await sealFor(g, at)); b[S - 4]! ^= 0x01; return rebuild(b); } },
     { why: 'one base64 character changed', reason: 'corrupt', bad: async (g, at) => { const e = await sealFor(g, at); const i = e.length >> 1; return e.slice(0, i) + (e[i] === 'A' ? 'B' : 'A') + e.slice(i + 1); } },
     { why: 'one ciphertext bit flipped', reason: 'corrupt', bad: async (g, at) => { const b = body(await sealFor(g, at)); b[b.length - 20]! ^= 0x01; return rebuild(b); } },
-    { why: 'one nonce bit flipped', reason: 'corrupt', bad: async (g, at) => { const b = body(await sealFor(g, at)); b[1 + 88 + 3]! ^= 0x80; return rebuild(b); } },
+    { why: 'one nonce bit flipped', reason: 'corrupt', bad: async (g, at) => { const b = body(await sealFor(g, at)); b[S + 1 + 88 + 3]! ^= 0x80; return rebuild(b); } },
     { why: 'copied from another path', reason: 'corrupt', bad: async (g) => sealFor(g, 'global/secrets/default/elsewhere/k') },
     { why: 'moved from the cluster scope', reason: 'corrupt', bad: async (g, at) => sealFor(g, at.replace('global/', 'clusters/eu/')) },
     { why: 'sealed to another identity', reason: 'not-a-recipient', bad: async (g, at) => sealFor(g, at, 'us') },
-    { why: 'base64 garbage', reason: 'corrupt', bad: async () => 'confsync:v1:!!!not*base64###' },
+    { why: 'base64 garbage', reason: 'corrupt', bad: async () => 'confsync:v2:!!!not*base64###' },
     { why: 'padding added', reason: 'corrupt', bad: async (g, at) => (await sealFor(g, at)) + '==' },
     { why: 'leading space', reason: 'not-an-envelope', bad: async (g, at) => ' ' + (await sealFor(g, at)) },
-    { why: 'zero recipients', reason: 'corrupt', bad: async (g, at) => { const b = body(await sealFor(g, at)); b[0] = 0; return rebuild(b); } },
-    { why: 'more recipients than the body holds', reason: 'corrupt', bad: async (g, at) => { const b = body(await sealFor(g, at)); b[0] = 200; return rebuild(b); } },
+    { why: 'zero recipients', reason: 'corrupt', bad: async (g, at) => { const b = body(await sealFor(g, at)); b[S] = 0; return rebuild(b); } },
+    { why: 'more recipients than the body holds', reason: 'corrupt', bad: async (g, at) => { const b = body(await sealFor(g, at)); b[S] = 200; return rebuild(b); } },
     { why: 'cluster override is plaintext', reason: 'not-an-envelope', bad: async () => 'override-plaintext', scope: 'cluster' },
   ];
 }
@@ -299,7 +302,9 @@ test(`bad-input corpus through the running daemon: each reported by path, none f
     assert.deepEqual(fs.readdirSync(file('configmaps/default/huge-keys')).filter((e) => !e.startsWith('..')), ['k'], 'an object over the key limit keeps its last good state');
 
     // Nothing outside the root; inside it only the objects we meant.
-    const outside = walk(scratch).filter((p) => !(p + '/').startsWith(d.root + '/') && p !== d.configFile && !(d.root + '/').startsWith(p + '/'));
+    // The daemon's own stateDir (replay high-water marks) is the one place outside the root it may write.
+    const state = path.join(d.dir, 'state');
+    const outside = walk(scratch).filter((p) => !(p + '/').startsWith(d.root + '/') && !(p + '/').startsWith(state + '/') && p !== d.configFile && !(d.root + '/').startsWith(p + '/'));
     assert.deepEqual(outside, [], 'nothing written outside the root');
     const objects = walk(d.root).filter((p) => !p.includes('/..')).map((p) => path.relative(d.root, p)).filter((p) => p.split('/').length === 3).sort();
     const want = [
