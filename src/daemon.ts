@@ -122,7 +122,18 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const restarts = kc && kube?.rollingRestarts ? new (await import('./reactions/restarts.js')).KubeRestarts(kc, logger) : undefined;
   let status: StatusReporter | undefined;
   const pokeStatus: ReconcileObserver = (e) => e.type === 'idle' && status?.poke();
-  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus], marks);
+  // The drift watch and the periodic resync start after the first full sync: during
+  // a cold start every object dir is ours and new (a watcher would only rescan the
+  // namespace dirs as they fill), and a resync due mid-way would queue everything again.
+  let resync: NodeJS.Timeout | undefined;
+  const afterFirstSync: ReconcileObserver = (e) => {
+    if (e.type !== 'idle' || resync || !reconciler.progress.synced) return;
+    resync = setInterval(() => reconciler.resync(), cfg.resyncSeconds * 1000);
+    resync.unref();
+    void (async () => {
+        })().catch((err: Error) => logger.warn({ err: err.message }, 'drift watch not started; hand changes are repaired at the periodic resync only'));
+  };
+  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus, afterFirstSync], marks);
   const progress = reconciler.progress;
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
@@ -153,8 +164,6 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     });
     elector.start();
   }
-  const resync = setInterval(() => reconciler.resync(), cfg.resyncSeconds * 1000);
-  resync.unref();
 
   // Ready after the first full sync, while etcd keeps answering (the source asks
   // for progress every second) and applied state keeps up with etcd's head.

@@ -81,6 +81,7 @@ export class FileSink implements Sink {
   private readonly busy = new Map<ObjectId, number>();
   private readonly quietUntil = new Map<ObjectId, number>();
   private drift?: DriftWatch;
+  private closed = false;
 
   constructor(private readonly opts: FileSinkOptions) {
     this.root = path.resolve(opts.root);
@@ -153,15 +154,19 @@ export class FileSink implements Sink {
   async watchDrift(onDrift: (id: ObjectId) => void): Promise<void> {
     await this.drift?.close();
     for (const kind of KINDS) await this.ensureKindRoot(kind);
-    this.drift = await startDriftWatch({
+    const drift = await startDriftWatch({
       roots: await Promise.all(KINDS.map(async (kind) => ({ kind, dir: await this.kindRoot(kind) }))),
       onDrift,
       isQuiet: (id) => (this.busy.get(id) ?? 0) > 0 || Date.now() < (this.quietUntil.get(id) ?? 0),
       logger: this.opts.logger,
     });
+    // Closed while chokidar was still scanning: a watcher left open would keep the process alive.
+    if (this.closed) return drift.close();
+    this.drift = drift;
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.drift?.close();
     this.drift = undefined;
     await Promise.all(this.locks.values()); // no write lands after close resolves
