@@ -2,7 +2,12 @@
  * Fan-out: many daemons on one etcd; how long from a put until all have applied it.
  *
  *   node dist/bench/run.js --only fan-out   (200 instances; --quick: 50)
- *   node dist/bench/fan-out.js --instances 200 --per-process 10 --rounds 10
+ *   node dist/bench/fan-out.js --instances 200 --per-process 10 --rounds 10 [--proxy]
+ *
+ * `--proxy`: the instances watch through `etcd grpc-proxy start` (etcd's own proxy,
+ * which serves identical watches from one upstream watch) instead of etcd itself.
+ * Either way the table prints etcd's own CPU per put (and the proxy's), read from
+ * /proc over the measured rounds.
  *
  * Hosting: one `confsync run` process costs ~150 MB RSS (measured first, in the
  * same run), so 200 of them do not fit in 24 GiB; the instances run as P
@@ -26,7 +31,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import { stringify } from 'yaml';
-import { startEtcd } from '../test/harness/etcd.js';
+import { startEtcd, startGrpcProxy } from '../test/harness/etcd.js';
 import { DaemonProcess, MAIN, readOr, until } from '../test/harness/daemon.js';
 import { table } from './stats.js';
 import { flag, grid, isMain, pidOf, procUsage, withTimeout, type ScenarioOptions } from './put-to-file.js';
@@ -34,7 +39,7 @@ import { flag, grid, isMain, pidOf, procUsage, withTimeout, type ScenarioOptions
 const MULTI = fileURLToPath(new URL('./multi-daemon.js', import.meta.url));
 const KEY = '/confsync/global/configmaps/default/fanout/value';
 
-export async function fanOut(opts: ScenarioOptions & { instances?: number; perProcess?: number; rounds?: number }): Promise<string> {
+export async function fanOut(opts: ScenarioOptions & { instances?: number; perProcess?: number; rounds?: number; proxy?: boolean }): Promise<string> {
   const n = opts.instances ?? (opts.quick ? 50 : 200);
   const k = opts.perProcess ?? 10;
   const rounds = opts.rounds ?? (opts.quick ? 3 : 10);
@@ -43,6 +48,8 @@ export async function fanOut(opts: ScenarioOptions & { instances?: number; perPr
   const client = new Etcd3({ hosts: etcd.endpoint });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-fanout-'));
   const children: ChildProcess[] = [];
+  const proxy = opts.proxy ? await startGrpcProxy([etcd.endpoint]) : undefined;
+  const daemonEndpoint = proxy?.endpoint ?? etcd.endpoint;
   try {
     // --- start-up cost of one ordinary `confsync run` process, for the hosting decision
     const single = new DaemonProcess({ cluster: 'bench', node: 'single', log: { level: 'info' }, etcd: { endpoints: [etcd.endpoint] } });
@@ -61,7 +68,10 @@ export async function fanOut(opts: ScenarioOptions & { instances?: number; perPr
       const d = path.join(dir, `i${i}`);
       fs.mkdirSync(d);
       const file = path.join(d, 'config.yaml');
-      fs.writeFileSync(file, stringify({ cluster: 'bench', node: `n${String(i).padStart(3, '0')}`, etcd: { endpoints: [etcd.endpoint] }, sinks: { files: { root: path.join(d, 'out') } }, log: { level: 'warn' } }));
+      fs.writeFileSync(
+        file,
+        stringify({ cluster: 'bench', node: `n${String(i).padStart(4, '0')}`, etcd: { endpoints: [daemonEndpoint] }, sinks: { files: { root: path.join(d, 'out') } }, stateDir: path.join(d, 'state'), log: { level: 'warn' } }),
+      );
       configs.push(file);
     }
     const t0 = performance.now();
@@ -97,6 +107,9 @@ export async function fanOut(opts: ScenarioOptions & { instances?: number; perPr
       cliAlone.push(performance.now() - t);
     }
 
+    const etcdCpu = () => procUsage(etcd.pid()!).cpuSeconds;
+    const proxyCpu = () => (proxy ? procUsage(proxy.pid).cpuSeconds : 0);
+    const [etcd0, proxy0] = [etcdCpu(), proxyCpu()];
     const watcher = await client.watch().key(KEY).create();
     const floor: number[] = [];
     const first: number[] = [];
@@ -124,10 +137,13 @@ export async function fanOut(opts: ScenarioOptions & { instances?: number; perPr
     } finally {
       await watcher.cancel();
     }
+    // Over the rounds: the puts, their fan-out and each instance's status write (and the sleeps' idle).
+    const etcdPerPut = ((etcdCpu() - etcd0) * 1000) / rounds;
+    const proxyPerPut = ((proxyCpu() - proxy0) * 1000) / rounds;
 
     const hosting = `${procs} process(es) of bench/multi-daemon.ts × ${k} daemons each (startDaemon in-process; own etcd client, watch, status lease, file root each)`;
     return [
-      `${n} daemon instances on one etcd; ${hosting}`,
+      `${n} daemon instances on one etcd${proxy ? ', watching through `etcd grpc-proxy`' : ''}; ${hosting}`,
       grid([
         ['start-up cost', 'started s', 'ready s', 'RSS MiB', 'RSS MiB / instance', 'CPU s'],
         ['1 `confsync run` process, alone (ready = listed etcd)', '', (singleReadyMs / 1000).toFixed(2), singleUse.rssMiB.toFixed(0), singleUse.rssMiB.toFixed(0), singleUse.cpuSeconds.toFixed(2)],
@@ -147,10 +163,12 @@ export async function fanOut(opts: ScenarioOptions & { instances?: number; perPr
         ],
         'etcd put → watch (floor)',
       ),
+      `etcd CPU per round (one put, its fan-out, the instances' status writes): ${etcdPerPut.toFixed(1)} ms${proxy ? `; grpc-proxy CPU per round: ${proxyPerPut.toFixed(1)} ms` : ''}`,
     ].join('\n');
   } finally {
     client.close();
     await Promise.all(children.map((c) => stopChild(c)));
+    await proxy?.stop();
     await etcd.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -236,6 +254,7 @@ if (isMain(import.meta.url)) {
       instances: Number(flag(args, '--instances')) || undefined,
       perProcess: Number(flag(args, '--per-process')) || undefined,
       rounds: Number(flag(args, '--rounds')) || undefined,
+      proxy: args.includes('--proxy'),
     }),
   );
   process.exit(0);

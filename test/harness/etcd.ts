@@ -20,6 +20,8 @@ export interface EtcdHandle {
   ctl(...args: string[]): string;
   /** etcd's current revision. */
   revision(): number;
+  /** The running etcd's pid (benches read its CPU from /proc). */
+  pid(): number | undefined;
 }
 
 /**
@@ -90,6 +92,7 @@ export async function startEtcd(): Promise<EtcdHandle> {
       const out = JSON.parse(ctl('endpoint', 'status', '-w', 'json'));
       return Number(out[0].Status.header.revision);
     },
+    pid: () => proc?.pid,
   };
   await handle.start();
   return handle;
@@ -102,7 +105,7 @@ function which(bin: string): string {
 }
 
 /** `etcd grpc-proxy start` in front of `endpoints` (etcd's own proxy; it coalesces identical watches). */
-export async function startGrpcProxy(endpoints: string[]): Promise<{ endpoint: string; stop(): Promise<void> }> {
+export async function startGrpcProxy(endpoints: string[]): Promise<{ endpoint: string; pid: number; stop(): Promise<void> }> {
   const { etcd: etcdBin, etcdctl } = etcdBinaries();
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
@@ -124,7 +127,7 @@ export async function startGrpcProxy(endpoints: string[]): Promise<{ endpoint: s
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`etcd grpc-proxy exited ${proc.exitCode}: ${stderr}`);
     const r = spawnSync(etcdctl, ['--endpoints', endpoint, '--command-timeout=1s', 'get', 'probe'], { encoding: 'utf8' });
-    if (r.status === 0) return { endpoint, stop };
+    if (r.status === 0) return { endpoint, pid: proc.pid!, stop };
     if (Date.now() > deadline) {
       await stop();
       throw new Error(`etcd grpc-proxy did not answer on ${endpoint}: ${stderr}`);
