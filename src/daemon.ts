@@ -122,16 +122,21 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const restarts = kc && kube?.rollingRestarts ? new (await import('./reactions/restarts.js')).KubeRestarts(kc, logger) : undefined;
   let status: StatusReporter | undefined;
   const pokeStatus: ReconcileObserver = (e) => e.type === 'idle' && status?.poke();
-  // The drift watch and the periodic resync start after the first full sync: during
-  // a cold start every object dir is ours and new (a watcher would only rescan the
-  // namespace dirs as they fill), and a resync due mid-way would queue everything again.
+  // The periodic resync (and the file sink's drift watch) start after the first full
+  // sync: during a cold start every object dir is ours and new (a watcher would only
+  // rescan the namespace dirs as they fill), and a resync due mid-way would queue
+  // everything again. A hand change made before the watch is up waits for the resync.
   let resync: NodeJS.Timeout | undefined;
   const afterFirstSync: ReconcileObserver = (e) => {
     if (e.type !== 'idle' || resync || !reconciler.progress.synced) return;
     resync = setInterval(() => reconciler.resync(), cfg.resyncSeconds * 1000);
     resync.unref();
     void (async () => {
-        })().catch((err: Error) => logger.warn({ err: err.message }, 'drift watch not started; hand changes are repaired at the periodic resync only'));
+      const started = Date.now();
+      const late = sinks.filter((s) => s.watchDrift && s.driftFrom === 'firstSync');
+      for (const sink of late) await sink.watchDrift!(reconciler.markDrift);
+      if (late.length) logger.info({ sinks: late.map((s) => s.name), ms: Date.now() - started }, 'drift watch started');
+    })().catch((err: Error) => logger.warn({ err: err.message }, 'drift watch not started; hand changes are repaired at the periodic resync only'));
   };
   const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus, afterFirstSync], marks);
   const progress = reconciler.progress;
@@ -147,7 +152,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     }
     reconciler.handle(event);
   });
-  for (const sink of sinks) await sink.watchDrift?.(reconciler.markDrift);
+  for (const sink of sinks) if (sink.driftFrom !== 'firstSync') await sink.watchDrift?.(reconciler.markDrift);
   if (kube?.enabled && kube.leaderElection.enabled) {
     const le = kube.leaderElection;
     const { LeaderElector } = await import('./sink/kube-leader.js');

@@ -26,6 +26,8 @@ test('deleted object and namespace dirs are restored at once (no resync); change
     const a = slow.file('configmaps', 'default', 'app', 'a');
     const dir = slow.file('configmaps', 'default', 'app');
     await until(() => readOr(a) === 'alpha', 'projected');
+    // The drift watch starts after the first full sync (daemon.ts); before it is up only the resync repairs.
+    await until(() => slow.log.includes('"msg":"drift watch started"'), 'the drift watch');
     await sleep(300);
 
     const took: string[] = [];

@@ -81,6 +81,7 @@ export class FileSink implements Sink {
   private readonly busy = new Map<ObjectId, number>();
   private readonly quietUntil = new Map<ObjectId, number>();
   private drift?: DriftWatch;
+  readonly driftFrom = 'firstSync';
   private closed = false;
 
   constructor(private readonly opts: FileSinkOptions) {

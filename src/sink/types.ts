@@ -25,5 +25,11 @@ export interface Sink {
   list(): Promise<ObjectId[]>;
   /** Start reporting ids whose actual state may have drifted (hints, not facts). */
   watchDrift?(onDrift: (id: ObjectId) => void): Promise<void>;
+  /**
+   * When the daemon calls `watchDrift`: at start (the default; the Kubernetes
+   * informers are also the sink's read cache) or once the first full sync is done
+   * (the file sink: during a cold start every object dir is new and ours).
+   */
+  readonly driftFrom?: 'start' | 'firstSync';
   close(): Promise<void>;
 }
