@@ -11,5 +11,5 @@ export CONFSYNC_ETCD_BIN="$dir/etcd" CONFSYNC_ETCDCTL_BIN="$dir/etcdctl"
 echo "test-etcd36: $("$CONFSYNC_ETCD_BIN" --version | head -1)" >&2
 start=$(date +%s)
 node --test --test-concurrency=1 "$@" \
-  dist/test/source-etcd.test.js dist/test/fault/outage.test.js dist/test/fault/cluster.test.js dist/test/fault/crash.test.js
+  dist/test/source-etcd.test.js dist/test/fault/catchup-order.test.js dist/test/fault/outage.test.js dist/test/fault/cluster.test.js dist/test/fault/crash.test.js
 echo "test-etcd36: $(( $(date +%s) - start )) s" >&2

@@ -83,6 +83,15 @@ export class EtcdMembers {
     );
   }
 
+  /** The etcd version member `i` reports (Maintenance.Status), e.g. "3.4.23". */
+  async version(i: number, deadlineMs: number): Promise<string> {
+    const client = this.pool.hosts[i]!.getServiceClient('Maintenance') as Record<string, (req: object, meta: unknown, opts: object, cb: (err: Error | null, res: { version: string }) => void) => void>;
+    const meta = await this.metadata();
+    return new Promise<string>((resolve, reject) =>
+      client.status!({}, meta, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(castGrpcError(err)) : resolve(res.version))),
+    );
+  }
+
   /** A stream error whose cause is an expired auth token: the next call fetches a new one. */
   noteError(err: Error): void {
     if (/invalid auth token/i.test(err.message)) this.pool.authenticator.invalidateMetadata();

@@ -35,8 +35,13 @@ export class MemberFailed extends Error {}
  *      revision, then go out in revision order (etcd does not order events across
  *      watchers while one catches up); a watcher's revision := its last event's;
  *  (c) it learns that a watcher with no events is past a revision from a progress
- *      answer — or, on an endpoint that never answers progress requests (etcd's
- *      gRPC proxy ignores them), from a CONFIRMING READ (d);
+ *      answer — or from a CONFIRMING READ (d) on an endpoint that never answers
+ *      progress requests (etcd's gRPC proxy ignores them) or whose answers are not
+ *      synchronised with its watchers: before etcd 3.4.31 / 3.5.13 a stream-wide
+ *      answer carries the store's head even while a watcher on the stream is still
+ *      catching up (etcd issue 15220), which released a later change of one prefix
+ *      before earlier ones of another (an object showed a state etcd never had;
+ *      docs/RELIABILITY.md). There the answers only prove the member alive;
  *  (d) confirm(j): a linearizable count of prefix j gives head H; if no key of the
  *      prefix at H was modified after revs[j] and the count at H equals the count at
  *      revs[j], the prefix holds exactly what it held at revs[j] (every key at H then
@@ -48,6 +53,9 @@ export class MemberFailed extends Error {}
  */
 export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'> {
   const { members, member, ranges, revs, logger, signal } = s;
+  const version = await members.version(member, Math.max(1000, s.stallMs / 2)).catch(() => undefined);
+  const synchronised = progressSynchronised(version);
+  if (!synchronised) logger.debug({ member: members.name(member), version }, 'etcd answers watch progress requests before its watchers catch up; confirming watchers with linearizable reads');
   const stream = await members.watch(member);
   const ids = new Map<string, number>(); // etcd watch id -> prefix index
   const pending: { rev: number; change: Change }[] = [];
@@ -132,7 +140,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           if (ranges.length > 1 && pending.length > 0 && !soon) {
             soon = setTimeout(() => {
               soon = undefined;
-              if (readMode) void check('confirming reads');
+              if (readMode || !synchronised) void check('confirming reads');
               else stream.write({ progress_request: {} });
             }, 0);
           }
@@ -142,6 +150,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
         const header = Number(res.header.revision);
         if (res.watch_id === STREAM_WIDE) {
           progressAnswered = true;
+          if (!synchronised) return; // alive, but its revision may run ahead of a watcher: (c)
           revs.forEach((r, k) => (revs[k] = Math.max(r, header)));
         } else if (ids.has(res.watch_id)) revs[ids.get(res.watch_id)!] = Math.max(revs[ids.get(res.watch_id)!]!, header);
         else return;
@@ -158,12 +167,16 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
       // (e) A hung member keeps TCP up and answers nothing; a gRPC proxy answers events but never progress.
       if (s.everyMs > 0) timer = setInterval(() => {
         const silentMs = Date.now() - lastAnswer;
-        if (readMode) {
+        if (readMode || !synchronised) {
           const stuck = behind.some((b) => b !== undefined && Date.now() - b.since > s.stallMs);
           if (stuck) return fail(new Error(`etcd committed changes the watch stream did not deliver for ${Math.round(s.stallMs / 1000)} s`));
-          return void check('confirming reads');
         }
-        if (silentMs <= s.stallMs) return void stream.write({ progress_request: {} });
+        if (readMode) return void check('confirming reads');
+        if (silentMs <= s.stallMs) {
+          stream.write({ progress_request: {} }); // liveness; and progress where (c) allows
+          if (!synchronised) void check('confirming reads');
+          return;
+        }
         if (progressAnswered) return fail(new MemberFailed(`etcd stopped answering on the watch stream for ${Math.round(silentMs / 1000)} s`));
         // Never answered on this stream: a silent member, or an endpoint without progress answers. A read tells which.
         readMode = true;
@@ -182,6 +195,22 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
     stream.on('error', () => undefined); // a late error on a stream we dropped is not news
     stream.cancel?.(); // not just end(): a half-closed stream stays open on the server
   }
+}
+
+/**
+ * (c) Does this etcd answer a progress request only once every watcher on the
+ * stream has caught up? From 3.6, and from the 3.5 and 3.4 patch releases that
+ * carry both fixes (etcd PRs 15237 and 17557: 3.5.13, 3.4.31). Unknown: no.
+ */
+export function progressSynchronised(version: string | undefined): boolean {
+  const m = /^(\d+)\.(\d+)\.(\d+)/.exec(version ?? '');
+  if (!m) return false;
+  const [major, minor, patch] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  if (major !== 3) return major > 3;
+  if (minor >= 6) return true;
+  if (minor === 5) return patch >= 13;
+  if (minor === 4) return patch >= 31;
+  return false;
 }
 
 function toKv(kv: IKeyValue) {
