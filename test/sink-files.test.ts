@@ -275,6 +275,26 @@ test('hand edits and deletions are restored by the next apply', async (t) => {
   assert.equal(await readFile(path.join(outside, 'a'), 'utf8'), 'alpha');
 });
 
+test('a same-size in-place edit is found after checks that only lstat (the verified-stat digest)', async (t) => {
+  const { root, sink } = await scratch(t);
+  const s = sink();
+  const obj = desired('configmaps', 'default', 'app', { a: 'alpha', b: 'beta' });
+  assert.equal(await s.apply(obj), 'written');
+  const file = path.join(root, 'configmaps/default/app/..data/a');
+  // The first deep check reads the bytes and records the files' lstat; the next ones only compare lstat.
+  assert.equal(await s.apply(obj), 'unchanged');
+  assert.equal(await s.apply(obj), 'unchanged');
+  await sleep(5); // past the kernel's coarse timestamp tick
+  await writeFile(file, 'ALPHA'); // same size, same inode: only mtime/ctime tell
+  assert.equal(await s.apply(obj), 'written', 'a same-size edit went unnoticed');
+  assert.equal(await readFile(path.join(root, 'configmaps/default/app/a'), 'utf8'), 'alpha');
+  // Rewriting identical bytes moves ctime: read again, found equal, nothing written.
+  await sleep(5);
+  const now = path.join(root, 'configmaps/default/app', await readlink(path.join(root, 'configmaps/default/app/..data')), 'b');
+  await writeFile(now, 'beta');
+  assert.equal(await s.apply(obj), 'unchanged');
+});
+
 test('loose modes on existing roots are fixed with a warning; a kind root that is a link at start is used', async (t) => {
   const { root, parent } = await scratch(t);
   let logged = '';

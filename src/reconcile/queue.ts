@@ -8,8 +8,13 @@
  *  (2) `pump` starts workers while there is room, taking ids in queue order and
  *      passing over ids that are in flight (at most `concurrency` of them, so a
  *      pass is short): an id dirtied again while in flight waits its turn;
- *  (3) when the last worker finishes and nothing is queued, `onIdle` runs once;
- *      work marked meanwhile starts after it.
+ *  (3) when no change is queued or in flight, `onIdle` runs once (checks may still
+ *      be waiting; it runs once more when the last check is done); work marked
+ *      meanwhile starts after it;
+ *  (4) `check` queues a re-check of an object whose desired state is applied (the
+ *      periodic resync) in a second lane: taken only when no change waits, at most
+ *      one at a time, and never holding the applied revision back — a resync of
+ *      20,000 objects must not delay a put behind it, nor make the node look behind.
  * Queue order is arrival order and revisions only grow, so the oldest pending
  * revision is the first queued entry's or an in-flight one's.
  */
@@ -34,7 +39,11 @@ export interface WorkQueueOptions {
 
 export class WorkQueue {
   private readonly queued = new Map<ObjectId, Entry>();
+  private readonly checks = new Set<ObjectId>();
+  /** id -> the revision it holds back (Infinity for a check: it holds none). */
   private readonly inFlight = new Map<ObjectId, number>();
+  private checking = 0;
+  private changing = 0;
   private idling?: Promise<void>;
   /** Something was marked or worked on since the last idle step. */
   private changed = false;
@@ -46,6 +55,7 @@ export class WorkQueue {
   /** (1) */
   mark(id: ObjectId, before: number, force: boolean, dirtySince?: number): void {
     this.changed = true;
+    if (this.checks.delete(id)) force = true; // the change's work does the check too
     const e = this.queued.get(id);
     if (e) {
       e.force ||= force;
@@ -55,6 +65,14 @@ export class WorkQueue {
     }
   }
 
+  /** (4) */
+  check(id: ObjectId): void {
+    this.changed = true;
+    const e = this.queued.get(id);
+    if (e) e.force = true;
+    else this.checks.add(id);
+  }
+
   /** (2) */
   pump(): void {
     if (this.closed || this.idling) return;
@@ -62,18 +80,34 @@ export class WorkQueue {
       if (this.inFlight.size >= this.opts.concurrency) return;
       if (this.inFlight.has(id)) continue;
       this.queued.delete(id);
-      this.inFlight.set(id, entry.before);
-      const run = this.opts
-        .work(id, entry)
-        .catch((err: unknown) => this.opts.onError(id, err))
-        .finally(() => {
-          this.inFlight.delete(id);
-          this.pump();
-          if (this.inFlight.size === 0) this.runIdle();
-        });
-      this.settled = Promise.all([this.settled, run]).then(() => undefined);
+      this.start(id, entry.before, entry);
     }
-    if (this.inFlight.size === 0) this.runIdle();
+    // (4) Here every queued change has started or waits for its own id's worker.
+    if (this.checking === 0 && this.inFlight.size < this.opts.concurrency) {
+      for (const id of this.checks) {
+        if (this.inFlight.has(id)) continue;
+        this.checks.delete(id);
+        this.checking++;
+        this.start(id, Infinity, { force: true });
+        break;
+      }
+    }
+    this.runIdle();
+  }
+
+  private start(id: ObjectId, before: number, taken: Taken): void {
+    this.inFlight.set(id, before);
+    if (before !== Infinity) this.changing++;
+    const run = this.opts
+      .work(id, taken)
+      .catch((err: unknown) => this.opts.onError(id, err))
+      .finally(() => {
+        this.inFlight.delete(id);
+        if (before !== Infinity) this.changing--;
+        else if (--this.checking === 0 && this.checks.size === 0) this.changed = true; // a pass ended: one more idle step
+        this.pump();
+      });
+    this.settled = Promise.all([this.settled, run]).then(() => undefined);
   }
 
   /** Run the idle step at the next chance even if nothing was marked (e.g. an empty snapshot to prune against). */
@@ -81,9 +115,19 @@ export class WorkQueue {
     this.changed = true;
   }
 
-  /** Objects queued or in flight. */
+  /** Changes queued or in flight (checks not counted). */
+  hasChanges(): boolean {
+    return this.queued.size > 0 || this.changing > 0;
+  }
+
+  /** Checks queued or in flight. */
+  hasChecks(): boolean {
+    return this.checks.size > 0 || this.checking > 0;
+  }
+
+  /** Objects queued or in flight, changes or checks. */
   hasWork(): boolean {
-    return this.queued.size > 0 || this.inFlight.size > 0;
+    return this.queued.size > 0 || this.checks.size > 0 || this.inFlight.size > 0;
   }
 
   idle(): boolean {
@@ -92,9 +136,9 @@ export class WorkQueue {
 
   /** The lowest revision whose changes are not all applied yet, if any. */
   oldestPending(): number | undefined {
-    let min: number | undefined = this.queued.values().next().value?.before;
-    for (const rev of this.inFlight.values()) min = min === undefined ? rev : Math.min(min, rev);
-    return min;
+    let min = this.queued.values().next().value?.before ?? Infinity;
+    for (const rev of this.inFlight.values()) min = Math.min(min, rev);
+    return min === Infinity ? undefined : min;
   }
 
   /** Stops taking work; resolves when the workers and the idle step are done. */
@@ -106,7 +150,7 @@ export class WorkQueue {
 
   /** (3) */
   private runIdle(): void {
-    if (this.closed || this.idling || this.queued.size > 0 || !this.changed) return;
+    if (this.closed || this.idling || this.hasChanges() || !this.changed) return;
     this.changed = false;
     this.idling = this.opts
       .onIdle()

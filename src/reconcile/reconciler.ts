@@ -59,6 +59,8 @@ export class Reconciler {
   private readonly buildContext: BuildContext;
   private readonly observers: ReconcileObserver[];
   private pruneFrom?: number;
+  /** A resync's prune: after its checks, holding no revision back (unlike `pruneFrom`). */
+  private pruneAfterChecks = false;
   private resyncPending = false;
   private sawSnapshot = false;
   private idleWaiters: (() => void)[] = [];
@@ -171,9 +173,9 @@ export class Reconciler {
       this.resyncPending = true;
       return;
     }
-    const rev = this.progress.received;
-    for (const id of new Set([...this.store.objects.keys(), ...this.desired.keys()])) this.queue.mark(id, rev, true);
-    this.pruneFrom ??= rev;
+    // In the queue's check lane: behind every change, one at a time, holding no revision.
+    for (const id of new Set([...this.store.objects.keys(), ...this.desired.keys()])) this.queue.check(id);
+    this.pruneAfterChecks = true;
     this.queue.requestIdle();
     this.pump();
   }
@@ -189,7 +191,7 @@ export class Reconciler {
 
   /** Resolves when nothing is dirty and nothing is in flight. */
   whenIdle(): Promise<void> {
-    if (this.queue.idle() && this.pruneFrom === undefined) return Promise.resolve();
+    if (this.queue.idle() && this.pruneFrom === undefined && !this.pruneAfterChecks) return Promise.resolve();
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
@@ -201,7 +203,8 @@ export class Reconciler {
 
   /** (4) then (6), each time the workers run dry. */
   private async idle(): Promise<void> {
-    if (this.pruneFrom !== undefined) {
+    if (this.pruneFrom !== undefined || (this.pruneAfterChecks && !this.queue.hasChecks())) {
+      this.pruneAfterChecks = false;
       await this.sinks.prune((id) => this.desired.has(id) || this.held.has(id) || this.guard.isHeld(id));
       this.pruneFrom = undefined;
       if (!this.progress.synced) this.opts.logger.info({ objects: this.desired.size, revision: this.progress.received }, 'first full sync done');
@@ -211,7 +214,7 @@ export class Reconciler {
         return this.resync();
       }
     }
-    if (this.queue.hasWork()) return; // marked during the prune: the next idle step reports
+    if (this.queue.hasChanges()) return; // marked during the prune: the next idle step reports
     this.advance();
     this.emit({ type: 'idle', applied: this.progress.applied });
     for (const w of this.idleWaiters.splice(0)) w();

@@ -26,7 +26,10 @@
  *  (1) Up to date? lstat and readdir the object dir, readlink `..data` and each
  *      `<key>` link. Quick check (`deep` false): the hash in the payload dir's
  *      name equals the payload's. Deep check (`deep`, or no hash in the name):
- *      also lstat and read every payload file (names, bytes, modes, owners).
+ *      also lstat and read every payload file (names, bytes, modes, owners) —
+ *      unless their lstat (inode, size, mtime, ctime, mode, owner) is what it was
+ *      when the bytes last matched here (`verified`): an edit moves mtime/ctime, so a
+ *      periodic resync reads each file once, then only lstats it.
  *      If it matches and nothing stale is left, return 'unchanged' having
  *      written nothing. A directory without `..data` is adopted only if it holds
  *      nothing but our own leftovers (a crash before the first swap).
@@ -50,7 +53,7 @@
  * dir that the next prune removes again, or an empty unowned one that the next
  * write adopts.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fchmodSync, fchownSync, lstatSync, mkdtempSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { hashInName, isPayloadDirName, payloadDirPrefix, payloadHash } from './payload-name.js';
@@ -78,6 +81,9 @@ export const DATA = '..data';
 const DATA_TMP = '..data_tmp';
 
 export class AtomicWriter {
+  /** Object dir -> its `..data` target and a digest of its files' lstat when their bytes last matched. */
+  private readonly verified = new Map<string, string>();
+
   constructor(private readonly opts: AtomicWriterOptions) {}
 
   /** Metadata calls are synchronous and only the fsyncs wait in the thread pool: fs-safe.ts says why. */
@@ -154,6 +160,7 @@ export class AtomicWriter {
   /** Empties an owned dir atomically, then removes it. */
   async clear(dir: string): Promise<void> {
     await this.write(dir, new Map(), { deep: false });
+    this.verified.delete(dir);
     rmSync(path.join(dir, DATA), { force: true });
     rmSync(dir, { recursive: true, force: true });
   }
@@ -179,7 +186,7 @@ export class AtomicWriter {
     const named = hashInName(target);
     if (named !== undefined && named !== hash) return false;
     if (named === undefined || deep) {
-      if (!this.filesMatch(path.join(dir, target), payload)) return false;
+      if (!this.filesMatch(dir, target, payload)) return false;
     } else if (!entries.some((e) => e.name === target && e.isDirectory())) {
       return false;
     }
@@ -194,17 +201,23 @@ export class AtomicWriter {
   }
 
   /** The deep part of step (1): the payload dir holds exactly these files, bytes, modes and owners. */
-  private filesMatch(tsDir: string, payload: Payload): boolean {
+  private filesMatch(dir: string, target: string, payload: Payload): boolean {
     const { fileMode, dirMode } = this.opts;
+    const tsDir = path.join(dir, target);
     const tsStat = lstatOrUndefined(tsDir);
     if (!tsStat?.isDirectory() || !modeOwnerOk(tsStat, dirMode, this.opts)) return false;
     const files = readdirSync(tsDir);
     if (files.length !== payload.size || files.some((f) => !payload.has(f))) return false;
+    const digest = createHash('sha1').update(target);
     for (const [key, want] of payload) {
       const st = lstatOrUndefined(path.join(tsDir, key));
       if (!st?.isFile() || st.size !== want.length || !modeOwnerOk(st, fileMode, this.opts)) return false;
-      if (!readFileNoFollow(path.join(tsDir, key)).equals(want)) return false;
+      digest.update(`\0${key}\0${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}:${st.uid}:${st.gid}`);
     }
+    const seen = digest.digest('base64');
+    if (this.verified.get(dir) === seen) return true;
+    for (const [key, want] of payload) if (!readFileNoFollow(path.join(tsDir, key)).equals(want)) return false;
+    this.verified.set(dir, seen);
     return true;
   }
 
