@@ -6,9 +6,8 @@ import type { ObjectId } from '../keyspace.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { ApplyResult, Sink, SinkKind } from '../sink/types.js';
-import { createEtcdClient } from '../source/etcd-client.js';
 import { EtcdSource } from '../source/etcd.js';
-import { connectionOptions, overridesFrom } from './common.js';
+import { connectionOptions, dial, overridesFrom } from './common.js';
 
 export interface PlannedChange {
   sink: string;
@@ -61,7 +60,7 @@ export function registerPlan(program: Command): void {
     const logger = createLogger('warn', process.stderr);
     const keyring = await loadIdentity(cfg);
     const sinks = (await createSinks(cfg, logger)).map((s) => new PlanningSink(s));
-    const client = createEtcdClient(cfg.etcd);
+    const client = dial(cfg.etcd, flags);
     try {
       const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
       const snapshot = await source.list();
