@@ -27,15 +27,17 @@ export interface ConnectionFlags {
 }
 
 export function overridesFrom(flags: ConnectionFlags): ConfigOverrides {
+  const endpoints = flags.endpoints?.split(',').map((s) => s.trim()).filter(Boolean);
   return {
-    endpoints: flags.endpoints?.split(',').map((s) => s.trim()).filter(Boolean),
-    prefix: flags.prefix,
+    // An empty $CONFSYNC_ENDPOINTS (`export CONFSYNC_ENDPOINTS=`) means unset, not "no endpoints".
+    endpoints: endpoints?.length ? endpoints : undefined,
+    prefix: flags.prefix || undefined,
   };
 }
 
 /** `--endpoints`, `$CONFSYNC_ENDPOINTS`, `etcd.endpoints in FILE` or the default: named in errors. */
 export function endpointsOrigin(flags: ConnectionFlags): string {
-  if (flags.endpoints !== undefined) return describeOrigin(flags.endpointsSource === 'env' ? 'env' : 'cli');
+  if (overridesFrom(flags).endpoints) return describeOrigin(flags.endpointsSource === 'env' ? 'env' : 'cli');
   return describeOrigin(flags.config ? 'config' : 'default', flags.config);
 }
 

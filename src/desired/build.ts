@@ -3,7 +3,7 @@ import { isSealed, objectId, type ObjectKind } from '../keyspace.js';
 import type { Kv } from '../source/types.js';
 import type { DesiredObject } from './types.js';
 import { parseMeta, placementAdmits, type Meta } from './meta.js';
-import { envelopeShapeError, overLimits, type BuildLimits, type Problem } from './validate.js';
+import { overLimits, type BuildLimits, type Problem } from './validate.js';
 
 export { overLimits, type BuildLimits, type Problem } from './validate.js';
 
@@ -100,10 +100,7 @@ export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: Desi
       data.set(key, kv.value);
       continue;
     }
-    // The same structural check `lint` makes: a value that cannot be an envelope is
-    // reported as such even by a daemon without an identity.
-    const shape = envelopeShapeError(kv.value);
-    const opened = shape ? { error: shape } : ctx.secret(kv);
+    const opened = ctx.secret(kv);
     if (Buffer.isBuffer(opened)) {
       data.set(key, opened);
       continue;

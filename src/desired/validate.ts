@@ -1,7 +1,8 @@
 /**
  * The checks a stored key must pass before a daemon uses it — one code path for
- * the daemon (build.ts and the KeyStore call these same functions), `plan` (it runs
- * the daemon's reconciler) and `lint` (validateKeys, over the whole prefix):
+ * the daemon (the KeyStore, build.ts and the reconciler's SecretCache call these same
+ * functions), `plan` (it runs the daemon's reconciler) and `lint` (validateKeys, over
+ * the whole prefix):
  *
  *  (1) the key itself: the layout and Kubernetes' name rules (keyspace.parseKey);
  *  (2) `@meta`: JSON, the strict schema, the bounds (meta.parseMeta);
