@@ -1,7 +1,10 @@
 /**
  * One error module (etcd3's habit: the retry loop reads a mark, not a message).
- *  - `UserError`: a mistake an operator can fix (bad flag, config field, key): the
- *    CLI prints its message on one line, no stack.
+ *  - `UserError`: the command as given cannot succeed (bad flag, argument, config,
+ *    identity or recipients file, a key that does not exist): the CLI prints its
+ *    message on one line, no stack, and exits 2.
+ *  - `OperationFailed`: the command was right but what it met stopped it (etcd
+ *    unreachable, a concurrent change, bad data found): one line, no stack, exit 1.
  *  - `InvalidInput`: bad data found in etcd or asked of a sink (a key that cannot be
  *    a file name, an object over a limit). Reported by path, never fatal, and NOT
  *    retried: the same input fails the same way until someone changes it.
@@ -10,6 +13,10 @@
 
 export class UserError extends Error {
   override name = 'UserError';
+}
+
+export class OperationFailed extends Error {
+  override name = 'OperationFailed';
 }
 
 /** Bad data under the prefix. `path` is the etcd key or object id; the message never holds a value. */

@@ -77,6 +77,8 @@ test('defaults: an empty YAML file is an empty config (cluster is then required)
 // ---------------------------------------------------------------- accepted values
 
 const acceptedCases: { name: string; raw: Record<string, unknown>; pick: (c: Config) => unknown; want: unknown }[] = [
+  { name: 'bare host:port, as etcdctl takes it', raw: { etcd: { endpoints: ['etcd-0:2379', '10.0.0.5:2379', '[::1]:2379'] } }, pick: (c) => c.etcd.endpoints, want: ['http://etcd-0:2379', 'http://10.0.0.5:2379', 'http://[::1]:2379'] },
+  { name: 'bare host:port with etcd.tls is https', raw: { etcd: { endpoints: ['etcd-0:2379'], tls: { ca: '/ca.pem' } } }, pick: (c) => c.etcd.endpoints, want: ['https://etcd-0:2379'] },
   { name: 'https endpoints', raw: { etcd: { endpoints: ['https://etcd-0:2379', 'https://etcd-1:2379'] } }, pick: (c) => c.etcd.endpoints, want: ['https://etcd-0:2379', 'https://etcd-1:2379'] },
   { name: 'nested prefix', raw: { etcd: { prefix: '/org/confsync' } }, pick: (c) => c.etcd.prefix, want: '/org/confsync' },
   { name: 'tls and auth', raw: { etcd: { tls: { ca: '/ca' }, auth: { username: 'u', passwordFile: '/p' } } }, pick: (c) => [c.etcd.tls, c.etcd.auth], want: [{ ca: '/ca' }, { username: 'u', passwordFile: '/p' }] },
@@ -243,7 +245,7 @@ test('precedence: an override does not drop the file\'s other etcd fields', () =
 test('precedence: overrides are validated like file values', () => {
   const msg = userError(() => parseConfig({ cluster: 'a' }, SRC, { prefix: 'no-slash' }, NO_ENV));
   assert.ok(msg.includes('field etcd.prefix:'), msg);
-  const msg2 = userError(() => parseConfig({ cluster: 'a' }, SRC, { endpoints: ['etcd:2379'] }, NO_ENV));
+  const msg2 = userError(() => parseConfig({ cluster: 'a' }, SRC, { endpoints: ['etcd 2379'] }, NO_ENV));
   assert.ok(msg2.includes('field etcd.endpoints[0]:'), msg2);
 });
 

@@ -14,7 +14,7 @@ import { startEtcd, type EtcdHandle } from './harness/etcd.js';
 import { runCli, type CliRun } from './harness/cli.js';
 import { commitRollback, planRollback } from '../src/admin/rollback.js';
 import { claimedVersion } from '../src/envelope/envelope.js';
-import { UserError } from '../src/errors.js';
+import { OperationFailed } from '../src/errors.js';
 import { GLOBAL, Keyspace } from '../src/keyspace.js';
 
 const P = '/confsync';
@@ -130,7 +130,7 @@ test('a key changed or created between the diff and the commit fails the guard; 
     assert.ok(plan.puts.length > 0);
     await sneak();
     const before = await state();
-    await assert.rejects(commitRollback(client, ks, plan, new Map()), (err: Error) => err instanceof UserError && /changed after the diff was read/.test(err.message));
+    await assert.rejects(commitRollback(client, ks, plan, new Map()), (err: Error) => err instanceof OperationFailed && /changed after the diff was read/.test(err.message));
     assert.deepEqual(await state(), before, 'nothing written');
   }
 });

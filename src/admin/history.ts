@@ -9,7 +9,7 @@
  * untouched: the caller escapes config text and never prints a sealed value.
  */
 import { KVClient, WatchClient, type Etcd3, type IKeyValue, type IWatchResponse } from 'etcd3';
-import { UserError } from '../errors.js';
+import { OperationFailed, UserError } from '../errors.js';
 import type { Keyspace, ObjectRef, Scope } from '../keyspace.js';
 import { prefixEnd } from '../source/etcd-client.js';
 
@@ -156,7 +156,7 @@ export async function readHistory(t: HistoryTarget, maxEvents = 100_000): Promis
       stream.on('end', () => reject(new Error('watch stream ended before the history was read')));
       create(1);
       const ms = t.deadlineMs ?? 30_000;
-      timers.push(setTimeout(() => reject(new UserError(`etcd did not finish replaying the history within ${ms / 1000} s; try again`)), ms));
+      timers.push(setTimeout(() => reject(new OperationFailed(`etcd did not finish replaying the history within ${ms / 1000} s; try again`)), ms));
     });
   } finally {
     // (5)

@@ -4,7 +4,7 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { generateIdentity, loadKeyring, parseRecipient, recipientOf, writeIdentityFile, type Identity, type Keyring, type Recipient } from '../envelope/identity.js';
-import { UserError } from '../errors.js';
+import { OperationFailed, UserError } from '../errors.js';
 import type { Keyspace } from '../keyspace.js';
 
 export interface KeygenOptions {
@@ -69,7 +69,7 @@ export async function createIdentity(opts: KeygenOptions): Promise<Recipient> {
     const { client } = reg;
     const cmp = existing ? client.if(regKey, 'Mod', '==', existing.mod_revision) : client.if(regKey, 'Create', '==', 0);
     const res = await cmp.then(client.put(regKey).value(recipient.text)).commit();
-    if (!res.succeeded) throw new UserError(`${regKey} changed while registering; the identity file was written, re-run with --register only after checking it`);
+    if (!res.succeeded) throw new OperationFailed(`${regKey} changed while registering; the identity file was written, re-run with --register only after checking it`);
     opts.notice(`registered at ${regKey}${previous ? ` (replaced ${previous.id})` : ''}`);
   }
   return recipient;

@@ -8,7 +8,7 @@
 import { GRPCOutOfRangeError, type Etcd3, type ICompare, type IKeyValue, type IRequestOp } from 'etcd3';
 import { EnvelopeError, open, openVersioned, seal } from '../envelope/envelope.js';
 import type { Keyring, Recipient } from '../envelope/identity.js';
-import { UserError } from '../errors.js';
+import { OperationFailed, UserError } from '../errors.js';
 import { isSealed, printable, type Keyspace, type ObjectRef, type Scope } from '../keyspace.js';
 import { objectRange, rawClients } from './history.js';
 
@@ -149,7 +149,7 @@ export async function commitRollback(client: Etcd3, ks: Keyspace, plan: Rollback
   ];
   const res = await kv.txn({ compare, success, failure: [] });
   if (!res.succeeded) {
-    throw new UserError(`${printable(ks.relative(range.key.toString()))}: changed after the diff was read at revision ${plan.head}; nothing written (run rollback again to see the new diff)`);
+    throw new OperationFailed(`${printable(ks.relative(range.key.toString()))}: changed after the diff was read at revision ${plan.head}; nothing written (run rollback again to see the new diff)`);
   }
   return Number(res.header.revision);
 }

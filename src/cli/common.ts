@@ -4,10 +4,11 @@
  * Verb files import only this file from cli/ (never each other); what they do
  * with the values lives in src/admin/.
  */
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { loadConfigFile, loadEtcdSection, type ConfigOverrides } from '../config/load.js';
 import { configSchema, type Config } from '../config/schema.js';
+import { describeOrigin, noteTarget, type EndpointsSource } from '../admin/etcd-target.js';
 import type { Keyring } from '../envelope/identity.js';
 import { loadKeyring } from '../envelope/identity.js';
 import { DEFAULT_RECIPIENTS_FILE } from '../envelope/recipients-file.js';
@@ -20,44 +21,80 @@ export interface ConnectionFlags {
   endpoints?: string;
   prefix?: string;
   config?: string;
+  /** Where --endpoints and --prefix got their values (set by connectionOptions' preAction hook). */
+  endpointsSource?: EndpointsSource;
+  prefixSource?: EndpointsSource;
 }
 
 export function overridesFrom(flags: ConnectionFlags): ConfigOverrides {
+  const endpoints = flags.endpoints?.split(',').map((s) => s.trim()).filter(Boolean);
   return {
-    endpoints: flags.endpoints?.split(',').map((s) => s.trim()).filter(Boolean),
-    prefix: flags.prefix,
+    // An empty $CONFSYNC_ENDPOINTS (`export CONFSYNC_ENDPOINTS=`) means unset, not "no endpoints".
+    endpoints: endpoints?.length ? endpoints : undefined,
+    prefix: flags.prefix || undefined,
   };
+}
+
+/** `--endpoints`, `$CONFSYNC_ENDPOINTS`, `etcd.endpoints in FILE` or the default: named in errors. */
+export function endpointsOrigin(flags: ConnectionFlags): string {
+  if (overridesFrom(flags).endpoints) return describeOrigin(flags.endpointsSource === 'env' ? 'env' : 'cli');
+  return describeOrigin(flags.config ? 'config' : 'default', flags.config);
 }
 
 /**
  * etcd settings: --endpoints/--prefix (commander fills them from $CONFSYNC_ENDPOINTS /
  * $CONFSYNC_PREFIX when not given) over the --config file's etcd section, over the
- * schema defaults. Validated once, by the config schema (src/config/schema.ts).
+ * schema defaults. Validated once, by the config schema (src/config/schema.ts); a bad
+ * value is reported under the name it was given by.
  */
 export function etcdFromFlags(flags: ConnectionFlags): Config['etcd'] {
   const o = overridesFrom(flags);
+  const parsed = configSchema.shape.etcd.safeParse({ endpoints: o.endpoints, prefix: o.prefix });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const isPrefix = issue.path[0] === 'prefix';
+    const index = typeof issue.path[1] === 'number' ? issue.path[1] : 0;
+    const value = isPrefix ? o.prefix : o.endpoints?.[index];
+    const name = isPrefix ? (flags.prefixSource === 'env' ? '$CONFSYNC_PREFIX' : '--prefix') : endpointsOrigin(flags);
+    throw new UserError(`${name}${value === undefined ? '' : ` "${printable(value)}"`}: ${issue.message}`);
+  }
   // The CLI needs only the etcd section: a config without `cluster:` (an operator's
   // workstation file) is fine here.
-  if (flags.config) return loadEtcdSection(flags.config, o);
-  const parsed = configSchema.shape.etcd.safeParse({ endpoints: o.endpoints, prefix: o.prefix });
-  if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0]!;
-  const flag = issue.path[0] === 'prefix' ? 'prefix' : 'endpoints';
-  const index = typeof issue.path[1] === 'number' ? issue.path[1] : 0;
-  const value = flag === 'prefix' ? o.prefix : o.endpoints?.[index];
-  throw new UserError(`--${flag}${value === undefined ? '' : ` "${printable(value)}"`}: ${issue.message}`);
+  return flags.config ? loadEtcdSection(flags.config, o) : parsed.data;
+}
+
+/** An etcd client for these settings; a failure to reach it is reported with the endpoints' origin (admin/etcd-target.ts). */
+export function dial(etcd: Config['etcd'], flags: ConnectionFlags) {
+  noteTarget({ endpoints: etcd.endpoints, origin: endpointsOrigin(flags) });
+  return createEtcdClient(etcd);
 }
 
 export function connect(flags: ConnectionFlags) {
   const etcd = etcdFromFlags(flags);
-  return { etcd, ks: new Keyspace(etcd.prefix), client: createEtcdClient(etcd) };
+  return { etcd, ks: new Keyspace(etcd.prefix), client: dial(etcd, flags) };
 }
 
 export function connectionOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--endpoints <urls>', 'etcd endpoints, comma-separated').env('CONFSYNC_ENDPOINTS'))
+    .addOption(new Option('--endpoints <urls>', 'etcd endpoints, comma-separated: host:port or http(s)://host:port').env('CONFSYNC_ENDPOINTS'))
     .addOption(new Option('--prefix <prefix>', 'key prefix (default /confsync)').env('CONFSYNC_PREFIX'))
-    .option('--config <file>', 'daemon config file (its etcd section is used)');
+    .option('--config <file>', 'daemon config file (its etcd section is used)')
+    .hook('preAction', (_, action) => {
+      action.setOptionValue('endpointsSource', action.getOptionValueSource('endpoints'));
+      action.setOptionValue('prefixSource', action.getOptionValueSource('prefix'));
+    });
+}
+
+/**
+ * A commander parser for an integer option: one line naming the flag (exit 2),
+ * never Node's own "Received type number (NaN)".
+ */
+export function intArg(min: number, max: number, what = 'an integer') {
+  return (value: string): number => {
+    const n = /^[0-9]{1,16}$/.test(value.trim()) ? Number(value.trim()) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`Expected ${what} from ${min} to ${max}.`);
+    return n;
+  };
 }
 
 /**

@@ -9,7 +9,7 @@ import { loadConfigFile } from '../config/load.js';
 import { startDaemon } from '../daemon.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { untilSignal } from './common.js';
+import { intArg, untilSignal } from './common.js';
 import { Etcd3 } from 'etcd3';
 import { generateIdentity, loadKeyring, writeIdentityFile } from '../envelope/identity.js';
 import { RecipientsFile } from '../envelope/recipients-file.js';
@@ -27,16 +27,16 @@ export function registerDev(program: Command): void {
     .command('dev')
     .description('embedded default: local etcd + daemon + files under ./.confsync')
     .option('--dir <dir>', 'state directory', '.confsync')
-    .option('--port <port>', 'etcd client port (default 2379, or a free one when taken)')
-    .action(async (flags: { dir: string; port?: string }) => {
+    .option('--port <port>', 'etcd client port (default 2379, or a free one when taken)', intArg(1, 65535, 'a TCP port'))
+    .action(async (flags: { dir: string; port?: number }) => {
       const dir = path.resolve(flags.dir);
       fs.mkdirSync(path.join(dir, 'etcd'), { recursive: true, mode: 0o700 });
       fs.chmodSync(path.join(dir, 'etcd'), 0o700);
       const etcdBin = which('etcd');
       if (!etcdBin) throw new UserError(INSTALL_HINT);
 
-      const clientPort = flags.port ? Number(flags.port) : (await isFree(2379)) ? 2379 : await freePort();
-      const peerPort = (await isFree(clientPort + 1)) ? clientPort + 1 : await freePort();
+      const clientPort = flags.port ?? ((await isFree(2379)) ? 2379 : await freePort());
+      const peerPort = clientPort < 65535 && (await isFree(clientPort + 1)) ? clientPort + 1 : await freePort();
       const endpoint = `http://127.0.0.1:${clientPort}`;
       const etcd = startEtcd(etcdBin, path.join(dir, 'etcd'), clientPort, peerPort);
       try {

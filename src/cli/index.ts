@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { explainEtcdError } from '../admin/etcd-target.js';
 import { UserError } from '../errors.js';
 import { printable } from '../keyspace.js';
 import { VERSION } from '../version.js';
@@ -19,7 +20,7 @@ export function buildProgram(): Command {
   const program = new Command('confsync')
     .description('Config and secrets from one etcd keyspace, materialized as files and Kubernetes objects on every cluster.')
     .version(VERSION, '-V, --version')
-    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ outputError: (text, write) => write(`confsync: ${text.replace(/^error: /, '').trimEnd()} (see --help)\n`) })
     .exitOverride();
   registerRun(program);
   registerDev(program);
@@ -37,9 +38,11 @@ export function buildProgram(): Command {
 }
 
 /**
- * Thin entry: parse, dispatch, and turn errors into one line on stderr.
- * User mistakes (UserError) never show a stack; anything else shows its
- * message, and its stack only with CONFSYNC_DEBUG=1.
+ * Thin entry: parse, dispatch, and turn errors into one line on stderr. Exit codes
+ * (README "CLI"): 0 done; 2 the command as given cannot succeed — usage, arguments,
+ * config/identity/recipients files (commander's errors, UserError); 1 it was right
+ * but what it met stopped it — etcd unreachable, bad data found, anything else.
+ * No stack unless CONFSYNC_DEBUG=1.
  */
 export async function runCli(argv: string[]): Promise<void> {
   const program = buildProgram();
@@ -47,16 +50,14 @@ export async function runCli(argv: string[]): Promise<void> {
     await program.parseAsync(argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      process.exitCode = err.exitCode;
+      // --help / --version exit 0; everything else commander refuses is usage (it printed the one line).
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
       return;
     }
-    if (err instanceof UserError) {
-      process.stderr.write(`confsync: ${printable(err.message)}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    process.stderr.write(`confsync: ${printable(String((err as Error).message ?? err))}\n`);
-    if (process.env.CONFSYNC_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
-    process.exitCode = 1;
+    const etcd = explainEtcdError(err);
+    const message = etcd ?? String((err as Error).message ?? err);
+    process.stderr.write(`confsync: ${printable(message)}\n`);
+    if (process.env.CONFSYNC_DEBUG && !(err instanceof UserError)) process.stderr.write(`${(err as Error).stack}\n`);
+    process.exitCode = err instanceof UserError ? 2 : 1;
   }
 }

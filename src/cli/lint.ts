@@ -1,30 +1,54 @@
 import type { Command } from 'commander';
+import { configSchema } from '../config/schema.js';
+import type { Problem } from '../desired/build.js';
+import { validateKeys } from '../desired/validate.js';
+import { open } from '../envelope/envelope.js';
+import { createLogger } from '../log.js';
 import { printable } from '../keyspace.js';
-import { connect, connectionOptions } from './common.js';
+import { EtcdSource } from '../source/etcd.js';
+import { connect, connectionOptions, identityOption, keyringFrom, type SecretFlags } from './common.js';
 
 /**
  * Daemons read only `global/` and their own `clusters/<c>/` (least privilege),
- * so a malformed key elsewhere under the prefix is invisible to them. `lint`
- * reads the whole prefix and reports every key no daemon would use.
+ * so a bad key elsewhere under the prefix is invisible to them. `lint` reads the
+ * whole prefix and runs the daemon's own checks on every key (desired/validate.ts:
+ * key names, @meta, envelope structure, object limits); with --identity it also
+ * opens every envelope. One line per problem, `<path>: <reason>` as the daemon logs
+ * it; exit 1 if there is any.
  */
 export function registerLint(program: Command): void {
-  connectionOptions(program.command('lint').description('report every key under the prefix that daemons would skip, and why (exit 1 if any)')).action(
-    async (flags) => {
-      const { ks, client } = connect(flags);
-      try {
-        const res = await client.getAll().prefix(ks.key('')).keys();
-        let bad = 0;
-        for (const key of res) {
-          const parsed = ks.parse(key);
-          if (parsed.type !== 'invalid') continue;
-          bad++;
-          process.stdout.write(`${printable(key)}\t${parsed.reason}\n`);
+  connectionOptions(
+    program
+      .command('lint')
+      .description('run the daemon\'s checks on every key under the prefix (names, @meta, envelopes; opened with --identity); exit 1 on any problem')
+      .addOption(identityOption()),
+  ).action(async (flags: SecretFlags) => {
+    const keyring = flags.identity ? await keyringFrom(flags) : undefined;
+    const { ks, client } = connect(flags);
+    try {
+      const source = new EtcdSource({ client, prefixes: [ks.key('')], logger: createLogger('error', process.stderr) });
+      const snapshot = await source.list();
+      const defaults = configSchema.shape.limits.parse({});
+      const { problems, sealed } = validateKeys(snapshot.kvs, ks.key(''), { maxKeys: defaults.maxObjectKeys, maxBytes: defaults.maxObjectBytes });
+      let opened = 0;
+      if (keyring) {
+        for (const s of sealed) {
+          try {
+            (await open(s.value, s.path, keyring)).fill(0);
+            opened++;
+          } catch (err) {
+            problems.push({ path: s.path, reason: (err as Error).message, unopened: true });
+          }
         }
-        process.stderr.write(`${res.length} key(s) checked under ${ks.key('')}, ${bad} invalid\n`);
-        if (bad > 0) process.exitCode = 1;
-      } finally {
-        client.close();
       }
-    },
-  );
+      problems.sort((a: Problem, b: Problem) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+      for (const p of problems) process.stdout.write(`${printable(p.path)}: ${printable(p.reason)}\n`);
+      const secrets = keyring ? `${opened} of ${sealed.length} well-formed secret(s) opened` : 'secrets by structure only (--identity opens them)';
+      process.stderr.write(`${snapshot.kvs.length} key(s) checked under ${ks.key('')} at revision ${snapshot.revision}, ${secrets}: ${problems.length} problem(s)\n`);
+      if (problems.length > 0) process.exitCode = 1;
+    } finally {
+      client.close();
+      keyring?.dispose();
+    }
+  });
 }

@@ -1,14 +1,15 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../config/load.js';
 import { createReconciler, createSinks, loadIdentity, watchedPrefixes } from '../daemon.js';
+import type { Problem } from '../desired/build.js';
 import type { DesiredObject } from '../desired/types.js';
-import type { ObjectId } from '../keyspace.js';
+import { printable, type ObjectId } from '../keyspace.js';
 import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
+import type { ReconcileObserver } from '../reconcile/events.js';
 import type { ApplyResult, Sink, SinkKind } from '../sink/types.js';
-import { createEtcdClient } from '../source/etcd-client.js';
 import { EtcdSource } from '../source/etcd.js';
-import { connectionOptions, overridesFrom } from './common.js';
+import { connectionOptions, dial, overridesFrom } from './common.js';
 
 export interface PlannedChange {
   sink: string;
@@ -58,19 +59,24 @@ export function registerPlan(program: Command): void {
   connectionOptions(program.command('plan').description('show what the daemon would change on this node, changing nothing')).action(async (flags) => {
     if (!flags.config) throw new UserError('plan: --config FILE is required');
     const cfg = loadConfigFile(flags.config, overridesFrom(flags));
-    const logger = createLogger('warn', process.stderr);
+    // Problems are printed as lines below (the daemon's own checks, desired/validate.ts), not as JSON logs.
+    const logger = createLogger('error', process.stderr);
+    const problems: Problem[] = [];
+    const observe: ReconcileObserver = (e) => void (e.type === 'problem' && problems.push(e.problem));
     const keyring = await loadIdentity(cfg);
     const sinks = (await createSinks(cfg, logger)).map((s) => new PlanningSink(s));
-    const client = createEtcdClient(cfg.etcd);
+    const client = dial(cfg.etcd, flags);
     try {
       const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
       const snapshot = await source.list();
-      const reconciler = createReconciler(cfg, sinks, logger, keyring);
+      const reconciler = createReconciler(cfg, sinks, logger, keyring, [observe]);
       reconciler.handle(snapshot);
       await reconciler.whenIdle();
       const changes = sinks.flatMap((s) => s.changes).sort((a, b) => a.id.localeCompare(b.id));
       for (const c of changes) process.stdout.write(`${c.action.padEnd(6)} ${c.sink.padEnd(6)} ${c.id}\n`);
-      process.stdout.write(`plan at etcd revision ${snapshot.revision}: ${changes.length} change(s), ${reconciler.desiredObjects().size} object(s) desired on cluster ${cfg.cluster}\n`);
+      for (const p of problems) process.stdout.write(`problem ${printable(p.path)}: ${printable(p.reason)}\n`);
+      const skipped = problems.length > 0 ? `, ${problems.length} problem(s) (those keep their last good state)` : '';
+      process.stdout.write(`plan at etcd revision ${snapshot.revision}: ${changes.length} change(s), ${reconciler.desiredObjects().size} object(s) desired on cluster ${cfg.cluster}${skipped}\n`);
     } finally {
       client.close();
       for (const s of sinks) await s.close();

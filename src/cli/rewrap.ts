@@ -8,7 +8,7 @@ import { clusterScopes, LEFT_BEHIND, OUTCOME_NOTES, rewrap, type Outcome } from 
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { GLOBAL, nameError, namespaceError, type Scope } from '../keyspace.js';
-import { connect, connectionOptions, identityOption, keyringFrom, recipientsFileOption, type SecretFlags } from './common.js';
+import { connect, connectionOptions, identityOption, intArg, keyringFrom, recipientsFileOption, type SecretFlags } from './common.js';
 
 interface RewrapFlags extends SecretFlags {
   all?: boolean;
@@ -26,7 +26,7 @@ export function registerRewrap(program: Command): void {
       .option('--under <ns[/name]>', 'only secrets under this namespace or namespace/name')
       .addOption(identityOption())
       .addOption(recipientsFileOption())
-      .option('--concurrency <n>', 'secrets in flight', (v) => Number(v), 32),
+      .option('--concurrency <n>', 'secrets in flight', intArg(1, 1024), 32),
   ).action(async (flags: RewrapFlags) => {
     if (flags.cluster && flags.all) throw new UserError('--cluster and --all: choose one');
     if (!Number.isInteger(flags.concurrency) || flags.concurrency < 1 || flags.concurrency > 1024) throw new UserError('--concurrency must be an integer 1…1024');

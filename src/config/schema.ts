@@ -27,6 +27,14 @@ const files = z.strictObject({
   gid: z.number().int().min(0).optional().describe('Group of written files and object dirs.'),
 });
 
+/** `host:port` or `[v6]:port` with no scheme (etcdctl's form). Linear: no nested quantifiers. */
+const BARE_ENDPOINT = /^(\[[0-9A-Fa-f:.]+\]|[-A-Za-z0-9.]+):[0-9]{1,5}$/;
+const ENDPOINT_ERROR = 'must be host:port or an http(s)://host:port URL, without a path';
+const endpoint = z.union(
+  [z.string().regex(BARE_ENDPOINT), z.url({ protocol: /^https?$/ }).regex(/^https?:\/\/[^/?#]+\/?$/i)],
+  { error: ENDPOINT_ERROR },
+);
+
 export const configSchema = z.strictObject({
   cluster: dnsLabel.describe("This cluster's name; selects PREFIX/clusters/<cluster>/ overrides."),
   node: z.string().min(1).prefault(os.hostname()).describe('This node; names the status key. Defaults to the hostname.'),
@@ -34,10 +42,8 @@ export const configSchema = z.strictObject({
   etcd: z
     .strictObject({
       // host:port only: a path, query or fragment would be silently ignored by the client.
-      endpoints: z
-        .array(z.url({ protocol: /^https?$/, error: 'must be an http(s)://host:port URL' }).regex(/^https?:\/\/[^/?#]+\/?$/i, 'must be an http(s)://host:port URL, without a path'))
-        .min(1)
-        .prefault(['http://127.0.0.1:2379']),
+      // A bare host:port is accepted as etcdctl accepts it (https:// when etcd.tls is set).
+      endpoints: z.array(endpoint).min(1).prefault(['http://127.0.0.1:2379']),
       prefix: z
         .string()
         .regex(/^\/[^\0]*[^/]$/, 'must start with "/" and not end with "/"')
@@ -45,6 +51,7 @@ export const configSchema = z.strictObject({
       tls: z.strictObject({ ca: z.string().optional(), cert: z.string().optional(), key: z.string().optional() }).optional(),
       auth: z.strictObject({ username: z.string().min(1), passwordFile: z.string().min(1) }).optional(),
     })
+    .overwrite((etcd) => ({ ...etcd, endpoints: etcd.endpoints.map((e) => (BARE_ENDPOINT.test(e) ? `${etcd.tls ? 'https' : 'http'}://${e}` : e)) }))
     .prefault({}),
   identity: z.string().min(1).optional().describe('Private key file (0600) used to open secrets sealed to this cluster.'),
   sinks: z

@@ -3,6 +3,9 @@ import { isSealed, objectId, type ObjectKind } from '../keyspace.js';
 import type { Kv } from '../source/types.js';
 import type { DesiredObject } from './types.js';
 import { parseMeta, placementAdmits, type Meta } from './meta.js';
+import { overLimits, type BuildLimits, type Problem } from './validate.js';
+
+export { overLimits, type BuildLimits, type Problem } from './validate.js';
 
 /** A key as etcd holds it, with its logical path (`<scope>/<kind>/<ns>/<name>/<key>`). */
 export type StoredKv = Kv & { path: string };
@@ -35,20 +38,6 @@ export interface BuildContext {
    */
   unopened?: 'skip' | 'hold';
   limits?: BuildLimits;
-}
-
-/** A reportable problem: the etcd key (without prefix) and why. Never a value. */
-export interface Problem {
-  path: string;
-  reason: string;
-  /** A secret that did not open (counted apart from malformed input). */
-  unopened?: boolean;
-}
-
-/** Per-object bounds: one huge object must not starve the others (Kubernetes caps an object at 1 MiB). */
-export interface BuildLimits {
-  maxKeys: number;
-  maxBytes: number;
 }
 
 export type BuildResult =
@@ -144,16 +133,6 @@ export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: Desi
     hash: hashObject(data, { labels, annotations, type, immutable }),
   };
   return { type: 'object', object, problems };
-}
-
-/** Why an object with these keys is too big to materialize, if it is. */
-export function overLimits(winners: ReadonlyMap<string, Kv>, limits: BuildLimits | undefined): string | undefined {
-  if (!limits) return undefined;
-  if (winners.size > limits.maxKeys) return `object has ${winners.size} keys, over limits.maxObjectKeys (${limits.maxKeys}); last good state kept`;
-  let bytes = 0;
-  for (const kv of winners.values()) bytes += kv.value.length;
-  if (bytes > limits.maxBytes) return `object holds ${bytes} bytes, over limits.maxObjectBytes (${limits.maxBytes}); last good state kept`;
-  return undefined;
 }
 
 /** sha256 over sorted keys and values (length-prefixed, so no two payloads collide) and metadata. */

@@ -4,6 +4,7 @@
  * the key goes, the old plaintext is overwritten with zeros as soon as no desired
  * object still holds it (a deleted secret must not linger in the heap).
  */
+import { envelopeShapeError } from '../desired/validate.js';
 import { EnvelopeError } from '../envelope/format.js';
 import type { HighWater } from '../state/highwater.js';
 import type { Kv } from '../source/types.js';
@@ -97,7 +98,9 @@ export class SecretCache {
   }
 
   private async openOne(kv: Kv & { path: string }): Promise<Opened> {
-    if (!this.open) return { error: 'no identity configured: cannot open secrets' };
+    // Without an identity, the structural check `lint` makes (desired/validate.ts) still
+    // names a value that cannot be an envelope; with one, `open` parses the same way.
+    if (!this.open) return { error: envelopeShapeError(kv.value) ?? 'no identity configured: cannot open secrets' };
     try {
       return await this.open(kv.path, kv.value);
     } catch (err) {

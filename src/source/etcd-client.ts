@@ -16,6 +16,7 @@ export type EtcdConfig = Config['etcd'];
  * - the receive limit is raised past gRPC's 4 MiB; lists are paged as well.
  */
 export function createEtcdClient(cfg: EtcdConfig): Etcd3 {
+  if (cfg.endpoints.some((e) => e.startsWith('https:'))) silenceIpServernameWarning();
   const options: IOptions = {
     hosts: cfg.endpoints,
     dialTimeout: 3000,
@@ -65,4 +66,25 @@ export function prefixEnd(prefix: Buffer): Buffer {
     }
   }
   return Buffer.from([0]);
+}
+
+/**
+ * @grpc/grpc-js passes the endpoint's host as the TLS servername even when it is an
+ * IP address (https://10.0.0.5:2379, the usual etcd endpoint), and Node then prints
+ * "[DEP0123] DeprecationWarning: Setting the TLS ServerName to an IP address…" to
+ * every CLI user and into the daemon's stderr. The warning is about SNI only: the
+ * certificate is still checked against the IP's SAN. Drop exactly that warning
+ * (by its code), nothing else.
+ */
+let silenced = false;
+function silenceIpServernameWarning(): void {
+  if (silenced) return;
+  silenced = true;
+  const emit = process.emitWarning;
+  process.emitWarning = function (this: unknown, warning: string | Error, ...rest: unknown[]) {
+    const opt = rest[0];
+    const code = typeof opt === 'object' && opt !== null ? (opt as { code?: unknown }).code : rest[1];
+    if (code === 'DEP0123' || (warning instanceof Error && (warning as NodeJS.ErrnoException).code === 'DEP0123')) return;
+    return (emit as (...a: unknown[]) => void).call(process, warning, ...rest);
+  } as typeof process.emitWarning;
 }
