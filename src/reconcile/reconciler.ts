@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { buildObject, type BuildContext } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject } from '../desired/types.js';
-import { isSealed, Keyspace, type ObjectId } from '../keyspace.js';
+import { isSealed, Keyspace, printable, type ObjectId } from '../keyspace.js';
 import type { SourceEvent } from '../source/types.js';
 import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
 import { SinkFanout } from './fanout.js';
@@ -80,7 +80,7 @@ export class Reconciler {
     this.problems = new ProblemReporter(this.stats, opts.logger, (e) => this.emit(e));
     this.secrets = new SecretCache(opts.openSecret);
     this.retries = new SinkRetries({ baseMs: opts.retryMs ?? 1000, maxMs: opts.retryMaxMs ?? 300_000, logger: opts.logger, emit: (e) => this.emit(e), retry: (id) => this.markDrift(id) });
-    this.sinks = new SinkFanout({ sinks: opts.sinks, logger: opts.logger, retries: this.retries, stats: this.stats, emit: (e) => this.emit(e) });
+    this.sinks = new SinkFanout({ sinks: opts.sinks, logger: opts.logger, retries: this.retries, stats: this.stats, problems: this.problems, emit: (e) => this.emit(e) });
     this.buildContext = { cluster: opts.cluster, labels: opts.labels, secret: () => ({ error: 'secret not opened' }), limits: opts.limits };
     this.queue = new WorkQueue({
       concurrency: opts.concurrency ?? 8,
@@ -96,7 +96,9 @@ export class Reconciler {
     this.progress.noteEvent(event);
     if (event.type === 'snapshot') {
       const { dirty, invalid } = this.store.reset(event.kvs);
-      this.problems.reportAll(invalid);
+      // A complete listing says which bad keys are still there: the rest are fixed.
+      this.problems.clearWhere((owner) => owner.startsWith('key:'));
+      for (const p of invalid) this.problems.report(p, undefined, `key:${p.path}`);
       this.release(event.kvs.filter((kv) => kv.key === this.keyspace.releaseKey(this.opts.cluster)).map((kv) => kv.value));
       const first = !this.sawSnapshot;
       this.sawSnapshot = true;
@@ -113,7 +115,9 @@ export class Reconciler {
       else afterListing();
     } else if (event.type === 'changes') {
       const { dirty, invalid, removed } = this.store.apply(event.changes);
-      this.problems.reportAll(invalid);
+      // A bad key rewritten or deleted is fixed unless it is still bad (reported again just below).
+      for (const c of event.changes) this.problems.setFor(`key:${printable(this.keyspace.relative(c.type === 'put' ? c.kv.key : c.key))}`, []);
+      for (const p of invalid) this.problems.report(p, undefined, `key:${p.path}`);
       const release = this.keyspace.releaseKey(this.opts.cluster);
       this.release(event.changes.flatMap((c) => (c.type === 'put' && c.kv.key === release ? [c.kv.value] : [])));
       // (7) per etcd revision: one transaction that removes many objects is a mass delete;
@@ -248,7 +252,7 @@ export class Reconciler {
       const unopened = !previous && (this.seenInSinks?.has(id) ?? !this.progress.synced) ? 'hold' : 'skip';
       result = buildObject(keys, { ...this.buildContext, unopened, secret: (kv) => this.secrets.get(kv.path, id) }, previous);
     }
-    this.problems.reportAll(result.problems);
+    this.problems.setFor(`object:${id}`, result.problems);
 
     if (result.type === 'hold') {
       this.held.add(id);
