@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Config } from './config/schema.js';
 import { openVersioned } from './envelope/envelope.js';
 import { loadKeyring, type Keyring } from './envelope/identity.js';
@@ -142,11 +143,21 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const progress = reconciler.progress;
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
+  // When etcd went away (the first failed attempt), so that its return can say how long it was gone.
+  let downSince: number | undefined;
   source.start((event) => {
     if (event.type === 'state') {
-      if (event.state !== progress.state && event.state !== 'backoff') logger.info({ state: event.state }, 'etcd source state');
+      // During an outage each retry passes through listing/watching: those are attempts, not news.
+      if (event.state !== progress.state && event.state !== 'backoff') logger[downSince === undefined ? 'info' : 'debug']({ state: event.state }, 'etcd source state');
       if (event.state === 'backoff' && progress.state !== 'backoff') metrics.reconnects.inc();
-    } else if (event.type === 'snapshot') {
+      if (event.state === 'backoff') downSince ??= performance.now();
+    } else if (downSince !== undefined) {
+      // An answer from etcd (a listing, changes or progress): it is back.
+      const seconds = Math.round((performance.now() - downSince) / 100) / 10;
+      downSince = undefined;
+      logger.info({ seconds, revision: event.revision }, `etcd reconnected after ${seconds} s`);
+    }
+    if (event.type === 'snapshot') {
       metrics.relists.inc();
       logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
     }

@@ -78,7 +78,7 @@ export function registerDev(program: Command): void {
             '',
           ].join('\n') + '\n',
         );
-        const daemon = await startDaemon(cfg, createLogger(cfg.log.level));
+        const daemon = await startDaemon(cfg, createLogger(cfg.log.level, undefined, cfg.log.format));
         await untilSignal();
         await daemon.stop();
       } finally {

@@ -15,6 +15,12 @@ import { SinkRetries } from './retries.js';
 import { SecretCache, zeroUnless } from './secrets.js';
 
 export type { ReconcileStats } from './events.js';
+
+/** How often the first full sync logs how far along it is. */
+const COLD_START_LOG_MS = 3000;
+
+/** 10000 → "10,000": counts in log messages are read by people. */
+const count = (n: number): string => n.toLocaleString('en-US');
 export type { ReconcilerOptions } from './options.js';
 
 /**
@@ -64,6 +70,7 @@ export class Reconciler {
   private idleWaiters: (() => void)[] = [];
   private readonly guard: DeleteGuard;
   private readonly keyspace: Keyspace;
+  private coldStartTimer?: NodeJS.Timeout;
   /** The first snapshot waits for the sinks' listing (what is on disk decides the guard). */
   private starting?: Promise<void>;
 
@@ -84,7 +91,10 @@ export class Reconciler {
     this.buildContext = { cluster: opts.cluster, labels: opts.labels, secret: () => ({ error: 'secret not opened' }), limits: opts.limits };
     this.queue = new WorkQueue({
       concurrency: opts.concurrency ?? 8,
-      work: (id, since) => this.reconcileObject(id, since),
+      work: (id, since) =>
+        this.reconcileObject(id, since).finally(() => {
+          if (!this.progress.synced) this.progress.firstSync.done++;
+        }),
       onError: (id, err) => opts.logger.error({ object: id, err: (err as Error).message }, 'reconcile of one object failed; it is retried on its next change or resync'),
       onIdle: () => this.idle(),
     });
@@ -102,6 +112,7 @@ export class Reconciler {
       this.release(event.kvs.filter((kv) => kv.key === this.keyspace.releaseKey(this.opts.cluster)).map((kv) => kv.value));
       const first = !this.sawSnapshot;
       this.sawSnapshot = true;
+      if (first) this.startColdStartLog();
       this.pruneFrom = Math.min(this.pruneFrom ?? before, before);
       const afterListing = () => {
         // (7) what a re-list would remove: objects we hold, or (at start) that a sink holds.
@@ -197,7 +208,25 @@ export class Reconciler {
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
+  /**
+   * A cold start of many objects takes a while: say how far along it is every
+   * COLD_START_LOG_MS, until the first full sync is done.
+   */
+  private startColdStartLog(): void {
+    const f = this.progress.firstSync;
+    f.total = this.store.objects.size;
+    f.startedAt = performance.now();
+    this.coldStartTimer = setInterval(() => {
+      if (this.progress.synced) return clearInterval(this.coldStartTimer);
+      const done = Math.min(f.done, f.total);
+      const seconds = Math.round((performance.now() - f.startedAt) / 1000);
+      this.opts.logger.info({ done, total: f.total, seconds }, `first sync: ${count(done)} / ${count(f.total)} objects after ${seconds} s`);
+    }, COLD_START_LOG_MS);
+    this.coldStartTimer.unref();
+  }
+
   async close(): Promise<void> {
+    clearInterval(this.coldStartTimer);
     this.retries.close();
     await this.queue.close();
     zeroUnless(this.secrets.clear(), []);
@@ -208,7 +237,12 @@ export class Reconciler {
     if (this.pruneFrom !== undefined) {
       await this.sinks.prune((id) => this.desired.has(id) || this.held.has(id) || this.guard.isHeld(id));
       this.pruneFrom = undefined;
-      if (!this.progress.synced) this.opts.logger.info({ objects: this.desired.size, revision: this.progress.received }, 'first full sync done');
+      if (!this.progress.synced) {
+        const seconds = Math.round((performance.now() - this.progress.firstSync.startedAt) / 100) / 10;
+        const n = this.desired.size;
+        this.opts.logger.info({ objects: n, seconds, revision: this.progress.received }, `first full sync: ${count(n)} object${n === 1 ? '' : 's'} in ${seconds} s`);
+        clearInterval(this.coldStartTimer);
+      }
       this.progress.synced = true;
       if (this.resyncPending) {
         this.resyncPending = false;
