@@ -99,8 +99,9 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
 /**
  * source → envelope → desired → sinks, wired once. Returns when the loop is
  * started; `reconciler.progress.synced` turns true after the first full sync.
+ * `secretsOnDiskOk`: no warning for a secrets root on a persistent disk (dev).
  */
-export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> {
+export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOnDiskOk?: boolean } = {}): Promise<Daemon> {
   const keyring = await loadIdentity(cfg);
   // Replay marks matter only to a daemon that opens secrets: no state dir otherwise.
   const marks = keyring ? await HighWater.load(cfg.stateDir, logger) : HighWater.inMemory(logger);
@@ -111,7 +112,8 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const kc = kube && kubeMod ? kubeMod.kubeConfigFor(kube) : undefined;
   const sinks = await createSinks(cfg, logger, () => elector?.leader ?? true, kc);
   const files = cfg.sinks.files;
-  if (files) {
+  // `confsync dev` keeps its throw-away secrets next to its data and says so itself.
+  if (files && !opts.secretsOnDiskOk) {
     const secretsRoot = files.secretsRoot ?? `${files.root}/secrets`;
     if (await warnIfPersistent(secretsRoot)) {
       logger.warn({ secretsRoot }, 'secrets root is on a persistent filesystem; plaintext secrets belong on tmpfs (e.g. under /run)');
