@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type { Config } from './config/schema.js';
 import { openVersioned } from './envelope/envelope.js';
 import { loadKeyring, type Keyring } from './envelope/identity.js';
@@ -98,8 +99,9 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
 /**
  * source → envelope → desired → sinks, wired once. Returns when the loop is
  * started; `reconciler.progress.synced` turns true after the first full sync.
+ * `secretsOnDiskOk`: no warning for a secrets root on a persistent disk (dev).
  */
-export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> {
+export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOnDiskOk?: boolean } = {}): Promise<Daemon> {
   const keyring = await loadIdentity(cfg);
   // Replay marks matter only to a daemon that opens secrets: no state dir otherwise.
   const marks = keyring ? await HighWater.load(cfg.stateDir, logger) : HighWater.inMemory(logger);
@@ -110,7 +112,8 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const kc = kube && kubeMod ? kubeMod.kubeConfigFor(kube) : undefined;
   const sinks = await createSinks(cfg, logger, () => elector?.leader ?? true, kc);
   const files = cfg.sinks.files;
-  if (files) {
+  // `confsync dev` keeps its throw-away secrets next to its data and says so itself.
+  if (files && !opts.secretsOnDiskOk) {
     const secretsRoot = files.secretsRoot ?? `${files.root}/secrets`;
     if (await warnIfPersistent(secretsRoot)) {
       logger.warn({ secretsRoot }, 'secrets root is on a persistent filesystem; plaintext secrets belong on tmpfs (e.g. under /run)');
@@ -142,11 +145,21 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const progress = reconciler.progress;
   const client = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
+  // When etcd went away (the first failed attempt), so that its return can say how long it was gone.
+  let downSince: number | undefined;
   source.start((event) => {
     if (event.type === 'state') {
-      if (event.state !== progress.state && event.state !== 'backoff') logger.info({ state: event.state }, 'etcd source state');
+      // During an outage each retry passes through listing/watching: those are attempts, not news.
+      if (event.state !== progress.state && event.state !== 'backoff') logger[downSince === undefined ? 'info' : 'debug']({ state: event.state }, 'etcd source state');
       if (event.state === 'backoff' && progress.state !== 'backoff') metrics.reconnects.inc();
-    } else if (event.type === 'snapshot') {
+      if (event.state === 'backoff') downSince ??= performance.now();
+    } else if (downSince !== undefined) {
+      // An answer from etcd (a listing, changes or progress): it is back.
+      const seconds = Math.round((performance.now() - downSince) / 100) / 10;
+      downSince = undefined;
+      logger.info({ seconds, revision: event.revision }, `etcd reconnected after ${seconds} s`);
+    }
+    if (event.type === 'snapshot') {
       metrics.relists.inc();
       logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
     }

@@ -8,12 +8,29 @@ export type { Logger };
  */
 const REDACT = ['value', '*.value', 'data', '*.data', 'plaintext', '*.plaintext', 'secret', '*.secret', 'password', '*.password'];
 
-export function createLogger(level = 'info', destination?: NodeJS.WritableStream): Logger {
+/** `json`: one JSON object a line (for journald, kubectl logs, jq); `pretty`: coloured lines; `auto`: pretty on a terminal. */
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+/**
+ * The daemon's logger. On a terminal (format `auto`) lines go through pino's
+ * own pretty transport (pino-pretty, in a worker thread: formatting never
+ * blocks the loop); anywhere else, or with a `destination`, JSON lines.
+ */
+export function createLogger(level = 'info', destination?: NodeJS.WritableStream, format: LogFormat = 'auto'): Logger {
   const options = {
     level,
     base: { app: 'confsync' },
     redact: { paths: REDACT, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return destination ? pino(options, destination as any) : pino(options);
+  if (destination) return pino(options, destination as any);
+  const pretty = format === 'pretty' || (format === 'auto' && process.stdout.isTTY === true);
+  if (!pretty) return pino(options);
+  return pino({
+    ...options,
+    transport: {
+      target: 'pino-pretty',
+      options: { colorize: process.stdout.isTTY === true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,app', singleLine: true },
+    },
+  });
 }

@@ -56,7 +56,7 @@ test('defaults: a minimal {cluster} gets every default', () => {
     limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
     stateDir: '/var/lib/confsync',
     resyncSeconds: 60,
-    log: { level: 'info' },
+    log: { level: 'info', format: 'auto' },
   };
   assert.deepEqual(cfg, want);
 });
@@ -282,7 +282,7 @@ test('loadConfigFile: a full file loads', () => {
     limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
     stateDir: '/var/lib/confsync',
     resyncSeconds: 30,
-    log: { level: 'warn' },
+    log: { level: 'warn', format: 'auto' },
   } satisfies Config);
 });
 

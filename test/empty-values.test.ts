@@ -60,3 +60,34 @@ for (const kind of ['secret', 'config'] as const) {
     else assert.equal(cli(['config', 'get', 'default/app/k']).stdout, '');
   });
 }
+
+/** The CLI on a pseudo-terminal (util-linux `script`), typing `typed` once it prompts. */
+async function onTerminal(args: string[], typed: string): Promise<{ code: number | null; out: string }> {
+  const { spawn } = await import('node:child_process');
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CONFSYNC_')));
+  const cmd = [process.execPath, MAIN, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const p = spawn('script', ['-qec', cmd, '/dev/null'], { cwd: dir, env: { ...env, CONFSYNC_ENDPOINTS: etcd.endpoint }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let sent = false;
+  p.stdout!.on('data', (b) => {
+    out += b;
+    if (!sent && out.includes('value (Enter to finish): ')) {
+      sent = true;
+      p.stdin!.write(typed);
+    }
+  });
+  const code = await new Promise<number | null>((r) => p.once('exit', r));
+  return { code, out: out.replace(/\u001b\[[0-9;]*[A-Za-z]/g, '') }; // readline's cursor moves
+}
+
+test('config set on a terminal prompts for the value (echoed: config is not secret); an empty answer is refused', async () => {
+  const r = await onTerminal(['config', 'set', 'default/tty/greeting'], 'hello, tty\r');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /value \(Enter to finish\): hello, tty/);
+  assert.equal(etcd.ctl('get', '--print-value-only', `${P}/global/configmaps/default/tty/greeting`).trim(), 'hello, tty');
+
+  const empty = await onTerminal(['config', 'set', 'default/tty/blank'], '\r');
+  assert.equal(empty.code, 2, empty.out);
+  assert.match(empty.out, /empty value from the prompt; nothing written/);
+  assert.equal(stored('global/configmaps/default/tty/blank'), '');
+});

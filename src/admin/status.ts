@@ -1,14 +1,22 @@
 /**
  * The fleet as the daemons report it under PREFIX/status/ (lease-bound: a dead
- * daemon's entry is gone within its TTL). Lag is etcd's head revision minus the
- * node's applied revision. Everything here comes from etcd: any writer of the
- * status keys controls these strings, so callers print them through `printable`.
+ * daemon's entry is gone within its TTL). Lag is how far the node's applied
+ * revision trails the newest change among the keys that node watches (global/
+ * and clusters/<its cluster>/): not etcd's head, which every status write (its
+ * own included) moves, so an idle node shows 0. A deletion leaves no key to
+ * read, so a node still behind on one shows 0 until its next change; `status
+ * --wait` (against a revision) is the exact check. Everything here comes from
+ * etcd: any writer of the status keys controls these strings, so callers print
+ * them through `printable`.
  */
 import type { Etcd3 } from 'etcd3';
 import type { NodeStatus } from '../status.js';
 import { printable, type Keyspace } from '../keyspace.js';
+import { prefixEnd } from '../source/etcd-client.js';
+import { rawClients } from './history.js';
 
 export interface StatusRow extends NodeStatus {
+  /** Revisions between the node's applied one and the newest change it watches. */
   lag: number;
   ageSeconds: number;
 }
@@ -32,10 +40,33 @@ export async function readFleet(client: Etcd3, ks: Keyspace, cluster?: string): 
       skipped.push(`${printable(kv.key.toString())}: not a status JSON (skipped)`);
       continue;
     }
-    rows.push({ ...s, lag: Math.max(0, head - s.revision), ageSeconds: Math.max(0, (Date.now() - Date.parse(s.updatedAt)) / 1000) });
+    rows.push({ ...s, lag: 0, ageSeconds: Math.max(0, (Date.now() - Date.parse(s.updatedAt)) / 1000) });
   }
+  const newest = new Map<string, number>();
+  for (const c of new Set(rows.map((r) => r.cluster))) newest.set(c, await newestWatched(client, ks, c, head));
+  for (const r of rows) r.lag = Math.max(0, newest.get(r.cluster)! - r.revision);
   rows.sort((a, b) => a.cluster.localeCompare(b.cluster) || a.node.localeCompare(b.node));
   return { head, rows, skipped };
+}
+
+/**
+ * The newest mod revision under the prefixes a daemon of `cluster` watches: one
+ * key-only read per prefix, sorted by mod revision. A reader not allowed to read
+ * them (a status-only etcd role) falls back to `head`, the old upper bound.
+ */
+async function newestWatched(client: Etcd3, ks: Keyspace, cluster: string, head: number): Promise<number> {
+  const { kv } = rawClients(client);
+  let newest = 0;
+  for (const prefix of ks.watchedPrefixes(cluster)) {
+    try {
+      const key = Buffer.from(prefix);
+      const res = await kv.range({ key, range_end: prefixEnd(key), keys_only: true, limit: 1, sort_target: 'Mod', sort_order: 'Descend' });
+      for (const kv of res.kvs) newest = Math.max(newest, Number(kv.mod_revision));
+    } catch {
+      return head;
+    }
+  }
+  return newest;
 }
 
 /** A status JSON with the fields the table needs of the right types, else undefined. */

@@ -167,6 +167,18 @@ export async function readSecretValue(file: string | undefined): Promise<Buffer>
   return readStdin();
 }
 
+/** Plain config on a terminal: one visible line (Enter finishes; Ctrl-D on an empty line gives ""). */
+export async function promptLine(prompt: string): Promise<Buffer> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: true });
+  const closed = new Promise<string>((resolve) => rl.once('close', () => resolve('')));
+  try {
+    return Buffer.from(await Promise.race([rl.question(prompt), closed]));
+  } finally {
+    rl.close();
+  }
+}
+
 /** One line from the terminal without echo. Backspace edits; Ctrl-C aborts. */
 async function promptHidden(prompt: string): Promise<Buffer> {
   const stdin = process.stdin;

@@ -3,13 +3,15 @@ import type { Command } from 'commander';
 import { parseListRef, parseRef, scopeFromFlags, type ScopeFlags } from '../admin/refs.js';
 import { UserError } from '../errors.js';
 import { printable } from '../keyspace.js';
-import { ALLOW_EMPTY_HELP, connect, connectionOptions, refuseEmpty, type ConnectionFlags } from './common.js';
+import { ALLOW_EMPTY_HELP, connect, connectionOptions, promptLine, refuseEmpty, type ConnectionFlags } from './common.js';
 
 type ConfigFlags = ScopeFlags & ConnectionFlags;
 
-function readValue(value: string | undefined, file: string | undefined): Buffer {
+/** The argument, --file, a prompt on a terminal (like `secret set`, but echoed: config is not secret), or stdin to EOF. */
+async function readValue(value: string | undefined, file: string | undefined): Promise<Buffer> {
   if (value !== undefined && file) throw new UserError('give a value or --file, not both');
   if (value !== undefined) return Buffer.from(value);
+  if (!file && process.stdin.isTTY) return promptLine('value (Enter to finish): ');
   try {
     return fs.readFileSync(file ?? 0);
   } catch (err) {
@@ -21,7 +23,7 @@ export function registerConfigCommands(program: Command): void {
   const config = program.command('config').description('plain config in etcd: set, get, rm, ls');
   const scoped = (cmd: Command) => connectionOptions(cmd).option('--cluster <name>', 'the clusters/<name>/ override scope instead of global');
 
-  scoped(config.command('set <ref> [value]').description('set <namespace>/<name>/<key> (value from the argument, --file, or stdin)'))
+  scoped(config.command('set <ref> [value]').description('set <namespace>/<name>/<key> (value from the argument, --file, stdin, or a prompt on a terminal)'))
     .option('--file <path>', 'read the value from a file')
     .option('--allow-empty', ALLOW_EMPTY_HELP)
     .action(async (ref: string, value: string | undefined, flags: ConfigFlags & { file?: string; allowEmpty?: boolean }) => {
@@ -29,8 +31,8 @@ export function registerConfigCommands(program: Command): void {
       try {
         const t = parseRef('configmaps', ref, flags, 3);
         const key = ks.dataKey(t.scope, t.ref, t.key!);
-        const data = readValue(value, flags.file);
-        refuseEmpty(data, value !== undefined ? 'the argument' : flags.file ? `--file ${flags.file}` : 'stdin', flags.allowEmpty);
+        const data = await readValue(value, flags.file);
+        refuseEmpty(data, value !== undefined ? 'the argument' : flags.file ? `--file ${flags.file}` : process.stdin.isTTY ? 'the prompt' : 'stdin', flags.allowEmpty);
         const res = await client.put(key).value(data).exec();
         process.stdout.write(`${key} @ revision ${res.header.revision}\n`);
       } finally {

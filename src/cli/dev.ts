@@ -34,58 +34,175 @@ export function registerDev(program: Command): void {
       fs.chmodSync(path.join(dir, 'etcd'), 0o700);
       const etcdBin = which('etcd');
       if (!etcdBin) throw new UserError(INSTALL_HINT);
-
-      const clientPort = flags.port ?? ((await isFree(2379)) ? 2379 : await freePort());
-      const peerPort = clientPort < 65535 && (await isFree(clientPort + 1)) ? clientPort + 1 : await freePort();
-      const endpoint = `http://127.0.0.1:${clientPort}`;
-      const etcd = startEtcd(etcdBin, path.join(dir, 'etcd'), clientPort, peerPort);
+      const unlock = lockDir(dir);
       try {
-        await waitHealthy(etcd, endpoint);
-        const configFile = path.join(dir, 'config.yaml');
-        fs.writeFileSync(
-          configFile,
-          `# Written by "confsync dev"; see config.example.yaml for every field.\n${stringify({
-            cluster: 'dev',
-            node: 'dev',
-            etcd: { endpoints: [endpoint], prefix: '/confsync' },
-            identity: path.join(dir, 'identity.key'),
-            sinks: { files: { root: path.join(dir, 'out') } },
-            stateDir: path.join(dir, 'state'),
-            log: { level: 'info' },
-          })}`,
-        );
-        const cfg = loadConfigFile(configFile);
-        const out = path.join(dir, 'out');
-        const recipient = await devIdentity(dir, endpoint);
-        const recipientsFile = path.join(dir, 'recipients.yaml');
-        process.stderr.write(
-          [
-            '',
-            `confsync dev: etcd on ${endpoint} (data in ${path.join(dir, 'etcd')}), files under ${out}`,
-            `  config:  ${configFile}`,
-            '  try, in another terminal:',
-            `    etcdctl --endpoints ${endpoint} put /confsync/global/configmaps/default/app/greeting hello`,
-            `    cat ${out}/configmaps/default/app/greeting`,
-            `    etcdctl --endpoints ${endpoint} put /confsync/clusters/dev/configmaps/default/app/greeting 'hello, dev'`,
-            `    etcdctl --endpoints ${endpoint} del /confsync/clusters/dev/configmaps/default/app/greeting`,
-            `    npx confsync config ls --endpoints ${endpoint}`,
-            '  secrets (sealed to this dev cluster, opened by the daemon, written 0400):',
-            `    printf s3cret | npx confsync seal --recipient ${recipient} --path global/secrets/default/db/password \\`,
-            `      | etcdctl --endpoints ${endpoint} put /confsync/global/secrets/default/db/password`,
-            `    printf s3cret | CONFSYNC_RECIPIENTS=${recipientsFile} npx confsync secret set default/db/password --endpoints ${endpoint}`,
-            `    cat ${out}/secrets/default/db/password`,
-            '  Ctrl-C stops the daemon and etcd.',
-            '',
-          ].join('\n') + '\n',
-        );
-        const daemon = await startDaemon(cfg, createLogger(cfg.log.level));
-        await untilSignal();
-        await daemon.stop();
+        await runDev(dir, etcdBin, flags.port);
       } finally {
-        etcd.kill('SIGTERM');
+        unlock();
       }
-      process.exit(0);
+      process.exit(process.exitCode ?? 0);
     });
+}
+
+async function runDev(dir: string, etcdBin: string, port: number | undefined): Promise<void> {
+  const clientPort = port ?? (await isFree(2379)) ? 2379 : await freePort();
+  const peerPort = clientPort < 65535 && (await isFree(clientPort + 1)) ? clientPort + 1 : await freePort();
+  const endpoint = `http://127.0.0.1:${clientPort}`;
+  const etcd = new DevEtcd(etcdBin, path.join(dir, 'etcd'), clientPort, peerPort);
+  try {
+    await etcd.start(endpoint);
+    const configFile = path.join(dir, 'config.yaml');
+    fs.writeFileSync(
+      configFile,
+      `# Written by "confsync dev"; see config.example.yaml for every field.\n${stringify({
+        cluster: 'dev',
+        node: 'dev',
+        etcd: { endpoints: [endpoint], prefix: '/confsync' },
+        identity: path.join(dir, 'identity.key'),
+        sinks: { files: { root: path.join(dir, 'out') } },
+        stateDir: path.join(dir, 'state'),
+        log: { level: 'info' },
+      })}`,
+    );
+    const cfg = loadConfigFile(configFile);
+    const out = path.join(dir, 'out');
+    const recipient = await devIdentity(dir, endpoint);
+    // One line for a second terminal: the CLI's secret and config verbs read these.
+    const exportLine = `export CONFSYNC_ENDPOINTS=${shellQuote(endpoint)} CONFSYNC_RECIPIENTS=${shellQuote(path.join(dir, 'recipients.yaml'))} CONFSYNC_IDENTITY=${shellQuote(path.join(dir, 'identity.key'))}`;
+    fs.writeFileSync(path.join(dir, 'env'), `${exportLine}\n`, { mode: 0o600 });
+    process.stderr.write(
+      [
+        '',
+        `confsync dev: etcd on ${endpoint} (data in ${path.join(dir, 'etcd')}), files under ${out}`,
+        `  config:  ${configFile}`,
+        '  in another terminal, first (or: source ' + shellQuote(path.join(dir, 'env')) + '):',
+        '',
+        `${exportLine}`,
+        '',
+        '  then try:',
+        `    etcdctl --endpoints ${endpoint} put /confsync/global/configmaps/default/app/greeting hello`,
+        `    cat ${out}/configmaps/default/app/greeting`,
+        `    etcdctl --endpoints ${endpoint} put /confsync/clusters/dev/configmaps/default/app/greeting 'hello, dev'`,
+        `    etcdctl --endpoints ${endpoint} del /confsync/clusters/dev/configmaps/default/app/greeting`,
+        '    npx confsync config ls',
+        '  secrets (sealed to this dev cluster, opened by the daemon, written 0400):',
+        '    printf s3cret | npx confsync secret set default/db/password',
+        '    npx confsync secret get default/db/password',
+        `    cat ${out}/secrets/default/db/password`,
+        `  or by hand: printf s3cret | npx confsync seal --recipient ${recipient} --path global/secrets/default/db/password \\`,
+        `      | etcdctl --endpoints ${endpoint} put /confsync/global/secrets/default/db/password`,
+        `  dev keeps its secrets in plain files under ${out}/secrets (a real node puts them on tmpfs).`,
+        '  Ctrl-C stops the daemon and etcd.',
+        '',
+      ].join('\n') + '\n',
+    );
+    const daemon = await startDaemon(cfg, createLogger(cfg.log.level, undefined, cfg.log.format), { secretsOnDiskOk: true });
+    const why = await Promise.race([untilSignal().then(() => undefined), etcd.gaveUp]);
+    if (why) {
+      process.stderr.write(`confsync dev: ${why}; stopping the daemon\n`);
+      process.exitCode = 1;
+    }
+    await daemon.stop();
+  } finally {
+    await etcd.stop();
+  }
+}
+
+/**
+ * One `confsync dev` per directory: two would run two etcds on one data dir and
+ * two daemons on one files root. The lock file holds the owner's pid; one left
+ * by a process that is gone (kill -9, a crash) is taken over.
+ */
+function lockDir(dir: string): () => void {
+  const file = path.join(dir, 'dev.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      const release = () => fs.rmSync(file, { force: true });
+      process.once('exit', release);
+      return release;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(fs.readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && alive(pid)) {
+        throw new UserError(`another "confsync dev" (pid ${pid}) is already running on ${dir}; use that one, stop it (Ctrl-C in its terminal), or pass --dir for a second one`);
+      }
+      fs.rmSync(file, { force: true }); // stale: its owner is gone
+    }
+  }
+  throw new UserError(`could not take the lock ${file}; is another "confsync dev" starting right now?`);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A value as one shell word: single-quoted unless it is plainly safe. */
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * dev's etcd, watched: if it exits while dev runs (killed, crashed) it is
+ * started again on the same port and data, and the daemon reconnects as it
+ * would to any etcd that came back. One that dies again within RESTART_WINDOW_MS
+ * of a restart is not restarted: `gaveUp` resolves with why, and dev stops.
+ */
+const RESTART_WINDOW_MS = 10_000;
+
+class DevEtcd {
+  private proc?: ChildProcess;
+  private stopping = false;
+  /** Healthy once: only then is an exit a death to recover from (a failed first start is reported as such). */
+  private up = false;
+  private restarted = false;
+  private startedAt = 0;
+  private giveUp!: (why: string) => void;
+  readonly gaveUp = new Promise<string>((r) => (this.giveUp = r));
+
+  constructor(
+    private readonly bin: string,
+    private readonly dataDir: string,
+    private readonly client: number,
+    private readonly peer: number,
+  ) {}
+
+  async start(endpoint: string): Promise<void> {
+    this.spawn();
+    await waitHealthy(this.proc!, endpoint);
+    this.up = true;
+  }
+
+  private spawn(): void {
+    const proc = startEtcd(this.bin, this.dataDir, this.client, this.peer);
+    this.proc = proc;
+    this.startedAt = Date.now();
+    proc.once('exit', (code, signal) => {
+      if (this.stopping || !this.up || proc !== this.proc) return;
+      const how = signal ? `was killed (${signal})` : `exited with code ${code}`;
+      if (Date.now() - this.startedAt < RESTART_WINDOW_MS && this.restarted) {
+        this.giveUp(`etcd ${how} again within ${RESTART_WINDOW_MS / 1000} s of a restart (see its messages above)`);
+        return;
+      }
+      process.stderr.write(`confsync dev: etcd ${how}; starting it again on the same port and data\n`);
+      this.restarted = true;
+      this.spawn();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    await exited;
+  }
 }
 
 /**

@@ -8,12 +8,13 @@ import { connect, connectionOptions, terminalJson } from './common.js';
 /** `confsync status`: the fleet view (src/admin/status.ts), or `--wait` for a revision. */
 export function registerStatus(program: Command): void {
   connectionOptions(program.command('status').description('fleet view: each cluster/node, applied revision, lag, age, errors'))
-    .option('--json', 'machine-readable output')
+    .option('--json', 'machine-readable output (with --wait too)')
     .option('--wait', 'wait until every live node has applied --revision (exit 0), or time out (exit 1)')
     .option('--revision <n>', 'with --wait: the etcd revision to wait for (default: the current head)')
     .option('--timeout <seconds>', 'with --wait: give up after this long', '60')
     .option('--cluster <name>', 'only this cluster')
     .action(async (flags) => {
+      if (flags.revision !== undefined && !flags.wait) throw new UserError('--revision only applies with --wait (status --wait --revision N)');
       const { ks, client } = connect(flags);
       try {
         const read = async () => {
@@ -32,10 +33,14 @@ export function registerStatus(program: Command): void {
             const { head, rows } = await read();
             target ??= head;
             const behind = rows.filter((r) => r.revision < target!);
-            if (rows.length > 0 && behind.length === 0) {
-              process.stdout.write(`all ${rows.length} node(s) have applied revision ${target}\n`);
-              return;
+            const done = rows.length > 0 && behind.length === 0;
+            if (done || Date.now() > deadline) {
+              if (flags.json) {
+                const who = behind.map((r) => ({ cluster: r.cluster, node: r.node, revision: r.revision }));
+                process.stdout.write(`${terminalJson({ revision: target, done, etcdRevision: head, nodes: rows, behind: who })}\n`);
+              } else if (done) process.stdout.write(`all ${rows.length} node(s) have applied revision ${target}\n`);
             }
+            if (done) return;
             if (Date.now() > deadline) {
               const who = rows.length === 0 ? 'no live nodes' : behind.map((r) => printable(`${r.cluster}/${r.node}@${r.revision}`)).join(', ');
               process.stderr.write(`confsync: timed out waiting for revision ${target}: ${who}\n`);

@@ -134,7 +134,12 @@ export const configSchema = z.strictObject({
     .prefault('/var/lib/confsync')
     .describe("The daemon's own state (0700): the encrypted local snapshot and the envelopes' replay high-water marks. Give it a persistent path; one daemon per dir."),
   resyncSeconds: z.number().positive().prefault(60).describe('How often every sink is re-checked against desired state (repairs drift missed by file events).'),
-  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).prefault('info') }).prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).prefault('info'),
+      format: z.enum(['auto', 'json', 'pretty']).prefault('auto').describe('auto: coloured lines on a terminal, JSON lines otherwise (journald, kubectl logs, jq).'),
+    })
+    .prefault({}),
 });
 
 export type Config = z.infer<typeof configSchema>;

@@ -8,6 +8,7 @@ import type { ObjectId } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { Sink } from '../sink/types.js';
 import type { ReconcileEvent, ReconcileStats } from './events.js';
+import type { ProblemReporter } from './problems.js';
 import type { SinkRetries } from './retries.js';
 
 export interface SinkFanoutOptions {
@@ -15,6 +16,8 @@ export interface SinkFanoutOptions {
   logger: Logger;
   retries: SinkRetries;
   stats: ReconcileStats;
+  /** Where a failing write stays open (status' lastError) until the object applies again. */
+  problems: ProblemReporter;
   emit: (e: ReconcileEvent) => void;
 }
 
@@ -32,7 +35,7 @@ export class SinkFanout {
           else this.opts.logger.debug(fields, 'object written');
           this.opts.emit({ type: 'written', sink: sink.name, object: obj, dirtySince });
         }
-        this.opts.retries.succeeded(sink.name, obj.id);
+        this.succeeded(sink, obj.id);
       } catch (err) {
         this.failed(sink, obj.id, err);
       }
@@ -43,7 +46,7 @@ export class SinkFanout {
     for (const sink of this.opts.sinks) {
       try {
         await sink.remove(id);
-        this.opts.retries.succeeded(sink.name, id);
+        this.succeeded(sink, id);
         this.opts.emit({ type: 'removed', sink: sink.name, id });
       } catch (err) {
         this.failed(sink, id, err);
@@ -57,6 +60,7 @@ export class SinkFanout {
       let owned: ObjectId[];
       try {
         owned = await sink.list();
+        this.opts.problems.setFor(`sink:${sink.name}:*`, []);
       } catch (err) {
         this.failed(sink, '*', err);
         continue;
@@ -74,9 +78,14 @@ export class SinkFanout {
     }
   }
 
+  private succeeded(sink: Sink, id: ObjectId): void {
+    this.opts.retries.succeeded(sink.name, id);
+    this.opts.problems.setFor(`sink:${sink.name}:${id}`, []);
+  }
+
   private failed(sink: Sink, id: ObjectId, err: unknown): void {
     this.opts.stats.sinkErrors++;
-    this.opts.stats.lastError = { path: `${sink.name}:${id}`, reason: (err as Error).message };
+    this.opts.problems.keep(`sink:${sink.name}:${id}`, [{ path: `${sink.name}:${id}`, reason: (err as Error).message }]);
     this.opts.retries.failed(sink.name, id, err as Error);
   }
 }

@@ -20,6 +20,8 @@ export class Progress {
   /** True once the first complete snapshot has been reconciled. */
   synced = false;
   state: ConnectionState = 'connecting';
+  /** The first full sync: objects in the first snapshot, how many are reconciled, since when (performance.now()). */
+  firstSync = { total: 0, done: 0, startedAt: 0 };
   /** performance.now() of the last answer from etcd (snapshot, changes or progress). */
   lastHeardAt = performance.now();
   /**

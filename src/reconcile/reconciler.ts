@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { buildObject, type BuildContext } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject } from '../desired/types.js';
-import { isSealed, Keyspace, type ObjectId } from '../keyspace.js';
+import { isSealed, Keyspace, printable, type ObjectId } from '../keyspace.js';
 import type { SourceEvent } from '../source/types.js';
 import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
 import { SinkFanout } from './fanout.js';
@@ -15,6 +15,12 @@ import { SinkRetries } from './retries.js';
 import { SecretCache, zeroUnless } from './secrets.js';
 
 export type { ReconcileStats } from './events.js';
+
+/** How often the first full sync logs how far along it is. */
+const COLD_START_LOG_MS = 3000;
+
+/** 10000 → "10,000": counts in log messages are read by people. */
+const count = (n: number): string => n.toLocaleString('en-US');
 export type { ReconcilerOptions } from './options.js';
 
 /**
@@ -66,6 +72,7 @@ export class Reconciler {
   private idleWaiters: (() => void)[] = [];
   private readonly guard: DeleteGuard;
   private readonly keyspace: Keyspace;
+  private coldStartTimer?: NodeJS.Timeout;
   /** The first snapshot waits for the sinks' listing (what is on disk decides the guard). */
   private starting?: Promise<void>;
 
@@ -82,11 +89,14 @@ export class Reconciler {
     this.problems = new ProblemReporter(this.stats, opts.logger, (e) => this.emit(e));
     this.secrets = new SecretCache(opts.openSecret);
     this.retries = new SinkRetries({ baseMs: opts.retryMs ?? 1000, maxMs: opts.retryMaxMs ?? 300_000, logger: opts.logger, emit: (e) => this.emit(e), retry: (id) => this.markDrift(id) });
-    this.sinks = new SinkFanout({ sinks: opts.sinks, logger: opts.logger, retries: this.retries, stats: this.stats, emit: (e) => this.emit(e) });
+    this.sinks = new SinkFanout({ sinks: opts.sinks, logger: opts.logger, retries: this.retries, stats: this.stats, problems: this.problems, emit: (e) => this.emit(e) });
     this.buildContext = { cluster: opts.cluster, labels: opts.labels, secret: () => ({ error: 'secret not opened' }), limits: opts.limits };
     this.queue = new WorkQueue({
       concurrency: opts.concurrency ?? 8,
-      work: (id, since) => this.reconcileObject(id, since),
+      work: (id, since) =>
+        this.reconcileObject(id, since).finally(() => {
+          if (!this.progress.synced) this.progress.firstSync.done++;
+        }),
       onError: (id, err) => opts.logger.error({ object: id, err: (err as Error).message }, 'reconcile of one object failed; it is retried on its next change or resync'),
       onIdle: () => this.idle(),
     });
@@ -98,10 +108,13 @@ export class Reconciler {
     this.progress.noteEvent(event);
     if (event.type === 'snapshot') {
       const { dirty, invalid } = this.store.reset(event.kvs);
-      this.problems.reportAll(invalid);
+      // A complete listing says which bad keys are still there: the rest are fixed.
+      this.problems.clearWhere((owner) => owner.startsWith('key:'));
+      for (const p of invalid) this.problems.report(p, undefined, `key:${p.path}`);
       this.release(event.kvs.filter((kv) => kv.key === this.keyspace.releaseKey(this.opts.cluster)).map((kv) => kv.value));
       const first = !this.sawSnapshot;
       this.sawSnapshot = true;
+      if (first) this.startColdStartLog();
       this.pruneFrom = Math.min(this.pruneFrom ?? before, before);
       const afterListing = () => {
         // (7) what a re-list would remove: objects we hold, or (at start) that a sink holds.
@@ -115,7 +128,9 @@ export class Reconciler {
       else afterListing();
     } else if (event.type === 'changes') {
       const { dirty, invalid, removed } = this.store.apply(event.changes);
-      this.problems.reportAll(invalid);
+      // A bad key rewritten or deleted is fixed unless it is still bad (reported again just below).
+      for (const c of event.changes) this.problems.setFor(`key:${printable(this.keyspace.relative(c.type === 'put' ? c.kv.key : c.key))}`, []);
+      for (const p of invalid) this.problems.report(p, undefined, `key:${p.path}`);
       const release = this.keyspace.releaseKey(this.opts.cluster);
       this.release(event.changes.flatMap((c) => (c.type === 'put' && c.kv.key === release ? [c.kv.value] : [])));
       // (7) per etcd revision: one transaction that removes many objects is a mass delete;
@@ -195,7 +210,25 @@ export class Reconciler {
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
+  /**
+   * A cold start of many objects takes a while: say how far along it is every
+   * COLD_START_LOG_MS, until the first full sync is done.
+   */
+  private startColdStartLog(): void {
+    const f = this.progress.firstSync;
+    f.total = this.store.objects.size;
+    f.startedAt = performance.now();
+    this.coldStartTimer = setInterval(() => {
+      if (this.progress.synced) return clearInterval(this.coldStartTimer);
+      const done = Math.min(f.done, f.total);
+      const seconds = Math.round((performance.now() - f.startedAt) / 1000);
+      this.opts.logger.info({ done, total: f.total, seconds }, `first sync: ${count(done)} / ${count(f.total)} objects after ${seconds} s`);
+    }, COLD_START_LOG_MS);
+    this.coldStartTimer.unref();
+  }
+
   async close(): Promise<void> {
+    clearInterval(this.coldStartTimer);
     this.retries.close();
     await this.queue.close();
     zeroUnless(this.secrets.clear(), []);
@@ -207,7 +240,12 @@ export class Reconciler {
       this.pruneAfterChecks = false;
       await this.sinks.prune((id) => this.desired.has(id) || this.held.has(id) || this.guard.isHeld(id));
       this.pruneFrom = undefined;
-      if (!this.progress.synced) this.opts.logger.info({ objects: this.desired.size, revision: this.progress.received }, 'first full sync done');
+      if (!this.progress.synced) {
+        const seconds = Math.round((performance.now() - this.progress.firstSync.startedAt) / 100) / 10;
+        const n = this.desired.size;
+        this.opts.logger.info({ objects: n, seconds, revision: this.progress.received }, `first full sync: ${count(n)} object${n === 1 ? '' : 's'} in ${seconds} s`);
+        clearInterval(this.coldStartTimer);
+      }
       this.progress.synced = true;
       if (this.resyncPending) {
         this.resyncPending = false;
@@ -251,7 +289,7 @@ export class Reconciler {
       const unopened = !previous && (this.seenInSinks?.has(id) ?? !this.progress.synced) ? 'hold' : 'skip';
       result = buildObject(keys, { ...this.buildContext, unopened, secret: (kv) => this.secrets.get(kv.path, id) }, previous);
     }
-    this.problems.reportAll(result.problems);
+    this.problems.setFor(`object:${id}`, result.problems);
 
     if (result.type === 'hold') {
       this.held.add(id);

@@ -29,6 +29,8 @@ export interface EtcdSourceOptions {
 
 /** A list page that takes longer is abandoned and retried on another member. */
 const LIST_PAGE_DEADLINE_MS = 5_000;
+/** During an outage, one warning at its start and then at most one per this many ms. */
+const OUTAGE_REPEAT_MS = 30_000;
 
 /**
  * List + watch, the known-good way (client-node's ListWatch), with the resume
@@ -83,6 +85,7 @@ export class EtcdSource implements Source {
     const delay = this.opts.delay ?? ((ms, s) => sleep(ms, undefined, { signal: s }).catch(() => undefined));
     let revs: number[] = []; // empty = no consistent view yet: list first
     let failures = 0;
+    const outage = { since: 0, lastWarn: 0, quiet: 0, refused: false };
     let handedOn = 0; // the highest revision passed to onEvent, across re-lists
     const emit = onEvent;
     onEvent = (e) => {
@@ -127,10 +130,27 @@ export class EtcdSource implements Source {
         const reason = (err as Error).message;
         // Say which: a refused credential or permission needs an operator, an outage does not.
         const refused = isRefusal(err);
-        this.opts.logger.warn(
-          { err: reason, member: member === undefined ? undefined : this.members.name(member), retryInMs: Math.round(ms), resumeFrom: revs.length ? Math.min(...revs) + 1 : 'list' },
-          refused ? 'etcd refused our credentials or permissions (check etcd.auth / the role); keeping the last good state, retrying' : 'etcd unavailable; keeping the last good state, retrying',
-        );
+        // One warning when an outage starts (or turns from unreachable to refused or back), then one every
+        // OUTAGE_REPEAT_MS with how many retries failed meanwhile: a long outage must
+        // not bury the log under a line a second. `handedOn`, not the per-prefix
+        // resume points: those trail it and would look like a revision going back.
+        const fields = { err: reason, member: member === undefined ? undefined : this.members.name(member), retryInMs: Math.round(ms), appliedUpTo: handedOn || undefined, resume: revs.length ? 'watch' : 'list' };
+        const now = Date.now();
+        if (failures === 1 || refused !== outage.refused) {
+          outage.since = failures === 1 ? now : outage.since;
+          outage.refused = refused;
+          outage.lastWarn = now;
+          outage.quiet = 0;
+          this.opts.logger.warn(fields, refused ? 'etcd refused our credentials or permissions (check etcd.auth / the role); keeping the last good state, retrying' : 'etcd unavailable; keeping the last good state, retrying');
+        } else if (now - outage.lastWarn >= OUTAGE_REPEAT_MS) {
+          const seconds = Math.round((now - outage.since) / 1000);
+          this.opts.logger.warn({ ...fields, failures, seconds }, `etcd still ${refused ? 'refusing our credentials or permissions' : 'unreachable'} after ${seconds} s (${outage.quiet + 1} more failed retries since the last warning); keeping the last good state`);
+          outage.lastWarn = now;
+          outage.quiet = 0;
+        } else {
+          outage.quiet++;
+          this.opts.logger.debug(fields, 'etcd retry failed');
+        }
         setState('backoff', reason);
         await delay(ms, signal);
       }
