@@ -174,7 +174,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
     if (event.type === 'state') {
       if (event.state !== progress.state && event.state !== 'backoff') logger.info({ state: event.state }, 'etcd source state');
       if (event.state === 'backoff' && progress.state !== 'backoff') metrics.reconnects.inc();
-    } else if (event.type === 'snapshot') {
+    } else if (event.type === 'snapshot' && !event.offline && !event.resumed) {
       metrics.relists.inc();
       logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
     }

@@ -215,7 +215,7 @@ export class EtcdSource implements Source {
   /** (0c) The catch-up reached etcd's head: one consistent snapshot, as a list would give. */
   private caughtUp(cu: { keys: Map<string, Kv> }, revision: number, onEvent: (e: SourceEvent) => void): void {
     this.opts.logger.info({ revision, keys: cu.keys.size }, 'caught up from the local snapshot; reconciling everything');
-    onEvent({ type: 'snapshot', revision, kvs: [...cu.keys.values()] });
+    onEvent({ type: 'snapshot', revision, kvs: [...cu.keys.values()], resumed: true });
   }
 
   /** (0a) etcd's head, and whether a read at `revision` still works (not compacted). */

@@ -23,10 +23,12 @@ export type SourceEvent =
    * The complete state of the prefix at `revision`: any key not in `kvs` is gone.
    * `offline`: from the local snapshot, not (yet) confirmed by etcd — serve it,
    * prune nothing; a snapshot from etcd follows once it answers.
+   * `resumed`: the local snapshot brought up to `revision` by a watch catch-up
+   * (etcd still held its revision): as complete as a list, without one.
    * `rebase`: etcd's history restarted below revisions handed on before (etcd
    * restored from an older backup): revisions start again from this one.
    */
-  | { type: 'snapshot'; revision: number; kvs: Kv[]; offline?: true; rebase?: true }
+  | { type: 'snapshot'; revision: number; kvs: Kv[]; offline?: true; resumed?: true; rebase?: true }
   /** Changes that happened after the previous event, ending at `revision`, in order. */
   | { type: 'changes'; revision: number; changes: Change[]; head: number }
   /** etcd confirmed nothing under the prefix changed up to `revision`. */
