@@ -9,7 +9,7 @@ import type { ReconcileObserver } from './reconcile/events.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { replayGuarded } from './reconcile/secrets.js';
 import { HighWater } from './state/highwater.js';
-import { loadSnapshot, SnapshotWriter } from './state/snapshot.js';
+import { loadSnapshot, SnapshotWriter, SourceKeys } from './state/snapshot.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
@@ -130,7 +130,8 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
   const pokeStatus: ReconcileObserver = (e) => e.type === 'idle' && status?.poke();
   let writer: SnapshotWriter | undefined;
   // After each applied batch, once etcd confirmed our state (never the offline one again).
-  const saveSnapshot: ReconcileObserver = (e) => e.type === 'idle' && reconciler.progress.synced && writer?.changed(reconciler.progress.received);
+  const sourceKeys = new SourceKeys();
+  const saveSnapshot: ReconcileObserver = (e) => e.type === 'idle' && reconciler.progress.synced && writer?.changed(sourceKeys.revision);
   // The periodic resync (and the file sink's drift watch) start after the first full
   // sync: during a cold start every object dir is ours and new (a watcher would only
   // rescan the namespace dirs as they fill), and a resync due mid-way would queue
@@ -156,7 +157,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
       prefix: cfg.etcd.prefix,
       publicKeys: keyring.recipients().map((r) => r.publicKey),
       logger,
-      take: () => ({ revision: progress.received, kvs: reconciler.store.kvs(), marks: marks.entries() }),
+      take: () => ({ revision: sourceKeys.revision, kvs: [...sourceKeys.keys.values()], marks: marks.entries() }),
       onWritten: (ms) => metrics.snapshotWrite.observe(ms / 1000),
     });
     if (snapshot) writer.loaded(snapshot.revision);
@@ -178,6 +179,7 @@ export async function startDaemon(cfg: Config, logger: Logger): Promise<Daemon> 
       metrics.relists.inc();
       logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
     }
+    if (writer) sourceKeys.note(event);
     reconciler.handle(event);
   });
   for (const sink of sinks) if (sink.driftFrom !== 'firstSync') await sink.watchDrift?.(reconciler.markDrift);

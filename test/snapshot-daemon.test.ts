@@ -202,6 +202,48 @@ test('compacted past the snapshot revision: re-listed (log and metric say so), d
   }
 });
 
+test('etcd restored from a backup and written past the snapshot revision: another history, so listed, not resumed', async () => {
+  const { etcd, idFile, keyDir } = await setup();
+  const d = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, identity: idFile });
+  const backup = `${etcd.dataDir}-backup`;
+  const restore = async () => {
+    await etcd.kill();
+    fs.rmSync(etcd.dataDir, { recursive: true, force: true });
+    fs.cpSync(backup, etcd.dataDir, { recursive: true });
+    await etcd.start();
+  };
+  try {
+    etcd.ctl('put', `${P}/global/configmaps/default/a/k`, 'v1');
+    await etcd.kill();
+    fs.cpSync(etcd.dataDir, backup, { recursive: true }); // the backup, at revision B
+    await etcd.start();
+    d.start();
+    await d.ready();
+    etcd.ctl('put', `${P}/global/configmaps/default/a/k`, 'v2');
+    etcd.ctl('put', `${P}/global/configmaps/default/b/k`, 'only-in-the-lost-history');
+    await until(() => readOr(d.file('configmaps', 'default', 'b', 'k')) !== undefined, 'applied');
+    await stopCleanly(d);
+    const snapRev = etcd.revision();
+    await restore();
+    // The restored etcd's own history: a change below the snapshot's revision, then past it.
+    etcd.ctl('put', `${P}/global/configmaps/default/a/k`, 'v3-restored-history');
+    while (etcd.revision() <= snapRev + 1) etcd.ctl('put', '/elsewhere/pad', 'x');
+    d.log = '';
+    d.start();
+    await d.ready();
+    assert.match(d.log, /"msg":"etcd's state at the local snapshot's revision is not the snapshot's \(etcd restored from a backup, or another etcd\?\); not resuming/);
+    assert.ok(d.log.includes('listed etcd'));
+    await until(() => readOr(d.file('configmaps', 'default', 'a', 'k')) === 'v3-restored-history', "the restored etcd's value");
+    await until(() => readOr(d.file('configmaps', 'default', 'b', 'k')) === undefined, 'a key the restored etcd lacks is pruned');
+    await stopCleanly(d);
+  } finally {
+    await d.cleanup();
+    fs.rmSync(backup, { recursive: true, force: true });
+    fs.rmSync(keyDir, { recursive: true, force: true });
+    await etcd.stop();
+  }
+});
+
 test('a tampered snapshot, or another cluster\'s: one line, ignored, a normal start', async () => {
   const { etcd, idFile, keyDir } = await setup();
   const eu = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, identity: idFile });

@@ -26,19 +26,6 @@ export class KeyStore {
     return { dirty, invalid };
   }
 
-  /** Every key held, as etcd holds it (the local snapshot saves these). */
-  kvs(): Kv[] {
-    const out: Kv[] = [];
-    const add = (s: StoredKv | undefined) => s && out.push({ key: s.key, value: s.value, modRevision: s.modRevision });
-    for (const obj of this.objects.values()) {
-      add(obj.globalMeta);
-      add(obj.clusterMeta);
-      for (const s of obj.global.values()) add(s);
-      for (const s of obj.cluster.values()) add(s);
-    }
-    return out;
-  }
-
   /** `removed`: objects whose last key went in this batch, with the revision of that delete. */
   apply(changes: Change[]): { dirty: Set<ObjectId>; invalid: Problem[]; removed: Map<ObjectId, number> } {
     const dirty = new Set<ObjectId>();

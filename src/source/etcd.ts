@@ -64,17 +64,23 @@ const LIST_PAGE_DEADLINE_MS = 5_000;
  *  (6) list pages carry a deadline; a failed list suspects its member too.
  *
  * With a local snapshot at revision S (`resume`), before (1):
- *  (0a) ask etcd (deadline `offlineAfterMs`) for its head H and whether it still
- *       holds S (a read at S; compacted → OutOfRange);
+ *  (0a) ask etcd (deadline `offlineAfterMs`) for its head H, whether it still
+ *       holds S (a read at S; compacted → OutOfRange), and whether its state at S
+ *       is the snapshot's — per prefix, the same count, no key modified after the
+ *       snapshot's newest modification M, and the key modified at M the same
+ *       (value and mod revision). (The argument of etcd-watch.ts (d): same count
+ *       and nothing newer than M means the same keys.) An etcd restored from a
+ *       backup and written to since can reach S with another history: it fails
+ *       this check and is listed;
  *  (0b) no answer → emit the snapshot as `offline` (the daemon serves it, prunes
  *       nothing), state `offline`, and keep asking with backoff;
  *  (0c) S held → watch every prefix from S + 1, applying the catch-up to the
  *       snapshot's keys HERE, and emit one `snapshot` at the first revision ≥ H:
  *       the consumer sees one consistent state, never the older one first, and
  *       etcd serves no list;
- *  (0d) compacted past S → (1); H < S (etcd restored from an older backup, or
- *       another etcd) → warn, (1), and the list is a `rebase`: that etcd's
- *       history is the truth now.
+ *  (0d) compacted past S → (1); H < S, or another state at S (etcd restored from
+ *       a backup, or another etcd) → warn, (1), and the list is a `rebase`:
+ *       that etcd's history is the truth now.
  */
 export class EtcdSource implements Source {
   private readonly abort = new AbortController();
@@ -121,16 +127,17 @@ export class EtcdSource implements Source {
       try {
         if (resume) {
           member = this.members.pick(); // (0a)
-          const { head, held } = await this.probe(member, resume.revision, offline === undefined ? (this.opts.offlineAfterMs ?? 1000) : LIST_PAGE_DEADLINE_MS);
+          const { head, held } = await this.probe(member, resume, offline === undefined ? (this.opts.offlineAfterMs ?? 1000) : LIST_PAGE_DEADLINE_MS);
           const s = resume;
           resume = undefined;
           const wasOffline = offline !== undefined;
           offline = undefined;
-          if (head < s.revision) {
+          if (head < s.revision || held === 'differs') {
             // (0d)
             rebase = wasOffline;
-            this.opts.logger.warn({ snapshotRevision: s.revision, etcdRevision: head }, "etcd's revision is below the local snapshot's (etcd restored from an older backup, or another etcd?); not resuming from the snapshot; listing, and etcd's state is applied as it is");
-          } else if (!held) {
+            const why = head < s.revision ? "etcd's revision is below the local snapshot's" : "etcd's state at the local snapshot's revision is not the snapshot's";
+            this.opts.logger.warn({ snapshotRevision: s.revision, etcdRevision: head }, `${why} (etcd restored from a backup, or another etcd?); not resuming from the snapshot; listing, and etcd's state is applied as it is`);
+          } else if (held === 'compacted') {
             this.opts.logger.info({ snapshotRevision: s.revision, etcdRevision: head }, 'etcd compacted past the local snapshot revision; listing');
           } else {
             // (0c)
@@ -218,17 +225,29 @@ export class EtcdSource implements Source {
     onEvent({ type: 'snapshot', revision, kvs: [...cu.keys.values()], resumed: true });
   }
 
-  /** (0a) etcd's head, and whether a read at `revision` still works (not compacted). */
-  private async probe(member: number, revision: number, deadlineMs: number): Promise<{ head: number; held: boolean }> {
-    const { key, end } = this.ranges[0]!;
-    const now = await this.members.kv<{ header: { revision: string } }>(member, 'range', { key, range_end: end, count_only: true }, deadlineMs);
-    const head = Number(now.header.revision);
-    if (head < revision) return { head, held: false };
+  /** (0a) etcd's head; whether it still holds the snapshot's revision, and holds the snapshot's state there. */
+  private async probe(member: number, snap: { revision: number; kvs: Kv[] }, deadlineMs: number): Promise<{ head: number; held?: 'yes' | 'compacted' | 'differs' }> {
+    type Range = { header: { revision: string }; count: string; kvs: IKeyValue[] };
+    const read = (req: object) => this.members.kv<Range>(member, 'range', req, deadlineMs);
+    const revision = snap.revision;
+    const first = this.ranges[0]!;
+    const head = Number((await read({ key: first.key, range_end: first.end, count_only: true })).header.revision);
+    if (head < revision) return { head };
     try {
-      await this.members.kv(member, 'range', { key, range_end: end, count_only: true, revision }, deadlineMs);
-      return { head, held: true };
+      for (const [j, { key, end }] of this.ranges.entries()) {
+        const mine = snap.kvs.filter((kv) => kv.key.startsWith(this.opts.prefixes[j]!));
+        const newest = mine.reduce<Kv | undefined>((a, kv) => (!a || kv.modRevision > a.modRevision ? kv : a), undefined);
+        const at = await read({ key, range_end: end, count_only: true, revision });
+        if (Number(at.count) !== mine.length) return { head, held: 'differs' };
+        if (!newest) continue;
+        const newer = await read({ key, range_end: end, keys_only: true, limit: 1, min_mod_revision: newest.modRevision + 1, revision });
+        if (newer.kvs.length > 0) return { head, held: 'differs' };
+        const same = (await read({ key: Buffer.from(newest.key), revision })).kvs[0];
+        if (!same || Number(same.mod_revision) !== newest.modRevision || !same.value.equals(newest.value)) return { head, held: 'differs' };
+      }
+      return { head, held: 'yes' };
     } catch (err) {
-      if (isOutOfRange(err)) return { head, held: false };
+      if (isOutOfRange(err)) return { head, held: 'compacted' };
       throw err;
     }
   }

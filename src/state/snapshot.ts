@@ -19,7 +19,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Keyring } from '../envelope/identity.js';
 import type { Logger } from '../log.js';
-import type { Kv } from '../source/types.js';
+import type { Kv, SourceEvent } from '../source/types.js';
 import { decodeSnapshot, encodeSnapshot, SnapshotUnusable, type SnapshotContent } from './snapshot-format.js';
 
 export const SNAPSHOT_FILE = 'snapshot';
@@ -51,6 +51,27 @@ export async function loadSnapshot(stateDir: string, expect: { cluster: string; 
     return undefined;
   } finally {
     bytes.fill(0);
+  }
+}
+
+/**
+ * The keys under the watched prefixes exactly as the source handed them (invalid
+ * keys and confirmations included), and the revision they are etcd's state at:
+ * what the snapshot saves, so that at start it can be compared with etcd's own
+ * state at that revision (source/etcd.ts (0a)).
+ */
+export class SourceKeys {
+  readonly keys = new Map<string, Kv>();
+  revision = 0;
+
+  note(e: SourceEvent): void {
+    if (e.type === 'snapshot') {
+      this.keys.clear();
+      for (const kv of e.kvs) this.keys.set(kv.key, kv);
+    } else if (e.type === 'changes') {
+      for (const c of e.changes) c.type === 'put' ? this.keys.set(c.kv.key, c.kv) : this.keys.delete(c.key);
+    } else if (e.type !== 'progress') return;
+    this.revision = e.revision; // assigned: a rebase goes back
   }
 }
 
