@@ -10,6 +10,7 @@ import type { ReconcileObserver } from './reconcile/events.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { replayGuarded } from './reconcile/secrets.js';
 import { HighWater } from './state/highwater.js';
+import { loadSnapshot, SnapshotWriter, SourceKeys } from './state/snapshot.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
@@ -105,6 +106,11 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   const keyring = await loadIdentity(cfg);
   // Replay marks matter only to a daemon that opens secrets: no state dir otherwise.
   const marks = keyring ? await HighWater.load(cfg.stateDir, logger) : HighWater.inMemory(logger);
+  // The local snapshot is sealed to our identity: none without one (nothing to seal it to).
+  const snapshot = keyring ? await loadSnapshot(cfg.stateDir, { cluster: cfg.cluster, prefix: cfg.etcd.prefix, keyring }, logger) : undefined;
+  if (!keyring) logger.info('no identity configured: no local snapshot is kept (it is sealed to the identity), so a start with etcd down serves nothing new and every start lists etcd');
+  // Marks only go up: the snapshot's cover a lost or older highwater.json.
+  if (snapshot) marks.merge(snapshot.marks);
   let elector: LeaderElector | undefined;
   // One kubeconfig for the sink, rolling restarts and leader election.
   const kube = cfg.sinks.kubernetes;
@@ -125,6 +131,10 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   const restarts = kc && kube?.rollingRestarts ? new (await import('./reactions/restarts.js')).KubeRestarts(kc, logger) : undefined;
   let status: StatusReporter | undefined;
   const pokeStatus: ReconcileObserver = (e) => e.type === 'idle' && status?.poke();
+  let writer: SnapshotWriter | undefined;
+  // After each applied batch, once etcd confirmed our state (never the offline one again).
+  const sourceKeys = new SourceKeys();
+  const saveSnapshot: ReconcileObserver = (e) => e.type === 'idle' && reconciler.progress.synced && writer?.changed(sourceKeys.revision);
   // The periodic resync (and the file sink's drift watch) start after the first full
   // sync: during a cold start every object dir is ours and new (a watcher would only
   // rescan the namespace dirs as they fill), and a resync due mid-way would queue
@@ -141,10 +151,29 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       if (late.length) logger.info({ sinks: late.map((s) => s.name), ms: Date.now() - started }, 'drift watch started');
     })().catch((err: Error) => logger.warn({ err: err.message }, 'drift watch not started; hand changes are repaired at the periodic resync only'));
   };
-  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus, afterFirstSync], marks);
+  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus, afterFirstSync, saveSnapshot], marks);
   const progress = reconciler.progress;
+  if (keyring) {
+    writer = new SnapshotWriter({
+      stateDir: cfg.stateDir,
+      cluster: cfg.cluster,
+      prefix: cfg.etcd.prefix,
+      publicKeys: keyring.recipients().map((r) => r.publicKey),
+      logger,
+      take: () => ({ revision: sourceKeys.revision, kvs: [...sourceKeys.keys.values()], marks: marks.entries() }),
+      onWritten: (ms) => metrics.snapshotWrite.observe(ms / 1000),
+    });
+    if (snapshot) writer.loaded(snapshot.revision);
+  }
   const client = createEtcdClient(cfg.etcd);
-  const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
+  const source = new EtcdSource({
+    client,
+    prefixes: watchedPrefixes(cfg),
+    logger,
+    resume: snapshot,
+    offlineAfterMs: 1000,
+    onStartMode: (mode) => metrics.startMode.inc({ mode }),
+  });
   // When etcd went away (the first failed attempt), so that its return can say how long it was gone.
   let downSince: number | undefined;
   source.start((event) => {
@@ -153,16 +182,17 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       if (event.state !== progress.state && event.state !== 'backoff') logger[downSince === undefined ? 'info' : 'debug']({ state: event.state }, 'etcd source state');
       if (event.state === 'backoff' && progress.state !== 'backoff') metrics.reconnects.inc();
       if (event.state === 'backoff') downSince ??= performance.now();
-    } else if (downSince !== undefined) {
+    } else if (downSince !== undefined && !(event.type === 'snapshot' && event.offline)) {
       // An answer from etcd (a listing, changes or progress): it is back.
       const seconds = Math.round((performance.now() - downSince) / 100) / 10;
       downSince = undefined;
       logger.info({ seconds, revision: event.revision }, `etcd reconnected after ${seconds} s`);
     }
-    if (event.type === 'snapshot') {
+    if (event.type === 'snapshot' && !event.offline && !event.resumed) {
       metrics.relists.inc();
       logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
     }
+    if (writer) sourceKeys.note(event);
     reconciler.handle(event);
   });
   for (const sink of sinks) if (sink.driftFrom !== 'firstSync') await sink.watchDrift?.(reconciler.markDrift);
@@ -212,6 +242,8 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       server?.close();
       await source.close();
       client.close();
+      // (5) of state/snapshot.ts: the last applied state, so the next start resumes from it.
+      await writer?.close();
       await reconciler.close();
       await marks.close();
       await hooks.close();

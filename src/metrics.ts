@@ -33,6 +33,18 @@ export class Metrics {
   readonly failing = new Gauge({ name: 'confsync_objects_failing', help: 'Objects a sink is currently failing on (retried with backoff).', registers: [this.registry] });
   readonly reconnects = new Counter({ name: 'confsync_etcd_reconnects_total', help: 'Times the etcd watch had to back off and reconnect.', registers: [this.registry] });
   readonly relists = new Counter({ name: 'confsync_etcd_relists_total', help: 'Full re-lists of the watched prefixes (start-up and compaction).', registers: [this.registry] });
+  readonly startMode = new Counter({
+    name: 'confsync_start_mode_total',
+    help: 'How the daemon started: "snapshot-resume" (watch resumed from the local snapshot, no list), "list", or "offline" (served from the local snapshot while etcd did not answer; then one of the others).',
+    labelNames: ['mode'],
+    registers: [this.registry],
+  });
+  readonly snapshotWrite = new Histogram({
+    name: 'confsync_snapshot_write_seconds',
+    help: 'Time to seal and write the local snapshot (atomic, fsynced).',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
   readonly objects = new Gauge({ name: 'confsync_objects', help: 'Desired objects on this cluster, by kind.', labelNames: ['kind'], registers: [this.registry] });
   readonly ready = new Gauge({ name: 'confsync_ready', help: '1 when /readyz would answer 200.', registers: [this.registry] });
   /** Set by the daemon: the hooks' own counters, read at scrape time. */

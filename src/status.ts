@@ -18,6 +18,8 @@ export interface NodeStatus {
   /** Removals held by the mass-delete guard, waiting for `confsync release`. */
   held?: { count: number; revision: number; since: string };
   lastError?: { path: string; reason: string };
+  /** Served from the local snapshot at start because etcd did not answer: since, until (ISO), snapshot revision. */
+  offline?: { since: string; until?: string; revision: number };
   state: ConnectionState;
   ready: boolean;
   version: string;
@@ -124,6 +126,7 @@ export function statusSnapshot(reconciler: Reconciler, base: { cluster: string; 
     failing: reconciler.failing(),
     held: reconciler.heldDeletes(),
     lastError: s.lastError,
+    offline: reconciler.progress.offline,
     state: reconciler.progress.state,
     ready,
   };

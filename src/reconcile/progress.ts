@@ -22,6 +22,8 @@ export class Progress {
   state: ConnectionState = 'connecting';
   /** The first full sync: objects in the first snapshot, how many are reconciled, since when (performance.now()). */
   firstSync = { total: 0, done: 0, startedAt: 0 };
+  /** Served from the local snapshot because etcd did not answer at start: since when, and until when (ISO). */
+  offline?: { since: string; until?: string; revision: number };
   /** performance.now() of the last answer from etcd (snapshot, changes or progress). */
   lastHeardAt = performance.now();
   /**
@@ -41,7 +43,15 @@ export class Progress {
   noteEvent(event: SourceEvent): void {
     if (event.type === 'state') {
       this.state = event.state;
+      if (event.state === 'offline') this.offline = { since: new Date().toISOString(), revision: 0 };
       return;
+    }
+    if (this.offline && !this.offline.until && !(event.type === 'snapshot' && event.offline)) this.offline.until = new Date().toISOString();
+    if (event.type === 'snapshot' && event.offline && this.offline) this.offline.revision = event.revision;
+    if (event.type === 'snapshot' && event.rebase) {
+      // etcd's history restarted below ours (restored from an older backup): so do we.
+      this.head = this.received = this.applied = 0;
+      this.unapplied.length = 0;
     }
     this.lastHeardAt = this.now();
     const head = event.type === 'snapshot' ? event.revision : event.head;
@@ -70,6 +80,7 @@ export class Progress {
    * (a hung member, a proxy that never answers progress requests, a stuck sink).
    */
   notReady(stallSeconds: number): string | undefined {
+    if (this.offline && !this.offline.until) return `serving from the local snapshot (revision ${this.offline.revision}) since ${this.offline.since}: etcd not reachable`;
     if (!this.synced) return 'first full sync not done';
     const now = this.now();
     const quiet = (now - this.lastHeardAt) / 1000;

@@ -44,7 +44,10 @@ export type { ReconcilerOptions } from './options.js';
  *  (6) the applied revision (Progress) is the store's revision less whatever is
  *      still dirty or in flight: it never runs ahead of what the sinks have;
  *  (7) a batch that would remove too many objects at once is held by the
- *      mass-delete guard (guard.ts) until an operator confirms.
+ *      mass-delete guard (guard.ts) until an operator confirms;
+ *  (8) an `offline` snapshot (the local one, etcd unreachable at start) is served
+ *      like any other but prunes nothing and is not judged by the guard: the
+ *      snapshot from etcd that follows does both.
  */
 export class Reconciler {
   readonly store: KeyStore;
@@ -104,7 +107,7 @@ export class Reconciler {
 
   /** (1) */
   handle = (event: SourceEvent): void => {
-    const before = this.progress.received;
+    const before = event.type === 'snapshot' && event.rebase ? 0 : this.progress.received;
     this.progress.noteEvent(event);
     if (event.type === 'snapshot') {
       const { dirty, invalid } = this.store.reset(event.kvs);
@@ -115,16 +118,18 @@ export class Reconciler {
       const first = !this.sawSnapshot;
       this.sawSnapshot = true;
       if (first) this.startColdStartLog();
-      this.pruneFrom = Math.min(this.pruneFrom ?? before, before);
+      // (8) the local snapshot served offline: nothing is pruned or judged removed until etcd confirms.
+      if (!event.offline) this.pruneFrom = Math.min(this.pruneFrom ?? before, before);
       const afterListing = () => {
         // (7) what a re-list would remove: objects we hold, or (at start) that a sink holds.
         const gone = new Set([...this.desired.keys(), ...(this.seenInSinks ?? [])].filter((id) => !this.store.objects.has(id)));
-        this.guard.check([...gone], this.materialized(), event.revision);
+        if (!event.offline) this.guard.check([...gone], this.materialized(), event.revision);
         this.queue.requestIdle();
         for (const id of dirty) this.upToDate.delete(id), this.queue.mark(id, before, false);
         this.pump();
       };
       if (first) this.starting = this.noteSinkContents().then(afterListing);
+      else if (!this.seenInSinks) this.starting = this.starting!.then(afterListing); // the guard needs the listing (an offline snapshot came first)
       else afterListing();
     } else if (event.type === 'changes') {
       const { dirty, invalid, removed } = this.store.apply(event.changes);

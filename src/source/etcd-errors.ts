@@ -8,12 +8,19 @@ import {
   EtcdInvalidAuthTokenError,
   EtcdPermissionDeniedError,
   EtcdUserNotFoundError,
+  GRPCOutOfRangeError,
   GRPCUnauthenticatedError,
 } from 'etcd3';
 
 /** gRPC status codes (grpc/doc/statuscodes.md). */
 const PERMISSION_DENIED = 7;
 const UNAUTHENTICATED = 16;
+const OUT_OF_RANGE = 11;
+
+/** A read at a revision etcd no longer has (compacted) — or does not have yet (future). */
+export function isOutOfRange(err: unknown): boolean {
+  return err instanceof GRPCOutOfRangeError || (err as { code?: unknown } | undefined)?.code === OUT_OF_RANGE;
+}
 
 /** etcd refused our credentials or permissions: an operator must act; an outage needs no one. */
 export function isRefusal(err: unknown): boolean {

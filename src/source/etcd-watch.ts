@@ -21,6 +21,8 @@ export interface WatchSession {
   everyMs: number;
   /** Silence, or a change etcd committed and the stream did not deliver, for this long fails the stream. */
   stallMs: number;
+  /** Check progress right after creating the watchers, not only every `everyMs` (a catch-up wants to know when it is done). */
+  checkAtStart?: boolean;
 }
 
 /** Thrown when the member itself failed (not just the stream): suspect it, drop its channel. */
@@ -164,6 +166,13 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
       ranges.forEach((range, i) =>
         stream.write({ create_request: { key: range.key, range_end: range.end, start_revision: revs[i]! + 1, progress_notify: true } }),
       );
+      if (s.checkAtStart) {
+        soon = setTimeout(() => {
+          soon = undefined;
+          if (!synchronised) void check('confirming reads');
+          else stream.write({ progress_request: {} });
+        }, 0);
+      }
       // (e) A hung member keeps TCP up and answers nothing; a gRPC proxy answers events but never progress.
       if (s.everyMs > 0) timer = setInterval(() => {
         const silentMs = Date.now() - lastAnswer;

@@ -15,11 +15,20 @@ export type Change =
   | { type: 'delete'; key: string; modRevision: number };
 
 /** Connection states, as a union rather than booleans (client-node's ListWatch habit). */
-export type ConnectionState = 'connecting' | 'listing' | 'watching' | 'backoff' | 'closed';
+/** `offline`: etcd did not answer at start; the daemon serves from its local snapshot and keeps trying. */
+export type ConnectionState = 'connecting' | 'listing' | 'watching' | 'backoff' | 'offline' | 'closed';
 
 export type SourceEvent =
-  /** The complete state of the prefix at `revision`: any key not in `kvs` is gone. */
-  | { type: 'snapshot'; revision: number; kvs: Kv[] }
+  /**
+   * The complete state of the prefix at `revision`: any key not in `kvs` is gone.
+   * `offline`: from the local snapshot, not (yet) confirmed by etcd — serve it,
+   * prune nothing; a snapshot from etcd follows once it answers.
+   * `resumed`: the local snapshot brought up to `revision` by a watch catch-up
+   * (etcd still held its revision): as complete as a list, without one.
+   * `rebase`: etcd's history restarted below revisions handed on before (etcd
+   * restored from an older backup): revisions start again from this one.
+   */
+  | { type: 'snapshot'; revision: number; kvs: Kv[]; offline?: true; resumed?: true; rebase?: true }
   /** Changes that happened after the previous event, ending at `revision`, in order. */
   | { type: 'changes'; revision: number; changes: Change[]; head: number }
   /** etcd confirmed nothing under the prefix changed up to `revision`. */

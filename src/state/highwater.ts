@@ -89,6 +89,18 @@ export class HighWater {
     return this.marks.get(logicalPath) ?? 0;
   }
 
+  /** Every mark (path → version), for the local snapshot. */
+  entries(): Map<string, number> {
+    return new Map(this.marks);
+  }
+
+  /** Raises marks from another copy (the local snapshot's); marks only go up. */
+  merge(marks: ReadonlyMap<string, number>): number {
+    let raised = 0;
+    for (const [p, v] of marks) if (v > this.mark(p)) this.accept(p, v), raised++;
+    return raised;
+  }
+
   /** Raises the mark (never lowers it) and schedules a write. */
   accept(logicalPath: string, version: number): void {
     if (version <= this.mark(logicalPath)) return;

@@ -57,7 +57,8 @@ export class DaemonProcess {
   }
 
   async ready(): Promise<void> {
-    await until(() => this.log.includes('"msg":"confsync started"') && this.log.includes('listed etcd'), 'daemon start');
+    // A restart with a local snapshot resumes the watch instead of listing.
+    await until(() => this.log.includes('"msg":"confsync started"') && (this.log.includes('listed etcd') || this.log.includes('caught up from the local snapshot')), 'daemon start');
   }
 
   /** Path of a projected file. */

@@ -1,0 +1,222 @@
+/**
+ * The local snapshot's file format: pure encode/decode, no I/O.
+ *
+ * What it holds: the keys this daemon applied, exactly as etcd holds them
+ * (secret values are still the sealed envelopes that came from etcd: opening
+ * one still needs the identity AND passes the replay guard again), the etcd
+ * revision they are the state at, and the replay high-water marks.
+ *
+ * WIRE FORMAT (all integers big-endian):
+ *
+ *     magic     "confsync-snapshot:v1\n"                      21 bytes ASCII
+ *     hlen      u32                                           length of header
+ *     header    UTF-8 JSON, one object:
+ *                 {"cluster","prefix","revision","savedAt",
+ *                  "keys":[{"id": <fingerprint, 16 hex>, "sealed": <base64, 80 bytes>}…]}
+ *     ssheader  24 bytes       crypto_secretstream_xchacha20poly1305 header
+ *     chunks    repeated: u32 clen, clen bytes of secretstream ciphertext
+ *               (each ≤ CHUNK plaintext bytes + 17); the last, and only the
+ *               last, carries TAG_FINAL; nothing may follow it
+ *
+ *  - The file key: 32 random bytes, fresh per write, sealed (crypto_box_seal) to
+ *    every public key of the daemon's identity (rotation: any of them opens it).
+ *    Sealing needs no private key: the writer holds only public keys.
+ *  - AD of every chunk = magic ‖ hlen ‖ header: cluster, prefix, revision and the
+ *    key stanzas are authenticated with the body; a changed byte anywhere fails.
+ *  - Plaintext of the chunks, concatenated: UTF-8 JSON
+ *        {"kvs": [[key, value (standard base64), modRevision] …], "marks": {path: version …}}
+ *  - Base64: standard alphabet with padding (Node's "base64"), here and in the header.
+ *
+ * Every failure to open is one short reason (never a value, never a stack):
+ * the file says which cluster/prefix it is for before anything is decrypted, so
+ * "another cluster's snapshot" is told apart from "tampered or wrong key".
+ */
+import sodium from 'libsodium-wrappers';
+import { randomBytes } from 'node:crypto';
+import { fingerprint, type Keyring } from '../envelope/identity.js';
+import type { Kv } from '../source/types.js';
+
+await sodium.ready;
+
+export const SNAPSHOT_MAGIC = 'confsync-snapshot:v1\n';
+const MAGIC = Buffer.from(SNAPSHOT_MAGIC, 'ascii');
+const CHUNK = 1 << 20;
+const SS_HEADER_BYTES = 24;
+const SS_ABYTES = 17;
+const MAX_HEADER_BYTES = 64 * 1024;
+
+export interface SnapshotContent {
+  cluster: string;
+  prefix: string;
+  /** The keys are etcd's state at this revision. */
+  revision: number;
+  /** ISO time of the write. */
+  savedAt: string;
+  kvs: Kv[];
+  /** Replay high-water marks: logical path → sealed version. */
+  marks: Map<string, number>;
+}
+
+/** Why a snapshot file was not used: one line for the operator. */
+export class SnapshotUnusable extends Error {}
+
+/** Seals `content` to every public key in `publicKeys`. `rng` is injectable for tests. */
+export function encodeSnapshot(content: SnapshotContent, publicKeys: readonly Uint8Array[], rng: (n: number) => Uint8Array = randomBytes): Buffer {
+  if (publicKeys.length === 0) throw new RangeError('no public key to seal the snapshot to');
+  const fileKey = rng(32);
+  try {
+    const header = Buffer.from(
+      JSON.stringify({
+        cluster: content.cluster,
+        prefix: content.prefix,
+        revision: content.revision,
+        savedAt: content.savedAt,
+        keys: publicKeys.map((pk) => ({ id: fingerprint(pk), sealed: Buffer.from(sodium.crypto_box_seal(fileKey, pk)).toString('base64') })),
+      }),
+      'utf8',
+    );
+    const ad = Buffer.concat([MAGIC, u32(header.length), header]);
+    const body = Buffer.from(
+      JSON.stringify({ kvs: content.kvs.map((kv) => [kv.key, kv.value.toString('base64'), kv.modRevision]), marks: Object.fromEntries(content.marks) }),
+      'utf8',
+    );
+    const { state, header: ssHeader } = sodium.crypto_secretstream_xchacha20poly1305_init_push(fileKey);
+    const parts: Buffer[] = [ad, Buffer.from(ssHeader)];
+    for (let off = 0; off === 0 || off < body.length; off += CHUNK) {
+      const last = off + CHUNK >= body.length;
+      const tag = last ? sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL : sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
+      const c = sodium.crypto_secretstream_xchacha20poly1305_push(state, body.subarray(off, off + CHUNK), ad, tag);
+      parts.push(u32(c.length), Buffer.from(c));
+    }
+    body.fill(0); // config values are plaintext here
+    return Buffer.concat(parts);
+  } finally {
+    sodium.memzero(fileKey);
+  }
+}
+
+/** The cluster/prefix a snapshot must be for, and the keys that may open it. */
+export interface SnapshotExpect {
+  cluster: string;
+  prefix: string;
+  keyring: Keyring;
+}
+
+/** Opens a snapshot file's bytes; throws SnapshotUnusable with one line saying why. */
+export function decodeSnapshot(file: Buffer, expect: SnapshotExpect): SnapshotContent {
+  // (1) magic and header, in the clear
+  if (file.length < MAGIC.length + 4 || !file.subarray(0, MAGIC.length).equals(MAGIC)) throw new SnapshotUnusable('not a confsync snapshot (v1)');
+  const hlen = file.readUInt32BE(MAGIC.length);
+  if (hlen > MAX_HEADER_BYTES || MAGIC.length + 4 + hlen + SS_HEADER_BYTES > file.length) throw new SnapshotUnusable('truncated or corrupt (header)');
+  const adEnd = MAGIC.length + 4 + hlen;
+  const header = parseHeader(file.subarray(MAGIC.length + 4, adEnd));
+  // (2) for us? (authenticated below: a header edited to claim our cluster fails there)
+  if (header.cluster !== expect.cluster || header.prefix !== expect.prefix) {
+    throw new SnapshotUnusable(`written for cluster "${printable(header.cluster)}" prefix "${printable(header.prefix)}", not this daemon's cluster "${expect.cluster}" prefix "${expect.prefix}"`);
+  }
+  // (3) the file key, with any key of our identity that it was sealed to
+  let fileKey: Uint8Array | undefined;
+  for (const stanza of header.keys) {
+    for (const id of expect.keyring.keysFor(Buffer.from(stanza.id, 'hex'))) {
+      try {
+        fileKey = sodium.crypto_box_seal_open(Buffer.from(stanza.sealed, 'base64'), id.publicKey, id.privateKey);
+        break;
+      } catch {
+        // a colliding fingerprint: try the next
+      }
+    }
+    if (fileKey) break;
+  }
+  if (!fileKey) throw new SnapshotUnusable('sealed to none of the keys in the identity file (identity replaced?)');
+  // (4) the stream: every chunk authenticated with the header as AD, FINAL exactly at the end
+  const ad = file.subarray(0, adEnd);
+  const parts: Buffer[] = [];
+  try {
+    let state;
+    try {
+      state = sodium.crypto_secretstream_xchacha20poly1305_init_pull(file.subarray(adEnd, adEnd + SS_HEADER_BYTES), fileKey);
+    } catch {
+      throw new SnapshotUnusable('corrupt (stream header)');
+    }
+    let off = adEnd + SS_HEADER_BYTES;
+    let final = false;
+    while (!final) {
+      if (off + 4 > file.length) throw new SnapshotUnusable('truncated (no final chunk)');
+      const clen = file.readUInt32BE(off);
+      if (clen < SS_ABYTES || clen > CHUNK + SS_ABYTES || off + 4 + clen > file.length) throw new SnapshotUnusable('truncated or corrupt (chunk length)');
+      const r = sodium.crypto_secretstream_xchacha20poly1305_pull(state, file.subarray(off + 4, off + 4 + clen), ad) as { message: Uint8Array; tag: number } | false;
+      if (!r) throw new SnapshotUnusable('does not authenticate (tampered, or written by another identity)');
+      parts.push(Buffer.from(r.message));
+      final = r.tag === sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL;
+      off += 4 + clen;
+    }
+    if (off !== file.length) throw new SnapshotUnusable('bytes after the final chunk');
+  } finally {
+    sodium.memzero(fileKey);
+  }
+  const body = Buffer.concat(parts);
+  for (const p of parts) p.fill(0);
+  try {
+    return { ...header, ...parseBody(body) };
+  } finally {
+    body.fill(0);
+  }
+}
+
+interface Header {
+  cluster: string;
+  prefix: string;
+  revision: number;
+  savedAt: string;
+  keys: { id: string; sealed: string }[];
+}
+
+function parseHeader(bytes: Buffer): Header {
+  let h: unknown;
+  try {
+    h = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new SnapshotUnusable('corrupt (header is not JSON)');
+  }
+  const o = h as Partial<Header> | null;
+  const ok =
+    typeof o === 'object' && o !== null &&
+    typeof o.cluster === 'string' && typeof o.prefix === 'string' && typeof o.savedAt === 'string' &&
+    Number.isSafeInteger(o.revision) && (o.revision as number) > 0 &&
+    Array.isArray(o.keys) && o.keys.every((k) => typeof k?.id === 'string' && /^[0-9a-f]{16}$/.test(k.id) && typeof k.sealed === 'string');
+  if (!ok) throw new SnapshotUnusable('corrupt (header fields)');
+  return o as Header;
+}
+
+function parseBody(bytes: Buffer): { kvs: Kv[]; marks: Map<string, number> } {
+  let b: { kvs?: unknown; marks?: unknown };
+  try {
+    b = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new SnapshotUnusable('corrupt (body is not JSON)');
+  }
+  if (!Array.isArray(b?.kvs) || typeof b.marks !== 'object' || b.marks === null || Array.isArray(b.marks)) throw new SnapshotUnusable('corrupt (body fields)');
+  const kvs: Kv[] = [];
+  for (const e of b.kvs as unknown[]) {
+    if (!Array.isArray(e) || e.length !== 3 || typeof e[0] !== 'string' || typeof e[1] !== 'string' || !Number.isSafeInteger(e[2])) throw new SnapshotUnusable('corrupt (a key entry)');
+    kvs.push({ key: e[0], value: Buffer.from(e[1], 'base64'), modRevision: e[2] });
+  }
+  const marks = new Map<string, number>();
+  for (const [p, v] of Object.entries(b.marks)) {
+    if (!Number.isSafeInteger(v) || (v as number) < 0) throw new SnapshotUnusable('corrupt (a high-water mark)');
+    marks.set(p, v as number);
+  }
+  return { kvs, marks };
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+}
+
+/** A header string shown in a message: printable ASCII only, bounded (it is untrusted until authenticated). */
+function printable(s: string): string {
+  const t = s.replace(/[^\x20-\x7e]/g, '?');
+  return t.length > 64 ? `${t.slice(0, 64)}…` : t;
+}

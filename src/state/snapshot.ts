@@ -1,0 +1,172 @@
+/**
+ * The encrypted local snapshot, `<stateDir>/snapshot` (file 0600, dir 0700):
+ * what this daemon applied — the keys as etcd holds them (secrets still sealed),
+ * their revision, the replay high-water marks — sealed to its own identity
+ * (snapshot-format.ts). At start it lets the daemon serve while etcd is down and
+ * resume the watch without a full list (source/etcd.ts).
+ *
+ * Writing, after applied batches:
+ *  (1) changed() notes that the applied state moved; a write starts at once when
+ *      the last one is a second old, else a second after it (≤ 1 write/s);
+ *  (2) write(): take() the keys, revision and marks, encode and seal them;
+ *  (3) write `snapshot.tmp-<pid>` (0600), fsync, rename over `snapshot`, fsync the
+ *      dir: a crash leaves the old file or the new one, never half of one;
+ *  (4) a failed write is retried 30 s later (or at the next change); one warning;
+ *  (5) close() writes what is pending.
+ * A daemon without an identity keeps no snapshot: nothing to seal it to.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Keyring } from '../envelope/identity.js';
+import type { Logger } from '../log.js';
+import type { Kv, SourceEvent } from '../source/types.js';
+import { decodeSnapshot, encodeSnapshot, SnapshotUnusable, type SnapshotContent } from './snapshot-format.js';
+
+export const SNAPSHOT_FILE = 'snapshot';
+const MIN_GAP_MS = 1000;
+const RETRY_MS = 30_000;
+
+/**
+ * Reads and opens `<stateDir>/snapshot`. Undefined when there is none, or when it
+ * does not open or is another cluster's/prefix's: then one warning says why, the
+ * file is moved to `snapshot.bad`, and the daemon starts as without one.
+ */
+export async function loadSnapshot(stateDir: string, expect: { cluster: string; prefix: string; keyring: Keyring }, logger: Logger): Promise<SnapshotContent | undefined> {
+  const file = path.join(stateDir, SNAPSHOT_FILE);
+  let bytes: Buffer;
+  try {
+    bytes = await fs.readFile(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') logger.info({ file }, 'no local snapshot yet; starting from etcd');
+    else logger.warn({ file, code }, 'local snapshot cannot be read; ignored, starting from etcd');
+    return undefined;
+  }
+  try {
+    return decodeSnapshot(bytes, expect);
+  } catch (err) {
+    if (!(err instanceof SnapshotUnusable)) throw err;
+    await fs.rename(file, `${file}.bad`).catch(() => undefined);
+    logger.warn({ file }, `local snapshot ignored (moved to ${SNAPSHOT_FILE}.bad): ${err.message}; starting from etcd`);
+    return undefined;
+  } finally {
+    bytes.fill(0);
+  }
+}
+
+/**
+ * The keys under the watched prefixes exactly as the source handed them (invalid
+ * keys and confirmations included), and the revision they are etcd's state at:
+ * what the snapshot saves, so that at start it can be compared with etcd's own
+ * state at that revision (source/etcd.ts (0a)).
+ */
+export class SourceKeys {
+  readonly keys = new Map<string, Kv>();
+  revision = 0;
+
+  note(e: SourceEvent): void {
+    if (e.type === 'snapshot') {
+      this.keys.clear();
+      for (const kv of e.kvs) this.keys.set(kv.key, kv);
+    } else if (e.type === 'changes') {
+      for (const c of e.changes) c.type === 'put' ? this.keys.set(c.kv.key, c.kv) : this.keys.delete(c.key);
+    } else if (e.type !== 'progress') return;
+    this.revision = e.revision; // assigned: a rebase goes back
+  }
+}
+
+export interface SnapshotWriterOptions {
+  stateDir: string;
+  cluster: string;
+  prefix: string;
+  /** The identity's public keys: the file key is sealed to each. */
+  publicKeys: readonly Uint8Array[];
+  logger: Logger;
+  /** The state to save now: the keys are etcd's state at `revision`. */
+  take: () => { revision: number; kvs: Kv[]; marks: Map<string, number> };
+  /** Told the time each write took, ms (metrics). */
+  onWritten?: (ms: number, bytes: number) => void;
+}
+
+export class SnapshotWriter {
+  private readonly file: string;
+  private timer?: NodeJS.Timeout;
+  private writing: Promise<void> = Promise.resolve();
+  private savedRevision = 0;
+  private wantRevision = 0;
+  private lastWriteAt = 0;
+  private warned = false;
+  private closed = false;
+
+  constructor(private readonly opts: SnapshotWriterOptions) {
+    this.file = path.join(opts.stateDir, SNAPSHOT_FILE);
+  }
+
+  /** The snapshot on disk is already at `revision` (it was loaded): no write until state moves past it. */
+  loaded(revision: number): void {
+    this.savedRevision = revision;
+  }
+
+  /** (1) The applied state is now at `revision`. */
+  changed(revision: number): void {
+    if (this.closed || revision <= 0 || revision === this.savedRevision) return;
+    this.wantRevision = revision;
+    if (this.timer) return;
+    const wait = Math.max(0, this.lastWriteAt + MIN_GAP_MS - Date.now());
+    this.timer = setTimeout(() => void this.flush(), wait);
+    this.timer.unref();
+  }
+
+  /** Writes now if the state moved since the last write. */
+  flush(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.writing = this.writing.then(() => this.write());
+    return this.writing;
+  }
+
+  /** (5) */
+  async close(): Promise<void> {
+    await this.flush();
+    this.closed = true;
+    clearTimeout(this.timer);
+  }
+
+  private async write(): Promise<void> {
+    if (this.wantRevision === 0 || this.wantRevision === this.savedRevision) return;
+    const started = performance.now();
+    this.lastWriteAt = Date.now();
+    // (2)
+    const state = this.opts.take();
+    const bytes = encodeSnapshot({ cluster: this.opts.cluster, prefix: this.opts.prefix, savedAt: new Date().toISOString(), ...state }, this.opts.publicKeys);
+    const tmp = `${this.file}.tmp-${process.pid}`;
+    try {
+      // (3) dir 0700 only when we create it: an operator's own mode on an existing dir stays.
+      await fs.mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
+      const fh = await fs.open(tmp, 'w', 0o600);
+      try {
+        await fh.chmod(0o600);
+        await fh.writeFile(bytes);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, this.file);
+      const dir = await fs.open(this.opts.stateDir, 'r');
+      await dir.sync().finally(() => dir.close());
+      this.savedRevision = state.revision;
+      if (this.warned) this.opts.logger.info({ file: this.file, revision: state.revision }, 'local snapshot written again');
+      this.warned = false;
+      this.opts.onWritten?.(performance.now() - started, bytes.length);
+    } catch (err) {
+      // (4)
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      if (!this.warned) this.opts.logger.warn({ file: this.file, code: (err as NodeJS.ErrnoException).code, err: (err as Error).message }, 'local snapshot cannot be written; the previous one (if any) stays; retrying in 30 s');
+      this.warned = true;
+      if (!this.closed && !this.timer) {
+        this.timer = setTimeout(() => void this.flush(), RETRY_MS);
+        this.timer.unref();
+      }
+    }
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The local snapshot's file format (pure): round trip, multi-chunk bodies, key
+ * rotation, and every way a file must fail to open — each with one short reason.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateIdentity, Keyring } from '../src/envelope/identity.js';
+import { decodeSnapshot, encodeSnapshot, SnapshotUnusable, type SnapshotContent } from '../src/state/snapshot-format.js';
+
+const a = generateIdentity();
+const b = generateIdentity();
+const content = (n = 3, valueBytes = 20): SnapshotContent => ({
+  cluster: 'eu',
+  prefix: '/confsync',
+  revision: 42,
+  savedAt: '2026-12-05T00:00:00.000Z',
+  kvs: Array.from({ length: n }, (_, i) => ({ key: `/confsync/global/configmaps/default/o${i}/k`, value: Buffer.alloc(valueBytes, i % 251), modRevision: i + 1 })),
+  marks: new Map([['global/secrets/default/db/password', 1796395200000]]),
+});
+const expect = (keyring = new Keyring([a])) => ({ cluster: 'eu', prefix: '/confsync', keyring });
+const reason = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof SnapshotUnusable, `not a SnapshotUnusable: ${(err as Error).stack}`);
+    assert.ok(!err.message.includes('\n'));
+    return err.message;
+  }
+  assert.fail('opened');
+};
+
+test('round trip, also a body of several chunks and binary values', () => {
+  for (const c of [content(), content(3000, 700)]) {
+    const out = decodeSnapshot(encodeSnapshot(c, [a.publicKey]), expect());
+    assert.equal(out.revision, 42);
+    assert.equal(out.cluster, 'eu');
+    assert.deepEqual(out.kvs, c.kvs);
+    assert.deepEqual(out.marks, c.marks);
+  }
+});
+
+test('sealed to every key of the identity: a keyring holding only one of them opens it (rotation)', () => {
+  const file = encodeSnapshot(content(), [a.publicKey, b.publicKey]);
+  assert.equal(decodeSnapshot(file, expect(new Keyring([b]))).kvs.length, 3);
+});
+
+test('no plaintext value in the file', () => {
+  const c = content();
+  c.kvs[0]!.value = Buffer.from('a-config-value-7f3e');
+  assert.ok(!encodeSnapshot(c, [a.publicKey]).includes(Buffer.from('a-config-value-7f3e')));
+});
+
+test('refused with one reason: other cluster or prefix, wrong identity, tampering anywhere, truncation, trailing bytes', () => {
+  const file = encodeSnapshot(content(3000, 700), [a.publicKey]);
+  assert.match(reason(() => decodeSnapshot(file, { ...expect(), cluster: 'us' })), /written for cluster "eu" prefix "\/confsync", not this daemon's cluster "us"/);
+  assert.match(reason(() => decodeSnapshot(file, { ...expect(), prefix: '/other' })), /not this daemon's cluster "eu" prefix "\/other"/);
+  assert.match(reason(() => decodeSnapshot(file, expect(new Keyring([b])))), /sealed to none of the keys/);
+  // The header is authenticated: a revision edited in place (same length) fails.
+  const edited = Buffer.from(file.toString('latin1').replace('"revision":42', '"revision":43'), 'latin1');
+  assert.match(reason(() => decodeSnapshot(edited, expect())), /does not authenticate/);
+  for (const at of [file.length - 1, file.length - 30_000, Math.floor(file.length / 2)]) {
+    const t = Buffer.from(file);
+    t[at]! ^= 0x01;
+    assert.ok(reason(() => decodeSnapshot(t, expect())));
+  }
+  assert.match(reason(() => decodeSnapshot(file.subarray(0, file.length - 100), expect())), /truncated/);
+  assert.match(reason(() => decodeSnapshot(Buffer.concat([file, Buffer.from([0])]), expect())), /after the final chunk|truncated/);
+  assert.match(reason(() => decodeSnapshot(Buffer.from('{"format":1}'), expect())), /not a confsync snapshot/);
+  // A multi-chunk body cut at a chunk boundary has no FINAL chunk.
+  const firstChunkEnd = (() => {
+    const hlen = file.readUInt32BE(21);
+    const off = 21 + 4 + hlen + 24;
+    return off + 4 + file.readUInt32BE(off);
+  })();
+  assert.match(reason(() => decodeSnapshot(file.subarray(0, firstChunkEnd), expect())), /no final chunk/);
+});
