@@ -127,7 +127,10 @@ install -m 0644 /usr/lib/node_modules/confsync/systemd/confsync.service /etc/sys
 EOF
 log "installing confsync in the container (npm install -g, useradd, keygen, config, unit)"
 t0=$(now_ms)
+# The host's CA bundle: where the registry is reached through a TLS-inspecting proxy, the
+# rootfs's stock bundle makes npm retry SELF_SIGNED_CERT_IN_CHAIN for ever (no error shown).
 systemd-nspawn -q --register=no --keep-unit -D "$ROOT" --bind="$CACHE/npm-cache:/root/.npm" \
+  --bind-ro=/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt \
   /bin/sh /opt/install.sh >>"$LOGS/install.log" 2>&1 || fail "install in the container failed (see $LOGS/install.log)"
 log "installed in $(secs $(( $(now_ms) - t0 ))) s"
 RECIPIENT="$(grep -o 'confsync1[0-9a-z]*' "$ROOT/opt/recipient" | head -1)"
