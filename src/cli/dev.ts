@@ -45,7 +45,7 @@ export function registerDev(program: Command): void {
 }
 
 async function runDev(dir: string, etcdBin: string, port: number | undefined): Promise<void> {
-  const clientPort = port ?? (await isFree(2379)) ? 2379 : await freePort();
+  const clientPort = port ?? ((await isFree(2379)) ? 2379 : await freePort());
   const peerPort = clientPort < 65535 && (await isFree(clientPort + 1)) ? clientPort + 1 : await freePort();
   const endpoint = `http://127.0.0.1:${clientPort}`;
   const etcd = new DevEtcd(etcdBin, path.join(dir, 'etcd'), clientPort, peerPort);
