@@ -106,7 +106,7 @@ test('etcd down at start: served from the snapshot; etcd back with the revision 
     await until(() => readOr(d.file('configmaps', 'default', 'app', 'k')) === CONFIG.v2, 'change made meanwhile applied');
     await until(() => readOr(d.file('secrets', 'default', 'late', 'password')) === SECRETS.late, 'new object applied');
     await until(() => readOr(d.file('configmaps', 'default', 'gone', 'k')) === undefined, 'deleted object removed');
-    await until(() => d.log.includes('"msg":"first full sync done"'), 'synced');
+    await until(() => d.log.includes('"msg":"first full sync: '), 'synced');
     assert.match(d.log, /"msg":"etcd still holds the local snapshot revision; resuming the watch from it, no full list"/);
     assert.ok(!d.log.includes('listed etcd'), 'no full list:\n' + d.log.split('\n').filter((l) => /listed etcd|snapshot|compact|state/.test(l)).join('\n'));
     assert.equal(await metric(port, 'confsync_start_mode_total{mode="snapshot-resume"}'), 1);
