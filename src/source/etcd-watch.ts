@@ -58,6 +58,8 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   const version = await members.version(member, Math.max(1000, s.stallMs / 2)).catch(() => undefined);
   const synchronised = progressSynchronised(version);
   if (!synchronised) logger.debug({ member: members.name(member), version }, 'etcd answers watch progress requests before its watchers catch up; confirming watchers with linearizable reads');
+  // Closed while asking the version: an abort listener added now would never fire.
+  if (signal.aborted) return 'closed';
   const stream = await members.watch(member);
   const ids = new Map<string, number>(); // etcd watch id -> prefix index
   const pending: { rev: number; change: Change }[] = [];
@@ -163,6 +165,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
       stream.on('end', () => (signal.aborted ? resolve('closed') : fail(new Error('watch stream ended'))));
       onAbort = () => resolve('closed');
       signal.addEventListener('abort', onAbort, { once: true });
+      if (signal.aborted) return resolve('closed'); // aborted while the stream was being opened
       ranges.forEach((range, i) =>
         stream.write({ create_request: { key: range.key, range_end: range.end, start_revision: revs[i]! + 1, progress_notify: true } }),
       );
