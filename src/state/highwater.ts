@@ -27,6 +27,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { writeDurably } from './durable-file.js';
 import type { Logger } from '../log.js';
 
 export const HIGHWATER_FILE = 'highwater.json';
@@ -131,25 +132,12 @@ export class HighWater {
     this.dirty = false;
     // (2)
     const body = JSON.stringify({ format: 1, marks: Object.fromEntries(this.marks) });
-    const tmp = `${this.file}.tmp-${process.pid}`;
     try {
-      const fh = await fs.open(tmp, 'w', 0o600);
-      try {
-        await fh.chmod(0o600);
-        await fh.writeFile(body);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      // (3)
-      await fs.rename(tmp, this.file);
-      const dir = await fs.open(path.dirname(this.file), 'r');
-      await dir.sync().finally(() => dir.close());
+      await writeDurably(this.file, body); // (3)
       if (this.warned) this.logger.info({ file: this.file }, 'replay high-water marks written again');
       this.warned = false;
     } catch (err) {
       this.dirty = true; // retried with the next accept or at close
-      await fs.rm(tmp, { force: true }).catch(() => undefined);
       if (!this.warned) this.logger.warn({ file: this.file, code: (err as NodeJS.ErrnoException).code }, 'replay high-water marks cannot be written; kept in memory, protection lasts for this process only until a write succeeds');
       this.warned = true;
     }

@@ -20,6 +20,7 @@ import path from 'node:path';
 import type { Keyring } from '../envelope/identity.js';
 import type { Logger } from '../log.js';
 import type { Kv, SourceEvent } from '../source/types.js';
+import { writeDurably } from './durable-file.js';
 import { decodeSnapshot, encodeSnapshot, SnapshotUnusable, type SnapshotContent } from './snapshot-format.js';
 
 export const SNAPSHOT_FILE = 'snapshot';
@@ -139,28 +140,16 @@ export class SnapshotWriter {
     // (2)
     const state = this.opts.take();
     const bytes = encodeSnapshot({ cluster: this.opts.cluster, prefix: this.opts.prefix, savedAt: new Date().toISOString(), ...state }, this.opts.publicKeys);
-    const tmp = `${this.file}.tmp-${process.pid}`;
     try {
       // (3) dir 0700 only when we create it: an operator's own mode on an existing dir stays.
       await fs.mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
-      const fh = await fs.open(tmp, 'w', 0o600);
-      try {
-        await fh.chmod(0o600);
-        await fh.writeFile(bytes);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await fs.rename(tmp, this.file);
-      const dir = await fs.open(this.opts.stateDir, 'r');
-      await dir.sync().finally(() => dir.close());
+      await writeDurably(this.file, bytes);
       this.savedRevision = state.revision;
       if (this.warned) this.opts.logger.info({ file: this.file, revision: state.revision }, 'local snapshot written again');
       this.warned = false;
       this.opts.onWritten?.(performance.now() - started, bytes.length);
     } catch (err) {
       // (4)
-      await fs.rm(tmp, { force: true }).catch(() => undefined);
       if (!this.warned) this.opts.logger.warn({ file: this.file, code: (err as NodeJS.ErrnoException).code, err: (err as Error).message }, 'local snapshot cannot be written; the previous one (if any) stays; retrying in 30 s');
       this.warned = true;
       if (!this.closed && !this.timer) {
