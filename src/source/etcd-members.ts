@@ -70,7 +70,7 @@ export class EtcdMembers {
   }
 
   /** (c) A unary KV call on member `i`, with a deadline; errors are etcd3's typed errors. */
-  async kv<Res>(i: number, method: 'range', req: object, deadlineMs: number): Promise<Res> {
+  async kv<Res>(i: number, method: 'range' | 'txn', req: object, deadlineMs: number): Promise<Res> {
     const client = this.pool.hosts[i]!.getServiceClient('KV') as Record<string, (req: object, meta: unknown, opts: object, cb: (err: Error | null, res: Res) => void) => void>;
     const meta = await this.metadata();
     return new Promise<Res>((resolve, reject) =>

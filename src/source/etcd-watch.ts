@@ -44,7 +44,8 @@ export class MemberFailed extends Error {}
  *      catching up (etcd issue 15220), which released a later change of one prefix
  *      before earlier ones of another (an object showed a state etcd never had;
  *      docs/RELIABILITY.md). There the answers only prove the member alive;
- *  (d) confirm(j): a linearizable count of prefix j gives head H; if no key of the
+ *  (d) confirm: one read-only txn (one round trip for every prefix) gives head H and,
+ *      per prefix j, its count at H and at revs[j]; if no key of the
  *      prefix at H was modified after revs[j] and the count at H equals the count at
  *      revs[j], the prefix holds exactly what it held at revs[j] (every key at H then
  *      existed at revs[j] unchanged, and there are as many), so revs[j] := H.
@@ -82,31 +83,41 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
     else s.onEvent({ type: 'progress', revision: upTo, head });
   };
 
-  const range = (req: object) => members.kv<{ header: { revision: string }; count: string; kvs: IKeyValue[] }>(member, 'range', req, Math.max(1000, s.stallMs / 2));
+  type RangeRes = { count: string; kvs: IKeyValue[] };
+  const txn = (ops: object[]) =>
+    members.kv<{ header: { revision: string }; responses: { response_range: RangeRes }[] }>(member, 'txn', { compare: [], success: ops.map((request_range) => ({ request_range })), failure: [] }, Math.max(1000, s.stallMs / 2));
 
-  /** (d) */
-  const confirm = async (j: number): Promise<number> => {
-    const { key, end } = ranges[j]!;
-    const r0 = revs[j]!;
-    const now = await range({ key, range_end: end, count_only: true });
-    const head = Number(now.header.revision);
-    if (head <= r0) return head;
-    const then = await range({ key, range_end: end, count_only: true, revision: r0 });
-    const newer = await range({ key, range_end: end, keys_only: true, limit: 1, min_mod_revision: r0 + 1, revision: head });
-    if (newer.kvs.length === 0 && now.count === then.count) {
-      revs[j] = Math.max(revs[j]!, head);
-      behind[j] = undefined;
-    } else if (revs[j]! < head) {
-      behind[j] = { since: behind[j]?.since ?? Date.now(), target: head };
-    }
-    return head;
-  };
-
+  /**
+   * (d) for every prefix at once, in ONE read-only transaction (one round trip, one
+   * revision H for all of it): per prefix its count at H, its count at revs[j], and
+   * whether any key at H was modified after revs[j].
+   */
   const confirmAll = () =>
     (confirming ??= (async () => {
       try {
-        let head = 0;
-        for (let j = 0; j < ranges.length; j++) head = Math.max(head, await confirm(j));
+        const r0 = [...revs];
+        const res = await txn(
+          ranges.flatMap(({ key, end }, j) => [
+            { key, range_end: end, count_only: true },
+            { key, range_end: end, count_only: true, revision: r0[j] },
+            { key, range_end: end, keys_only: true, limit: 1, min_mod_revision: r0[j]! + 1 },
+          ]),
+        ).catch((err: Error) => {
+          if (/future revision/i.test(err.message)) return undefined;
+          throw err;
+        });
+        if (!res) return; // this member is behind a revision we already have: nothing to learn from it
+        const head = Number(res.header.revision);
+        ranges.forEach((_, j) => {
+          if (head <= r0[j]!) return;
+          const [now, then, newer] = res.responses.slice(3 * j, 3 * j + 3).map((r) => r.response_range);
+          if (newer!.kvs.length === 0 && now!.count === then!.count) {
+            revs[j] = Math.max(revs[j]!, head);
+            behind[j] = undefined;
+          } else if (revs[j]! < head) {
+            behind[j] = { since: behind[j]?.since ?? Date.now(), target: head };
+          }
+        });
         s.onProgress();
         release(head);
       } finally {
