@@ -142,7 +142,13 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   let resync: NodeJS.Timeout | undefined;
   const afterFirstSync: ReconcileObserver = (e) => {
     if (e.type !== 'idle' || resync || !reconciler.progress.synced) return;
-    resync = setInterval(() => reconciler.resync(), cfg.resyncSeconds * 1000);
+    // A deep pass (each file's metadata, and the prune) every verifySeconds; links and dirs every pass.
+    let lastDeep = Date.now();
+    resync = setInterval(() => {
+      const deep = Date.now() - lastDeep >= cfg.verifySeconds * 1000 - 50;
+      if (deep) lastDeep = Date.now();
+      reconciler.resync(deep);
+    }, cfg.resyncSeconds * 1000);
     resync.unref();
     void (async () => {
       const started = Date.now();

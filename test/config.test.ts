@@ -56,6 +56,7 @@ test('defaults: a minimal {cluster} gets every default', () => {
     limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
     stateDir: '/var/lib/confsync',
     resyncSeconds: 60,
+    verifySeconds: 600,
     log: { level: 'info', format: 'auto' },
   };
   assert.deepEqual(cfg, want);
@@ -282,6 +283,7 @@ test('loadConfigFile: a full file loads', () => {
     limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
     stateDir: '/var/lib/confsync',
     resyncSeconds: 30,
+    verifySeconds: 600,
     log: { level: 'warn', format: 'auto' },
   } satisfies Config);
 });

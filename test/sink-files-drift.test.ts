@@ -14,10 +14,11 @@ import { DaemonProcess, readOr, until } from './harness/daemon.js';
 
 const P = '/confsync';
 
-test('deleted object and namespace dirs are restored at once (no resync); changes inside an object dir at the next resync', async (t) => {
+test('deleted object and namespace dirs are restored at once (no resync); links inside an object dir at the next resync, edits in place at the next deep one', async (t) => {
   const etcd = await startEtcd();
   const slow = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, resyncSeconds: 3600 });
-  const fast = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, resyncSeconds: 1 });
+  const fast = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, resyncSeconds: 1, verifySeconds: 3600 });
+  const deep = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, resyncSeconds: 1, verifySeconds: 2 });
   try {
     etcd.ctl('put', `${P}/global/configmaps/default/app/a`, 'alpha');
     etcd.ctl('put', `${P}/global/configmaps/default/app/b`, 'beta');
@@ -66,8 +67,15 @@ test('deleted object and namespace dirs are restored at once (no resync); change
     const fa = fast.file('configmaps', 'default', 'app', 'a');
     await until(() => readOr(fa) === 'alpha', 'projected by the second daemon');
     await sleep(300);
+    // Between deep passes (verifySeconds) a pass lstats dirs only: an edit in place stays, a link change does not.
+    // (The first pass after a write checks the object fully and notes what it saw.)
+    await sleep(1500);
+    fs.writeFileSync(path.join(fast.file('configmaps', 'default', 'app'), '..data', 'a'), 'hand edit');
+    await sleep(2500);
+    assert.equal(readOr(fa), 'hand edit', 'a pass between deep passes read the files (an edit in place is for verifySeconds)');
+    fs.writeFileSync(path.join(fast.file('configmaps', 'default', 'app'), '..data', 'a'), 'alpha');
+    await sleep(1500); // a pass that sees the file as it was verified: nothing to do
     for (const [what, act] of [
-      ['in-place edit', () => fs.writeFileSync(path.join(fast.file('configmaps', 'default', 'app'), '..data', 'a'), 'hand edit')],
       ['key link deleted', () => fs.unlinkSync(fa)],
       ['..data deleted', () => fs.unlinkSync(path.join(fast.file('configmaps', 'default', 'app'), '..data'))],
     ] as const) {
@@ -77,11 +85,29 @@ test('deleted object and namespace dirs are restored at once (no resync); change
       took.push(`${what} (resyncSeconds 1) ${Date.now() - start} ms`);
       await sleep(200);
     }
-    t.diagnostic(took.join('; '));
     assert.equal(await fast.signal('SIGTERM'), 0);
+
+    deep.start();
+    await deep.ready();
+    const da = deep.file('configmaps', 'default', 'app', 'a');
+    await until(() => readOr(da) === 'alpha', 'projected by the third daemon');
+    await sleep(300);
+    for (const [what, act] of [
+      ['in-place edit', () => fs.writeFileSync(path.join(deep.file('configmaps', 'default', 'app'), '..data', 'a'), 'hand edit')],
+      ['in-place edit of the same size', () => fs.writeFileSync(path.join(deep.file('configmaps', 'default', 'app'), '..data', 'a'), 'ALPHA')],
+    ] as const) {
+      const start = Date.now();
+      act();
+      await until(() => readOr(da) === 'alpha', `${what}: restored by a deep pass`, 6000);
+      took.push(`${what} (verifySeconds 2) ${Date.now() - start} ms`);
+      await sleep(200);
+    }
+    t.diagnostic(took.join('; '));
+    assert.equal(await deep.signal('SIGTERM'), 0);
   } finally {
     await slow.cleanup();
     await fast.cleanup();
+    await deep.cleanup();
     await etcd.stop();
   }
 });

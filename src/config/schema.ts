@@ -133,7 +133,16 @@ export const configSchema = z.strictObject({
     .min(1)
     .prefault('/var/lib/confsync')
     .describe("The daemon's own state (0700): the encrypted local snapshot and the envelopes' replay high-water marks. Give it a persistent path; one daemon per dir."),
-  resyncSeconds: z.number().positive().prefault(60).describe('How often every sink is re-checked against desired state (repairs drift missed by file events).'),
+  resyncSeconds: z
+    .number()
+    .positive()
+    .prefault(60)
+    .describe('How often every object is re-checked against desired state (repairs drift missed by file events): links and dirs each pass; in the Kubernetes sink, everything.'),
+  verifySeconds: z
+    .number()
+    .positive()
+    .prefault(600)
+    .describe("How often the resync also looks at each file's metadata (an edit in place is restored then) and prunes; at most every resyncSeconds."),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).prefault('info'),

@@ -71,6 +71,9 @@ export class Reconciler {
   /** A resync's prune: after its checks, holding no revision back (unlike `pruneFrom`). */
   private pruneAfterChecks = false;
   private resyncPending = false;
+  /** A resync asking the sinks which objects to check. */
+  private sweeping?: Promise<void>;
+  private closed = false;
   private sawSnapshot = false;
   private idleWaiters: (() => void)[] = [];
   private readonly guard: DeleteGuard;
@@ -184,8 +187,13 @@ export class Reconciler {
     this.pump();
   };
 
-  /** Re-check every object in every sink, and prune (periodic safety net). */
-  resync(): void {
+  /**
+   * Re-check every object in every sink, and prune (periodic safety net).
+   * When every sink can say cheaply which objects may have drifted
+   * (`Sink.suspects`), only those get a full check; `deep` asks the sinks for
+   * their slower checks too, and only a deep pass prunes.
+   */
+  resync(deep = true): void {
     // Not during the first full sync: a timer firing in a long first pass would
     // re-queue every object and delay readiness by a whole pass. A request made
     // meanwhile (e.g. leadership gained mid-pass) runs once that sync is done.
@@ -193,11 +201,30 @@ export class Reconciler {
       this.resyncPending = true;
       return;
     }
-    // In the queue's check lane: behind every change, one at a time, holding no revision.
-    for (const id of new Set([...this.store.objects.keys(), ...this.desired.keys()])) this.queue.check(id);
-    this.pruneAfterChecks = true;
-    this.queue.requestIdle();
-    this.pump();
+    if (this.sweeping) return; // the pass before this one is still sweeping: it covers this one
+    const sinks = this.opts.sinks;
+    const sweep = sinks.every((s) => s.suspects)
+      ? (async () => {
+          const applied = [...this.desired.values()].filter((o) => this.upToDate.has(o.id));
+          const suspects = new Set<ObjectId>();
+          for (const sink of sinks) for (const id of await sink.suspects!(applied, deep)) suspects.add(id);
+          return (id: ObjectId) => suspects.has(id) || !this.upToDate.has(id) || !this.desired.has(id);
+        })()
+      : Promise.resolve(() => true);
+    this.sweeping = sweep
+      .catch((err: Error) => {
+        this.opts.logger.warn({ err: err.message }, 'resync: a sink could not tell which objects drifted; checking every object');
+        return () => true;
+      })
+      .then((suspect) => {
+        if (this.closed) return;
+        // In the queue's check lane: behind every change, one at a time, holding no revision.
+        for (const id of new Set([...this.store.objects.keys(), ...this.desired.keys()])) if (suspect(id)) this.queue.check(id);
+        if (deep) this.pruneAfterChecks = true;
+        this.queue.requestIdle();
+        this.pump();
+      })
+      .finally(() => (this.sweeping = undefined));
   }
 
   desiredObjects(): ReadonlyMap<ObjectId, DesiredObject> {
@@ -233,7 +260,9 @@ export class Reconciler {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     clearInterval(this.coldStartTimer);
+    await this.sweeping;
     this.retries.close();
     await this.queue.close();
     zeroUnless(this.secrets.clear(), []);

@@ -54,6 +54,7 @@
  * write adopts.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import type { Stats } from 'node:fs';
 import { closeSync, fchmodSync, fchownSync, lstatSync, mkdtempSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { hashInName, isPayloadDirName, payloadDirPrefix, payloadHash } from './payload-name.js';
@@ -80,9 +81,18 @@ export interface WriteOptions {
 export const DATA = '..data';
 const DATA_TMP = '..data_tmp';
 
+/** What an up-to-date check saw, for `unchangedSince`: the object dir's and payload dir's lstat. */
+interface Stamp {
+  dir: string;
+  target: string;
+  payloadDir: string;
+}
+
 export class AtomicWriter {
   /** Object dir -> its `..data` target and a digest of its files' lstat when their bytes last matched. */
   private readonly verified = new Map<string, string>();
+  /** Object dir -> its stamp when it was last found up to date (dropped by any write or clear). */
+  private readonly stamps = new Map<string, Stamp>();
 
   constructor(private readonly opts: AtomicWriterOptions) {}
 
@@ -90,6 +100,7 @@ export class AtomicWriter {
   async write(dir: string, payload: Payload, opts: WriteOptions = {}): Promise<'written' | 'unchanged'> {
     const hash = payloadHash(payload, this.opts);
     const { dirMode } = this.opts;
+    this.stamps.delete(dir);
     // (1) Skipped when the caller has just seen that the dir does not exist.
     if (!opts.absent && this.isUpToDate(dir, payload, opts.deep ?? true, hash)) return 'unchanged';
 
@@ -161,6 +172,7 @@ export class AtomicWriter {
   async clear(dir: string): Promise<void> {
     await this.write(dir, new Map(), { deep: false });
     this.verified.delete(dir);
+    this.stamps.delete(dir);
     rmSync(path.join(dir, DATA), { force: true });
     rmSync(dir, { recursive: true, force: true });
   }
@@ -185,8 +197,10 @@ export class AtomicWriter {
     if (!isPayloadDirName(target)) return false; // hand-made or foreign target: replace it
     const named = hashInName(target);
     if (named !== undefined && named !== hash) return false;
+    let payloadDir: Stats | undefined;
     if (named === undefined || deep) {
-      if (!this.filesMatch(dir, target, payload)) return false;
+      payloadDir = this.filesMatch(dir, target, payload);
+      if (!payloadDir) return false;
     } else if (!entries.some((e) => e.name === target && e.isDirectory())) {
       return false;
     }
@@ -197,28 +211,48 @@ export class AtomicWriter {
       const isLink = isKeyLink(dir, e.name);
       if (payload.has(e.name) ? !isLink : isLink) return false; // (4) or (5) has work
     }
-    return [...payload.keys()].every((k) => entries.some((e) => e.name === k));
+    if (![...payload.keys()].every((k) => entries.some((e) => e.name === k))) return false;
+    payloadDir ??= lstatOrUndefined(path.join(dir, target));
+    if (payloadDir) this.stamps.set(dir, { dir: statKey(dirStat), target, payloadDir: statKey(payloadDir) });
+    return true;
   }
 
-  /** The deep part of step (1): the payload dir holds exactly these files, bytes, modes and owners. */
-  private filesMatch(dir: string, target: string, payload: Payload): boolean {
+  /**
+   * The periodic resync's cheap pass: is `dir` as it was when last found up to
+   * date? Two lstats: any entry of the object dir added, removed or replaced (a
+   * key link, `..data`) moves its mtime, any of the payload dir's moves that
+   * one's; a chmod or chown moves ctime. `deep` also lstats each file, which
+   * catches an edit in place (it moves the file's mtime and ctime) — but only if
+   * the bytes were read and matched here before (`verified`). False means "look
+   * properly" (a full `write`), never "wrong". Timestamps are taken at
+   * nanosecond resolution on ext4, xfs, btrfs and tmpfs.
+   */
+  unchangedSince(dir: string, keys: Iterable<string>, deep: boolean): boolean {
+    const stamp = this.stamps.get(dir);
+    if (!stamp) return false;
+    const dirStat = lstatOrUndefined(dir);
+    if (!dirStat || statKey(dirStat) !== stamp.dir) return false;
+    const payloadDir = lstatOrUndefined(path.join(dir, stamp.target));
+    if (!payloadDir || statKey(payloadDir) !== stamp.payloadDir) return false;
+    if (!deep) return true;
+    const want = this.verified.get(dir);
+    return want !== undefined && filesDigest(path.join(dir, stamp.target), stamp.target, keys) === want;
+  }
+
+  /** The deep part of step (1): the payload dir holds exactly these files, bytes, modes and owners. Returns its lstat when it does. */
+  private filesMatch(dir: string, target: string, payload: Payload): Stats | undefined {
     const { fileMode, dirMode } = this.opts;
     const tsDir = path.join(dir, target);
     const tsStat = lstatOrUndefined(tsDir);
-    if (!tsStat?.isDirectory() || !modeOwnerOk(tsStat, dirMode, this.opts)) return false;
+    if (!tsStat?.isDirectory() || !modeOwnerOk(tsStat, dirMode, this.opts)) return undefined;
     const files = readdirSync(tsDir);
-    if (files.length !== payload.size || files.some((f) => !payload.has(f))) return false;
-    const digest = createHash('sha1').update(target);
-    for (const [key, want] of payload) {
-      const st = lstatOrUndefined(path.join(tsDir, key));
-      if (!st?.isFile() || st.size !== want.length || !modeOwnerOk(st, fileMode, this.opts)) return false;
-      digest.update(`\0${key}\0${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}:${st.uid}:${st.gid}`);
-    }
-    const seen = digest.digest('base64');
-    if (this.verified.get(dir) === seen) return true;
-    for (const [key, want] of payload) if (!readFileNoFollow(path.join(tsDir, key)).equals(want)) return false;
+    if (files.length !== payload.size || files.some((f) => !payload.has(f))) return undefined;
+    const seen = filesDigest(tsDir, target, payload.keys(), (key, st) => st.size === payload.get(key)!.length && modeOwnerOk(st, fileMode, this.opts));
+    if (seen === undefined) return undefined;
+    if (this.verified.get(dir) === seen) return tsStat;
+    for (const [key, want] of payload) if (!readFileNoFollow(path.join(tsDir, key)).equals(want)) return undefined;
     this.verified.set(dir, seen);
-    return true;
+    return tsStat;
   }
 
   /** O_EXCL|O_NOFOLLOW create, write, mode, owner; the fsync waits in the thread pool. */
@@ -233,6 +267,22 @@ export class AtomicWriter {
       closeSync(fd);
     }
   }
+}
+
+/** What a change to an entry shows in its lstat: a new inode, content (mtime), metadata (ctime, mode, owner, links). */
+function statKey(st: Stats): string {
+  return `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.mode}:${st.uid}:${st.gid}:${st.nlink}`;
+}
+
+/** A digest of the payload dir's name and each file's lstat, in `keys` order; undefined when one is not a plain file or fails `ok`. */
+function filesDigest(tsDir: string, target: string, keys: Iterable<string>, ok: (key: string, st: Stats) => boolean = () => true): string | undefined {
+  const digest = createHash('sha1').update(target);
+  for (const key of keys) {
+    const st = lstatOrUndefined(path.join(tsDir, key));
+    if (!st?.isFile() || !ok(key, st)) return undefined;
+    digest.update(`\0${key}\0${statKey(st)}`);
+  }
+  return digest.digest('base64');
 }
 
 /**

@@ -9,9 +9,10 @@
  * old payload dir; chokidar answers each event in a watched dir by re-reading
  * that whole dir, so watching object dirs cost a rescan per write (once ~40 %
  * of the daemon's CPU per put), all for events that are our own anyway. A hand
- * change inside an object dir is found by the periodic resync (`resyncSeconds`),
- * which compares links, names and bytes — as kubelet, which watches nothing,
- * finds it at its next sync. Our own writes never chmod an existing object dir
+ * change inside an object dir is found by the periodic resync: links and names
+ * each `resyncSeconds` (FileSink.suspects: two lstats per object), an edit in
+ * place each `verifySeconds` (an lstat per file) — where kubelet, which watches
+ * nothing, reads every file at its next sync. Our own writes never chmod an existing object dir
  * (atomic-writer.ts): that would be an event in the namespace dir.
  *
  * These are hints, not facts. chokidar coalesces and drops events in fast

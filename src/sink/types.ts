@@ -23,6 +23,13 @@ export interface Sink {
   remove(id: ObjectId): Promise<void>;
   /** Ids of every object this sink currently owns, for pruning after a full sync. */
   list(): Promise<ObjectId[]>;
+  /**
+   * The periodic resync's cheap pass: of these objects (each applied before),
+   * which may differ from what this sink last found in place? Without it every
+   * object gets a full `apply`. `deep` also checks what the sink checks less often
+   * (the file sink: each file's metadata, i.e. edits in place).
+   */
+  suspects?(objects: Iterable<DesiredObject>, deep: boolean): Promise<ObjectId[]>;
   /** Start reporting ids whose actual state may have drifted (hints, not facts). */
   watchDrift?(onDrift: (id: ObjectId) => void): Promise<void>;
   /**
