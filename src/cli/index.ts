@@ -15,6 +15,8 @@ import { registerSecretCommands } from './secret-cmd.js';
 import { registerKeygen } from './keygen.js';
 import { registerRecipients } from './recipients-cmd.js';
 import { registerHistory } from './history.js';
+import { registerVersion } from './version.js';
+import { registerCompletion } from './completion.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
@@ -34,6 +36,8 @@ export function buildProgram(): Command {
   registerStatus(program);
   registerRelease(program);
   registerHistory(program);
+  registerVersion(program);
+  registerCompletion(program);
   return program;
 }
 
