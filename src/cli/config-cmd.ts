@@ -43,12 +43,12 @@ export function registerConfigCommands(program: Command): void {
 
   scoped(config.command('get <ref>').description('print the value of <namespace>/<name>/<key>; with --merged --cluster C, the value cluster C gets and the scope it comes from'))
     .option('--merged', 'the value as the daemons of --cluster C layer it (global, then clusters/C on top; @meta placement applied); its scope on stderr')
-    .option('--label <key=value>', 'with --merged: a label of cluster C, for @meta clusterSelector placement (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--label <key=value>', 'with --merged: a label of cluster C, for @meta clusterSelector placement (repeatable)', (v: string, acc: string[] | undefined) => [...(acc ?? []), v])
     .addOption(outputOption())
-    .action(async (ref: string, flags: ConfigFlags & { merged?: boolean; label: string[]; output: OutputFormat }) => {
+    .action(async (ref: string, flags: ConfigFlags & { merged?: boolean; label?: string[]; output: OutputFormat }) => {
       if (flags.merged && !flags.cluster) throw new UserError('--merged needs --cluster C: the cluster whose view to compute');
-      if (!flags.merged && flags.label.length > 0) throw new UserError('--label is only used with --merged');
-      const labels = parseLabels(flags.label);
+      if (!flags.merged && flags.label) throw new UserError('--label is only used with --merged');
+      const labels = parseLabels(flags.label ?? []);
       const { ks, client } = connect(flags);
       try {
         const t = parseRef('configmaps', ref, flags, 3);
@@ -73,7 +73,8 @@ export function registerConfigCommands(program: Command): void {
         // Raw bytes into a pipe or file (`config get … > f` must round-trip); on a
         // terminal, control and bidi characters are escaped like every other etcd text.
         process.stdout.write(process.stdout.isTTY ? printable(found.value.toString('utf8')) : found.value);
-        if (flags.merged) process.stderr.write(`from ${found.scope} (${printable(found.path)} @ revision ${found.revision}${found.overrides ? `; overrides ${printable(found.overrides)}` : ''})\n`);
+        const apart = process.stdout.isTTY && !found.value.toString('utf8').endsWith('\n') ? '\n' : ''; // the value and the note on separate terminal lines
+        if (flags.merged) process.stderr.write(`${apart}from ${found.scope} (${printable(found.path)} @ revision ${found.revision}${found.overrides ? `; overrides ${printable(found.overrides)}` : ''})\n`);
       } finally {
         client.close();
       }

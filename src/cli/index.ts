@@ -23,7 +23,14 @@ export function buildProgram(): Command {
     .description('Config and secrets from one etcd keyspace, materialized as files and Kubernetes objects on every cluster.')
     .version(VERSION, '-V, --version')
     .configureOutput({ outputError: (text, write) => write(`confsync: ${text.replace(/^error: /, '').trimEnd()} (see --help)\n`) })
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      'after',
+      `
+Short flags mean the same in every verb: -c --cluster, -i --identity, -r --recipient, -o --output (text|json|yaml).
+Exit codes: 0 done; 2 the command as given cannot succeed (usage, arguments, files); 1 what it met stopped it (etcd, problems found).
+Completion: source <(confsync completion bash)   (zsh: the same with zsh; fish: confsync completion fish | source)`,
+    );
   registerRun(program);
   registerDev(program);
   registerConfigCommands(program);
