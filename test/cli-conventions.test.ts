@@ -161,6 +161,12 @@ test('-o json|yaml on the listing verbs: structured, the same data in both, neve
   assert.ok(hist.revisions.length >= 2);
   const lint = both(['lint']);
   assert.deepEqual(lint.problems, []);
+  const config = path.join(dir, 'plan.yaml');
+  fs.writeFileSync(config, `cluster: eu\nnode: n1\netcd:\n  endpoints: [${etcd.endpoint}]\nstateDir: ${path.join(dir, 'state')}\nsinks:\n  files:\n    root: ${path.join(dir, 'out')}\n`);
+  const plan = both(['plan', '--config', config]);
+  assert.equal(plan.cluster, 'eu');
+  assert.deepEqual(plan.changes, [{ sink: 'files', action: 'create', id: 'configmaps/default/app' }]);
+  assert.equal(fs.existsSync(path.join(dir, 'out', 'configmaps')), false, 'plan writes nothing');
   const status = both(['status']);
   assert.deepEqual(status.nodes, []);
   assert.deepEqual(JSON.parse(ok(['status', '--json']).stdout), status, '--json stays an alias of -o json');
