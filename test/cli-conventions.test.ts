@@ -94,6 +94,7 @@ test('completion bash: generated from the command tree; sourced in bash, it comp
   assert.deepEqual(complete('confsync', 'secret', 'l'), ['ls']);
   assert.deepEqual(complete('confsync', 'config', 'get', '--mer'), ['--merged']);
   assert.deepEqual(complete('confsync', 'status', '-o', ''), ['text', 'json', 'yaml']);
+  assert.deepEqual(complete('confsync', 'completion', ''), ['bash', 'zsh', 'fish', '-h', '--help']);
   assert.ok(complete('confsync', 'secret', 'get', '-').includes('-i'), 'short flags complete too');
   // Nothing hand-kept: every verb of the real tree is offered at the top.
   const top = complete('confsync', '');

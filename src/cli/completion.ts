@@ -28,6 +28,8 @@ const summary = (text: string) => text.split(/[;:(]/)[0]!.trim().slice(0, 80);
 
 function candidates(node: Node): string[] {
   const subs = node.cmd.commands.map((c) => c.name());
+  // A first argument with fixed choices (`completion bash|zsh|fish`) completes like a subcommand.
+  subs.push(...(node.cmd.registeredArguments[0]?.argChoices ?? []));
   const flags = visible(node.cmd).flatMap((o) => [o.long, o.short]);
   return words([...subs, ...flags, '-h', '--help']);
 }
@@ -102,6 +104,8 @@ export function fishScript(program: Command): string {
   ];
   for (const n of nodes) {
     const at = `-n ${q(`__confsync_at ${q(n.path)}`)}`;
+    const choices = words(n.cmd.registeredArguments[0]?.argChoices ?? []);
+    if (choices.length > 0) lines.push(`complete -c confsync ${at} -a ${q(choices.join(' '))}`);
     for (const c of n.cmd.commands) if (WORD.test(c.name())) lines.push(`complete -c confsync ${at} -a ${c.name()} -d ${q(summary(c.description()))}`);
     for (const o of visible(n.cmd)) {
       const long = o.long && WORD.test(o.long.slice(2)) ? ` -l ${o.long.slice(2)}` : '';
