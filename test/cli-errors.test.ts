@@ -92,7 +92,7 @@ test('usage errors: one line, exit 2; bad numbers never reach Node', () => {
   const cases: [string[], RegExp][] = [
     [['lint', '--nope'], /unknown option '--nope'/],
     [['bogus'], /unknown command 'bogus'/],
-    [['history', 'default/app', '-o', 'yaml'], /argument 'yaml' is invalid/],
+    [['history', 'default/app', '-o', 'xml'], /argument 'xml' is invalid/],
     [['rollback', 'default/app'], /required option '--to-revision <rev>' not specified/],
     [['dev', '--port', 'abc'], /option '--port <port>' argument 'abc' is invalid\. Expected a TCP port from 1 to 65535\./],
     [['dev', '--port', '99999'], /argument '99999' is invalid/],

@@ -8,6 +8,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { parse as parseYaml } from 'yaml';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -72,6 +73,8 @@ test('status: a status value and a status key carrying escape sequences are show
   const json = clean(['status', '--json'], 'status --json');
   const parsed = JSON.parse(json.stdout) as { nodes: { lastError: { reason: string } }[] };
   assert.equal(parsed.nodes[0]!.lastError.reason, NASTY, '--json escapes as JSON and round-trips');
+  const yaml = clean(['status', '-o', 'yaml'], 'status -o yaml');
+  assert.equal((parseYaml(yaml.stdout) as typeof parsed).nodes[0]!.lastError.reason, NASTY, '-o yaml escapes in double quotes and round-trips');
   clean(['status', '--wait', '--revision', '999999', '--timeout', '0.3'], 'status --wait');
 });
 
@@ -85,6 +88,13 @@ test('config ls, secret ls, lint, recipients pull: key names with escape sequenc
   clean(['lint'], 'lint');
   clean(['recipients', 'pull'], 'recipients pull');
   clean(['config', 'ls', `default${TITLE}`], 'config ls <nasty ref>');
+  for (const o of ['json', 'yaml']) {
+    const ls = clean(['config', 'ls', '-o', o], `config ls -o ${o}`).stdout;
+    const entries = (o === 'json' ? JSON.parse(ls) : parseYaml(ls)).entries as { ref: string }[];
+    assert.ok(entries.some((e) => e.ref === `default/app/k${TITLE}`), `config ls -o ${o} round-trips the key name`);
+    clean(['secret', 'ls', '-o', o], `secret ls -o ${o}`);
+    clean(['lint', '-o', o], `lint -o ${o}`);
+  }
   clean(['config', 'get', `default/app/k${TITLE}`], 'error naming a key');
 });
 

@@ -44,6 +44,14 @@ test('/healthz, /readyz and /metrics: ready after the first sync, counters move,
     assert.equal(metric(after, 'confsync_watch_lag_revisions'), 0);
     assert.equal(metric(after, 'confsync_objects{kind="configmaps"}'), 1);
     assert.ok((metric(after, 'confsync_apply_latency_seconds_count{sink="files"}') ?? 0) >= 1);
+    // prom-client's process and Node metrics under the one prefix, no word doubled
+    // (`confsync_process_cpu_seconds_total`, never `confsync_process_process_…`).
+    const names = [...new Set(after.split('\n').filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]!))];
+    for (const name of ['confsync_process_cpu_seconds_total', 'confsync_process_resident_memory_bytes', 'confsync_nodejs_eventloop_lag_seconds']) assert.ok(names.includes(name), `${name} exported`);
+    for (const name of names) {
+      assert.match(name, /^confsync_[a-z]/, `${name}: one confsync_ prefix`);
+      assert.doesNotMatch(name, /(?:^|_)([a-z]+)_\1(?:_|$)/, `${name}: no doubled word`);
+    }
 
     await etcd.kill('SIGKILL');
     await until(async () => (await get(`${base}/readyz`)).status === 503, 'not ready while etcd is gone', 10_000);

@@ -3,6 +3,8 @@
  * optionally, publish its recipient at PREFIX/recipients/<cluster>.
  */
 import type { Etcd3 } from 'etcd3';
+import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { generateIdentity, loadKeyring, parseRecipient, recipientOf, writeIdentityFile, type Identity, type Keyring, type Recipient } from '../envelope/identity.js';
 import { OperationFailed, UserError } from '../errors.js';
 import type { Keyspace } from '../keyspace.js';
@@ -13,6 +15,8 @@ export interface KeygenOptions {
   force?: boolean;
   /** Add a key to an existing file (rotation). */
   add?: boolean;
+  /** Create the missing parent directories of `out` (0700); without it a missing one is refused. */
+  mkdir?: boolean;
   register?: { client: Etcd3; ks: Keyspace; cluster: string };
   /** Progress lines for the operator (stderr in the CLI). */
   notice: (line: string) => void;
@@ -26,6 +30,10 @@ export interface KeygenOptions {
  */
 export async function createIdentity(opts: KeygenOptions): Promise<Recipient> {
   if (opts.add && opts.force) throw new UserError('--add keeps the existing keys and --force replaces them: choose one');
+  // A typo in --out (`/etc/confsnyc/id.key`) must not quietly create a tree: refuse before any work.
+  const dir = dirname(opts.out);
+  const missingDir = !existsSync(dir);
+  if (missingDir && !opts.mkdir) throw new UserError(`--out ${opts.out}: directory ${dir} does not exist (create it, or pass --mkdir to create it with mode 0700)`);
   const reg = opts.register;
   const regKey = reg?.ks.recipientKey(reg.cluster);
   // (1)
@@ -58,6 +66,7 @@ export async function createIdentity(opts: KeygenOptions): Promise<Recipient> {
       }
     } else {
       await writeIdentityFile(opts.out, identity, { overwrite: !!opts.force });
+      if (missingDir) opts.notice(`created directory ${dir} (mode 0700)`);
       opts.notice(`wrote identity ${recipient.id} to ${opts.out} (mode 0600)`);
     }
   } finally {

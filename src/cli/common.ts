@@ -6,6 +6,7 @@
  */
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { readFile } from 'node:fs/promises';
+import { Document, visit } from 'yaml';
 import { loadConfigFile, loadEtcdSection, type ConfigOverrides } from '../config/load.js';
 import { configSchema, type Config } from '../config/schema.js';
 import { describeOrigin, noteTarget, type EndpointsSource } from '../admin/etcd-target.js';
@@ -106,6 +107,42 @@ export function terminalJson(value: unknown): string {
   return JSON.stringify(value, null, 2).replace(/[\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/** Characters that must never reach a terminal raw (C0 but tab/newline, DEL, C1, bidi overrides and isolates). */
+const UNSAFE = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
+const UNSAFE_ALL = new RegExp(UNSAFE.source, 'g');
+const escapeU = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+/**
+ * YAML for a terminal or a pipe. The yaml package escapes C0 controls in double-quoted
+ * scalars but prints C1 and bidi characters raw, and leaves a plain scalar plain: every
+ * string (key or value) holding one is forced into double quotes, where `\uNNNN` is the
+ * same YAML value. No line folding, so a long value stays one line.
+ */
+export function terminalYaml(value: unknown): string {
+  const doc = new Document(value);
+  visit(doc, {
+    Scalar(_, node) {
+      if (typeof node.value === 'string' && UNSAFE.test(node.value)) node.type = 'QUOTE_DOUBLE';
+    },
+  });
+  return doc.toString({ lineWidth: 0 }).replace(UNSAFE_ALL, escapeU);
+}
+
+export type OutputFormat = 'text' | 'json' | 'yaml';
+
+/** `-o, --output text|json|yaml` for every listing verb: text for people (escaped), json/yaml structured. */
+export const outputOption = () => new Option('-o, --output <format>', 'output format').choices(['text', 'json', 'yaml']).default('text');
+
+/** Print a structured result as JSON or YAML (never called for text). */
+export function printStructured(format: Exclude<OutputFormat, 'text'>, value: unknown): void {
+  process.stdout.write(format === 'json' ? `${terminalJson(value)}\n` : terminalYaml(value));
+}
+
+// ---- short flags: one meaning each across every verb (README "CLI") ----
+
+/** `-c, --cluster`: always a cluster name (never --config, which has no short form). */
+export const clusterFlag = '-c, --cluster <name>';
+
 /** Resolves on the first SIGTERM or SIGINT; a second one exits at once. */
 export function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
@@ -130,7 +167,7 @@ export interface SecretFlags extends ConnectionFlags {
 export const recipientsFileOption = () =>
   new Option('--recipients-file <file>', 'pinned recipients (YAML: clusters + admins)').env('CONFSYNC_RECIPIENTS').default(DEFAULT_RECIPIENTS_FILE);
 export const identityOption = () =>
-  new Option('--identity <file>', 'identity file (private keys, 0600); default: identity: of --config').env('CONFSYNC_IDENTITY');
+  new Option('-i, --identity <file>', 'identity file (private keys, 0600); default: identity: of --config').env('CONFSYNC_IDENTITY');
 
 /** --identity, else the identity: field of --config. */
 export async function keyringFrom(flags: SecretFlags): Promise<Keyring> {

@@ -12,11 +12,11 @@ import { envelopeRecipients } from '../envelope/envelope.js';
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { isSealed, printable, type ObjectKind } from '../keyspace.js';
-import { connect, connectionOptions, identityOption, keyringFrom, recipientsFileOption, terminalJson, type SecretFlags } from './common.js';
+import { clusterFlag, connect, connectionOptions, identityOption, keyringFrom, outputOption, printStructured, recipientsFileOption, type OutputFormat, type SecretFlags } from './common.js';
 
 interface HistoryFlags extends SecretFlags {
   kind: ObjectKind;
-  output: 'text' | 'json';
+  output: OutputFormat;
 }
 
 interface RollbackFlags extends SecretFlags {
@@ -35,9 +35,9 @@ export function registerHistory(program: Command): void {
     program
       .command('history <ref>')
       .description('the revisions etcd still keeps of <namespace>/<name>[/<key>], newest first: which keys changed and how (secrets: only to whom they are sealed)')
-      .option('--cluster <name>', 'the clusters/<name>/ scope instead of global')
+      .option(clusterFlag, 'the clusters/<name>/ scope instead of global')
       .addOption(kindOption())
-      .addOption(new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text'))
+      .addOption(outputOption())
       .addOption(recipientsFileOption()),
   ).action(async (ref: string, flags: HistoryFlags) => {
     const t = parseRef(flags.kind, ref, flags, ref.split('/').length === 3 ? 3 : 2);
@@ -49,10 +49,10 @@ export function registerHistory(program: Command): void {
       const show = (v: Buffer | undefined) => (v === undefined ? undefined : sealed ? sealedTo(v, pinned) : shown(v));
       const where = ks.relative(ks.kindPrefix(t.scope, t.ref.kind, t.ref.namespace, t.ref.name)) + (t.key ?? '');
       const compacted = h.compactRevision > 0 ? `history before revision ${h.compactRevision} was compacted` : undefined;
-      if (flags.output === 'json') {
+      if (flags.output !== 'text') {
         const change = (c: KeyChange) => ({ key: c.key, type: c.type, before: describe(c.before, show), after: describe(c.after, show) });
         const revisions = h.revisions.map((r) => ({ revision: r.revision, changes: r.changes.map(change) }));
-        process.stdout.write(`${terminalJson({ object: where, head: h.head, compactRevision: h.compactRevision, revisions })}\n`);
+        printStructured(flags.output, { object: where, head: h.head, compactRevision: h.compactRevision, revisions });
         return;
       }
       process.stdout.write(`${printable(where)}  (head revision ${h.head}${compacted ? `; ${compacted}` : ''}; etcd keeps no times)\n`);
@@ -74,7 +74,7 @@ export function registerHistory(program: Command): void {
       .command('rollback <ref>')
       .description('write <namespace>/<name> back as it was at --to-revision, in one transaction (shows the diff; asks, or needs --yes)')
       .requiredOption('--to-revision <rev>', 'the etcd revision to go back to (see `confsync history`)')
-      .option('--cluster <name>', 'the clusters/<name>/ scope instead of global')
+      .option(clusterFlag, 'the clusters/<name>/ scope instead of global')
       .addOption(kindOption())
       .option('--yes', 'write without asking (required when stdin is not a terminal)')
       .addOption(identityOption())

@@ -15,13 +15,22 @@ import { registerSecretCommands } from './secret-cmd.js';
 import { registerKeygen } from './keygen.js';
 import { registerRecipients } from './recipients-cmd.js';
 import { registerHistory } from './history.js';
+import { registerVersion } from './version.js';
+import { registerCompletion } from './completion.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
     .description('Config and secrets from one etcd keyspace, materialized as files and Kubernetes objects on every cluster.')
     .version(VERSION, '-V, --version')
     .configureOutput({ outputError: (text, write) => write(`confsync: ${text.replace(/^error: /, '').trimEnd()} (see --help)\n`) })
-    .exitOverride();
+    .exitOverride()
+    .addHelpText(
+      'after',
+      `
+Short flags mean the same in every verb: -c --cluster, -i --identity, -r --recipient, -o --output (text|json|yaml).
+Exit codes: 0 done; 2 the command as given cannot succeed (usage, arguments, files); 1 what it met stopped it (etcd, problems found).
+Completion: source <(confsync completion bash)   (zsh: the same with zsh; fish: confsync completion fish | source)`,
+    );
   registerRun(program);
   registerDev(program);
   registerConfigCommands(program);
@@ -34,6 +43,8 @@ export function buildProgram(): Command {
   registerStatus(program);
   registerRelease(program);
   registerHistory(program);
+  registerVersion(program);
+  registerCompletion(program);
   return program;
 }
 

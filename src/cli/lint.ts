@@ -6,7 +6,7 @@ import { open } from '../envelope/envelope.js';
 import { createLogger } from '../log.js';
 import { printable } from '../keyspace.js';
 import { EtcdSource } from '../source/etcd.js';
-import { connect, connectionOptions, identityOption, keyringFrom, type SecretFlags } from './common.js';
+import { connect, connectionOptions, identityOption, keyringFrom, outputOption, printStructured, type OutputFormat, type SecretFlags } from './common.js';
 
 /**
  * Daemons read only `global/` and their own `clusters/<c>/` (least privilege),
@@ -21,8 +21,9 @@ export function registerLint(program: Command): void {
     program
       .command('lint')
       .description('run the daemon\'s checks on every key under the prefix (names, @meta, envelopes; opened with --identity); exit 1 on any problem')
-      .addOption(identityOption()),
-  ).action(async (flags: SecretFlags) => {
+      .addOption(identityOption())
+      .addOption(outputOption()),
+  ).action(async (flags: SecretFlags & { output: OutputFormat }) => {
     const keyring = flags.identity ? await keyringFrom(flags) : undefined;
     const { ks, client } = connect(flags);
     try {
@@ -42,7 +43,10 @@ export function registerLint(program: Command): void {
         }
       }
       problems.sort((a: Problem, b: Problem) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-      for (const p of problems) process.stdout.write(`${printable(p.path)}: ${printable(p.reason)}\n`);
+      if (flags.output !== 'text') {
+        const list = problems.map((p) => ({ path: p.path, reason: p.reason }));
+        printStructured(flags.output, { revision: snapshot.revision, checked: snapshot.kvs.length, sealed: sealed.length, opened: keyring ? opened : null, problems: list });
+      } else for (const p of problems) process.stdout.write(`${printable(p.path)}: ${printable(p.reason)}\n`);
       const secrets = keyring ? `${opened} of ${sealed.length} well-formed secret(s) opened` : 'secrets by structure only (--identity opens them)';
       process.stderr.write(`${snapshot.kvs.length} key(s) checked under ${ks.key('')} at revision ${snapshot.revision}, ${secrets}: ${problems.length} problem(s)\n`);
       if (problems.length > 0) process.exitCode = 1;

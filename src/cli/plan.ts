@@ -9,7 +9,7 @@ import { createLogger } from '../log.js';
 import type { ReconcileObserver } from '../reconcile/events.js';
 import type { ApplyResult, Sink, SinkKind } from '../sink/types.js';
 import { EtcdSource } from '../source/etcd.js';
-import { connectionOptions, dial, overridesFrom } from './common.js';
+import { connectionOptions, dial, outputOption, overridesFrom, printStructured } from './common.js';
 
 export interface PlannedChange {
   sink: string;
@@ -56,7 +56,7 @@ export class PlanningSink implements Sink {
 }
 
 export function registerPlan(program: Command): void {
-  connectionOptions(program.command('plan').description('show what the daemon would change on this node, changing nothing')).action(async (flags) => {
+  connectionOptions(program.command('plan').description('show what the daemon would change on this node, changing nothing').addOption(outputOption())).action(async (flags) => {
     if (!flags.config) throw new UserError('plan: --config FILE is required');
     const cfg = loadConfigFile(flags.config, overridesFrom(flags));
     // Problems are printed as lines below (the daemon's own checks, desired/validate.ts), not as JSON logs.
@@ -73,6 +73,10 @@ export function registerPlan(program: Command): void {
       reconciler.handle(snapshot);
       await reconciler.whenIdle();
       const changes = sinks.flatMap((s) => s.changes).sort((a, b) => a.id.localeCompare(b.id));
+      if (flags.output !== 'text') {
+        const list = problems.map((p) => ({ path: p.path, reason: p.reason }));
+        return printStructured(flags.output, { revision: snapshot.revision, cluster: cfg.cluster, desired: reconciler.desiredObjects().size, changes, problems: list });
+      }
       for (const c of changes) process.stdout.write(`${c.action.padEnd(6)} ${c.sink.padEnd(6)} ${c.id}\n`);
       for (const p of problems) process.stdout.write(`problem ${printable(p.path)}: ${printable(p.reason)}\n`);
       const skipped = problems.length > 0 ? `, ${problems.length} problem(s) (those keep their last good state)` : '';

@@ -4,7 +4,7 @@ import { parseAccepts, planPull, readRegistrations } from '../admin/recipients.j
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { printable } from '../keyspace.js';
-import { connect, connectionOptions, recipientsFileOption, type SecretFlags } from './common.js';
+import { connect, connectionOptions, outputOption, printStructured, recipientsFileOption, type OutputFormat, type SecretFlags } from './common.js';
 
 /** `confsync recipients pull|ls`: the pinned recipients file (src/envelope/recipients-file.ts, src/admin/recipients.ts). */
 export function registerRecipients(program: Command): void {
@@ -75,8 +75,14 @@ export function registerRecipients(program: Command): void {
     .command('ls')
     .description('show the pinned clusters and admins with their fingerprints')
     .addOption(recipientsFileOption())
-    .action(async (flags: SecretFlags) => {
+    .addOption(outputOption())
+    .action(async (flags: SecretFlags & { output: OutputFormat }) => {
       const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE);
+      if (flags.output !== 'text') {
+        const clusters = [...pinned.clusters].map(([name, r]) => ({ cluster: name, fingerprint: r.id, recipient: r.text }));
+        const admins = pinned.admins.map((r) => ({ fingerprint: r.id, recipient: r.text }));
+        return printStructured(flags.output, { file: pinned.path, clusters, admins });
+      }
       for (const [name, r] of pinned.clusters) process.stdout.write(`cluster  ${printable(name).padEnd(20)} ${r.id}  ${r.text}\n`);
       for (const r of pinned.admins) process.stdout.write(`admin    ${'-'.padEnd(20)} ${r.id}  ${r.text}\n`);
       if (pinned.clusters.size + pinned.admins.length === 0) process.stderr.write(`${pinned.path} pins nothing\n`);

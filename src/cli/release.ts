@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { UserError } from '../errors.js';
 import { clusterError, Keyspace } from '../keyspace.js';
-import { connect, connectionOptions, type ConnectionFlags } from './common.js';
+import { clusterFlag, connect, connectionOptions, type ConnectionFlags } from './common.js';
 
 /**
  * `confsync release --cluster C [--node N]`: confirm that the removals the
@@ -12,7 +12,7 @@ import { connect, connectionOptions, type ConnectionFlags } from './common.js';
  */
 export function registerRelease(program: Command): void {
   connectionOptions(program.command('release').description('let removals held by the mass-delete guard go through (see status "held")'))
-    .requiredOption('--cluster <name>', 'the cluster whose held removals may go')
+    .requiredOption(clusterFlag, 'the cluster whose held removals may go')
     .option('--node <name>', 'only this node (default: every node of the cluster)')
     .action(async (flags: ConnectionFlags & { cluster: string; node?: string }) => {
       const err = clusterError(flags.cluster);

@@ -8,7 +8,7 @@ import { clusterScopes, LEFT_BEHIND, OUTCOME_NOTES, rewrap, type Outcome } from 
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { GLOBAL, nameError, namespaceError, type Scope } from '../keyspace.js';
-import { connect, connectionOptions, identityOption, intArg, keyringFrom, recipientsFileOption, type SecretFlags } from './common.js';
+import { clusterFlag, connect, connectionOptions, identityOption, intArg, keyringFrom, recipientsFileOption, type SecretFlags } from './common.js';
 
 interface RewrapFlags extends SecretFlags {
   all?: boolean;
@@ -21,7 +21,7 @@ export function registerRewrap(program: Command): void {
     program
       .command('rewrap')
       .description('re-seal existing secrets to the current pinned recipients of their scope (rotation, adding/removing clusters or admins)')
-      .option('--cluster <name>', 'only clusters/<name>/secrets (default: global only)')
+      .option(clusterFlag, 'only clusters/<name>/secrets (default: global only)')
       .option('--all', 'global and every clusters/<name> scope found in etcd')
       .option('--under <ns[/name]>', 'only secrets under this namespace or namespace/name')
       .addOption(identityOption())

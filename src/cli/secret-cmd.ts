@@ -16,7 +16,7 @@ import { parseRecipient, type Recipient } from '../envelope/identity.js';
 import { DEFAULT_RECIPIENTS_FILE, RecipientsFile } from '../envelope/recipients-file.js';
 import { UserError } from '../errors.js';
 import { parseKey, printable, scopePath } from '../keyspace.js';
-import { ALLOW_EMPTY_HELP, connect, connectionOptions, identityOption, keyringFrom, readSecretValue, recipientsFileOption, refuseEmpty, type SecretFlags } from './common.js';
+import { ALLOW_EMPTY_HELP, clusterFlag, connect, connectionOptions, identityOption, keyringFrom, outputOption, printStructured, readSecretValue, recipientsFileOption, refuseEmpty, type OutputFormat, type SecretFlags } from './common.js';
 
 const NO_ARGV_VALUES =
   'secret values are never taken from the command line (arguments land in shell history and in `ps` for every local user): use --file FILE, or pipe the value on stdin';
@@ -41,7 +41,7 @@ function registerSeal(program: Command): void {
     .command('seal')
     .description('encrypt stdin for recipients, bound to --path; print the envelope on stdout (for `etcdctl put KEY "$(confsync seal …)"`)')
     .requiredOption('--path <path>', '<scope>/secrets/<ns>/<name>/<key> without the prefix, e.g. global/secrets/default/db/password: the envelope opens only there')
-    .option('--recipient <recipient>', 'public recipient confsync1… (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('-r, --recipient <recipient>', 'public recipient confsync1… (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .addOption(new Option('--recipients-file <file>', `also seal to the pinned recipients of the scope (used by default, ${DEFAULT_RECIPIENTS_FILE} or $CONFSYNC_RECIPIENTS, when no --recipient is given)`))
     .option('--scope <scope>', 'global or clusters/<name>: whose pinned recipients to use (must match --path; default: its scope)')
     .action(async (flags: { path: string; recipient: string[]; recipientsFile?: string; scope?: string }) => {
@@ -73,7 +73,7 @@ function registerSeal(program: Command): void {
 
 function registerSecret(program: Command): void {
   const secret = program.command('secret').description('sealed secrets in etcd: set, get, rm, ls');
-  const scoped = (cmd: Command) => connectionOptions(cmd).option('--cluster <name>', 'the clusters/<name>/ scope instead of global');
+  const scoped = (cmd: Command) => connectionOptions(cmd).option(clusterFlag, 'the clusters/<name>/ scope instead of global');
 
   scoped(
     secret
@@ -137,13 +137,16 @@ function registerSecret(program: Command): void {
 
   scoped(secret.command('ls [ref]').description('list secret keys and who can open each (never values); optionally under <namespace> or <namespace>/<name>'))
     .addOption(recipientsFileOption())
-    .action(async (ref: string | undefined, flags: SecretFlags) => {
+    .addOption(outputOption())
+    .action(async (ref: string | undefined, flags: SecretFlags & { output: OutputFormat }) => {
       const pinned = await RecipientsFile.load(flags.recipientsFile || DEFAULT_RECIPIENTS_FILE, { missingOk: true }).catch(() => undefined);
       const { ks, client } = connect(flags);
       try {
         const { namespace, name } = parseListRef(ref);
         const base = ks.kindPrefix(scopeFromFlags(flags), 'secrets', namespace, name);
         const rows = await listSecrets(client, ks, base, pinned);
+        // Names, sizes and recipients only: listSecrets never opens an envelope.
+        if (flags.output !== 'text') return printStructured(flags.output, { under: ks.relative(base), secrets: rows });
         for (const r of rows) process.stdout.write(`${printable(r.path)}\t${r.bytes} bytes\trev ${r.revision}\t${printable(r.who)}\n`);
         if (rows.length === 0) process.stderr.write(`no keys under ${printable(base)}\n`);
       } finally {

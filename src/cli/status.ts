@@ -3,18 +3,21 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { formatFleet, readFleet } from '../admin/status.js';
 import { UserError } from '../errors.js';
 import { printable } from '../keyspace.js';
-import { connect, connectionOptions, terminalJson } from './common.js';
+import { clusterFlag, connect, connectionOptions, outputOption, printStructured, type OutputFormat } from './common.js';
 
 /** `confsync status`: the fleet view (src/admin/status.ts), or `--wait` for a revision. */
 export function registerStatus(program: Command): void {
   connectionOptions(program.command('status').description('fleet view: each cluster/node, applied revision, lag, age, errors'))
-    .option('--json', 'machine-readable output (with --wait too)')
+    .addOption(outputOption())
+    .option('--json', 'the same as -o json (kept for scripts)')
     .option('--wait', 'wait until every live node has applied --revision (exit 0), or time out (exit 1)')
     .option('--revision <n>', 'with --wait: the etcd revision to wait for (default: the current head)')
     .option('--timeout <seconds>', 'with --wait: give up after this long', '60')
-    .option('--cluster <name>', 'only this cluster')
+    .option(clusterFlag, 'only this cluster')
     .action(async (flags) => {
       if (flags.revision !== undefined && !flags.wait) throw new UserError('--revision only applies with --wait (status --wait --revision N)');
+      if (flags.json && flags.output !== 'text' && flags.output !== 'json') throw new UserError(`--json and -o ${flags.output}: choose one`);
+      const output: OutputFormat = flags.json ? 'json' : flags.output;
       const { ks, client } = connect(flags);
       try {
         const read = async () => {
@@ -35,9 +38,9 @@ export function registerStatus(program: Command): void {
             const behind = rows.filter((r) => r.revision < target!);
             const done = rows.length > 0 && behind.length === 0;
             if (done || Date.now() > deadline) {
-              if (flags.json) {
+              if (output !== 'text') {
                 const who = behind.map((r) => ({ cluster: r.cluster, node: r.node, revision: r.revision }));
-                process.stdout.write(`${terminalJson({ revision: target, done, etcdRevision: head, nodes: rows, behind: who })}\n`);
+                printStructured(output, { revision: target, done, etcdRevision: head, nodes: rows, behind: who });
               } else if (done) process.stdout.write(`all ${rows.length} node(s) have applied revision ${target}\n`);
             }
             if (done) return;
@@ -52,8 +55,8 @@ export function registerStatus(program: Command): void {
         }
 
         const fleet = await read();
-        if (flags.json) {
-          process.stdout.write(`${terminalJson({ etcdRevision: fleet.head, nodes: fleet.rows })}\n`);
+        if (output !== 'text') {
+          printStructured(output, { etcdRevision: fleet.head, nodes: fleet.rows });
           return;
         }
         for (const line of formatFleet(fleet)) process.stdout.write(`${line}\n`);
