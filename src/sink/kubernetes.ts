@@ -113,6 +113,23 @@ export class KubernetesSink implements Sink {
     return ids.sort();
   }
 
+  /**
+   * The resync's cheap pass (Sink.suspects): compared with the informer cache in
+   * memory, no API call; an object is a suspect when the cache is not synced or
+   * its live copy is missing, not ours or different. A non-leader has nothing to do.
+   */
+  async suspects(objects: Iterable<DesiredObject>): Promise<ObjectId[]> {
+    if (!this.active) return [];
+    const out: ObjectId[] = [];
+    let n = 0;
+    for (const obj of objects) {
+      const live = this.synced.has(obj.kind) ? this.caches.get(obj.kind)!.get(obj.name, obj.namespace) : undefined;
+      if (!live || !isOwned(live) || !liveMatches(live, toKubeObject(obj))) out.push(obj.id);
+      if (++n % 256 === 0) await new Promise((r) => setImmediate(r));
+    }
+    return out;
+  }
+
   /** (5) */
   async watchDrift(onDrift: (id: ObjectId) => void): Promise<void> {
     for (const kind of ['configmaps', 'secrets'] as const) {
