@@ -24,6 +24,7 @@ if [ "$for_tests" = 1 ]; then
   /usr/bin/python3 -c 'import nacl.bindings' >/dev/null 2>&1 || need_apt+=(python3-nacl)  # the envelope interop test
   command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)                 # the kube-apiserver harness's certificates
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)         # the unit's security score test
+  command -v jq >/dev/null 2>&1 || need_apt+=(jq)                           # docs/operations.md's log recipes (test/ops-docs.test.ts)
 fi
 if [ ${#need_apt[@]} -gt 0 ] || { [ "$for_tests" = 1 ] && ! command -v kubectl >/dev/null 2>&1; }; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
