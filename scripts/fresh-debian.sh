@@ -83,35 +83,37 @@ if [ "$WHAT" != test ]; then
 #!/bin/bash
 set -u
 cd /root/confsync
+exec 3>/root/result   # the verdict, apart from npx's progress output
 t0=\$(date +%s%N)
 setsid bash -c '$RUN_CMD' >/root/run.log 2>&1 </dev/null &
 pid=\$!
 stop() { kill -INT -- -\$pid 2>/dev/null; for _ in \$(seq 1 100); do kill -0 \$pid 2>/dev/null || break; sleep 0.1; done; kill -KILL -- -\$pid 2>/dev/null; }
 trap stop EXIT
 until grep -q 'first full sync' /root/run.log; do
-  kill -0 \$pid 2>/dev/null || { echo "RESULT exited before the first sync"; exit 1; }
-  [ \$(( (\$(date +%s%N) - t0) / 1000000000 )) -lt 1200 ] || { echo "RESULT no first sync in 20 min"; exit 1; }
+  kill -0 \$pid 2>/dev/null || { echo >&3 "RESULT exited before the first sync"; exit 1; }
+  [ \$(( (\$(date +%s%N) - t0) / 1000000000 )) -lt 1200 ] || { echo >&3 "RESULT no first sync in 20 min"; exit 1; }
   sleep 0.2
 done
-echo "READY_MS \$(( (\$(date +%s%N) - t0) / 1000000 ))"
+echo >&3 "READY_MS \$(( (\$(date +%s%N) - t0) / 1000000 ))"
 line="\$(grep -m1 '^export CONFSYNC_ENDPOINTS=' /root/run.log)"
-[ -n "\$line" ] || { echo "RESULT dev printed no export line"; exit 1; }
+[ -n "\$line" ] || { echo >&3 "RESULT dev printed no export line"; exit 1; }
 eval "\$line"
-printf s3cret | npx confsync secret set default/db/password || { echo "RESULT secret set failed"; exit 1; }
+printf s3cret | npx confsync secret set default/db/password || { echo >&3 "RESULT secret set failed"; exit 1; }
 for _ in \$(seq 1 100); do [ "\$(cat .confsync/out/secrets/default/db/password 2>/dev/null)" = s3cret ] && break; sleep 0.1; done
-[ "\$(cat .confsync/out/secrets/default/db/password 2>/dev/null)" = s3cret ] || { echo "RESULT the secret is not in .confsync/out/secrets/default/db/password"; exit 1; }
-[ "\$(npx confsync secret get default/db/password)" = s3cret ] || { echo "RESULT secret get did not print it"; exit 1; }
+[ "\$(cat .confsync/out/secrets/default/db/password 2>/dev/null)" = s3cret ] || { echo >&3 "RESULT the secret is not in .confsync/out/secrets/default/db/password"; exit 1; }
+[ "\$(npx confsync secret get default/db/password)" = s3cret ] || { echo >&3 "RESULT secret get did not print it"; exit 1; }
 etcdctl --endpoints "\$CONFSYNC_ENDPOINTS" put /confsync/global/configmaps/default/app/greeting hello >/dev/null
 for _ in \$(seq 1 100); do [ "\$(cat .confsync/out/configmaps/default/app/greeting 2>/dev/null)" = hello ] && break; sleep 0.1; done
-[ "\$(cat .confsync/out/configmaps/default/app/greeting 2>/dev/null)" = hello ] || { echo "RESULT the put is not in .confsync/out/configmaps/default/app/greeting"; exit 1; }
-echo "RESULT ok"
+[ "\$(cat .confsync/out/configmaps/default/app/greeting 2>/dev/null)" = hello ] || { echo >&3 "RESULT the put is not in .confsync/out/configmaps/default/app/greeting"; exit 1; }
+echo >&3 "RESULT ok"
 EOF
   chmod +x "$WORK/run/root/run-command.sh"
   log "run command in a fresh bookworm: $RUN_CMD"
-  ct run -- /root/run-command.sh >"$LOGS/run-result.log" 2>&1 || true
+  ct run -- /root/run-command.sh >"$LOGS/run-output.log" 2>&1 || true
   cp "$WORK/run/root/run.log" "$LOGS/run.log" 2>/dev/null || true
+  cp "$WORK/run/root/result" "$LOGS/run-result.log" 2>/dev/null || : >"$LOGS/run-result.log"
   grep -q '^RESULT ok' "$LOGS/run-result.log" ||
-    fail "run command: $(grep '^RESULT' "$LOGS/run-result.log" || tail -5 "$LOGS/run-result.log") (see $LOGS/run.log)"
+    fail "run command: $(grep '^RESULT' "$LOGS/run-result.log" || tail -5 "$LOGS/run-output.log") (see $LOGS/run.log)"
   RUN_MS="$(awk '/^READY_MS/ { print $2 }' "$LOGS/run-result.log")"
   log "PASS run command: first full sync $(secs "$RUN_MS") s after '$RUN_CMD' started on a fresh bookworm; the export line's secret set → .confsync/out/secrets, etcdctl put → .confsync/out/configmaps"
 fi
