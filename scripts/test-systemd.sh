@@ -14,7 +14,9 @@
 #   2. a config put with etcdctl → the file under /var/lib/confsync; a sealed secret →
 #      its 0400 file under /run/confsync/secrets (so the identity is readable);
 #   3. `systemctl stop` keeps files and secrets, `start` and `restart` → ready again; the
-#      doc's upgrade block (same tarball) likewise;
+#      doc's upgrade block (same tarball) likewise; the doc's identity backup, a lost key and
+#      the doc's restore → a secret sealed afterwards opens; `confsync status --wait` from
+#      the host sees the node;
 #   4. `systemctl kill -s KILL confsync` ×3 → a new main PID started by Restart=, ready again;
 #   5. `journalctl -u confsync` holds the daemon's log lines and systemd's restarts, no
 #      secret value, and the doc's jq recipe (Troubleshooting) reads it;
@@ -37,7 +39,9 @@ LOGS="$CACHE/systemd-test"
 MACHINE="confsync-test-$$"
 DOC="$REPO/docs/operations.md"
 
-log() { printf 'test-systemd: %s\n' "$*" >&2; }
+PASSED=0
+log() { case "$1" in PASS*) PASSED=$(( PASSED + 1 )) ;; esac; printf 'test-systemd: %s\n' "$*" >&2; }
+# The last line is the plain count CI reads: "test-systemd: N passed, N failed".
 fail() { printf 'test-systemd: FAIL: %s\n' "$*" >&2; exit 1; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 secs() { awk -v ms="$1" 'BEGIN { printf "%.2f", ms / 1000 }'; }
@@ -74,6 +78,7 @@ cleanup() {
   if [ -n "$ETCD_PID" ]; then kill "$ETCD_PID" 2>/dev/null || true; wait "$ETCD_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
   [ "$rc" -eq 0 ] || log "logs: $LOGS/{console,journal,etcd,install}.log"
+  printf 'test-systemd: %s passed, %s failed\n' "$PASSED" "$([ "$rc" -eq 0 ] && echo 0 || echo 1)" >&2
   exit "$rc"
 }
 trap cleanup EXIT
@@ -115,8 +120,10 @@ TARBALL="$(bash scripts/package-host.sh "$WORK" 2>>"$LOGS/install.log")" || fail
 log "tarball $(basename "$TARBALL") in $(secs $(( $(now_ms) - t0 ))) s"
 mkdir -p "$WORK/blocks"
 nblocks="$(doc_blocks "$WORK/blocks")"
-# Steps 2, 3, 5, 6, 7 of "Install on a host" and the upgrade.
-[ "$nblocks" = 6 ] || fail "docs/operations.md has $nblocks blocks marked 'run by test:systemd', want 6 (install steps 2 3 5 6 7, upgrade)"
+# Steps 2, 3, 5, 6, 7 of "Install on a host", the upgrade, the identity backup and restore.
+[ "$nblocks" = 8 ] || fail "docs/operations.md has $nblocks blocks marked 'run by test:systemd', want 8 (install steps 2 3 5 6 7, upgrade, identity backup, restore)"
+grep -q '/root/confsync-backup/identity.key$' "$WORK/blocks/block-7.sh" || fail "block 7 of docs/operations.md is not the identity backup"
+grep -q 'install .*/root/confsync-backup/identity.key /etc/confsync/identity.key' "$WORK/blocks/block-8.sh" || fail "block 8 of docs/operations.md is not the identity restore"
 grep -q 'systemctl enable --now confsync' "$WORK/blocks/block-5.sh" || fail "block 5 of docs/operations.md is not the unit step"
 grep -q 'systemctl stop confsync' "$WORK/blocks/block-6.sh" || fail "block 6 of docs/operations.md is not the upgrade"
 grep -q "$(basename "$TARBALL")" "$WORK/blocks/block-1.sh" || fail "docs/operations.md installs $(grep -o 'confsync-[^ ]*-opt.tgz' "$WORK/blocks/block-1.sh" | head -1), the build made $(basename "$TARBALL")"
@@ -260,6 +267,33 @@ files_in_place after-restart 'after the upgrade'
 in_ct test -d /opt/confsync.old/dist/src || fail "the upgrade block left no /opt/confsync.old"
 log "PASS upgrade (the doc's block): files and secrets kept, ready again"
 
+# Identity backup → key lost → restore (the doc's blocks), then a secret sealed to the same
+# recipient afterwards must open.
+run_block 7 'Identities: back up'
+in_ct rm /etc/confsync/identity.key
+run_block 8 'Identities: restore'
+wait_ready 60 >/dev/null || fail "not ready within 60 s of the identity restore"
+[ "$(in_ct stat -c '%a %U' /etc/confsync/identity.key)" = "600 confsync" ] || fail "restored identity.key is not 0600 confsync"
+printf 'after-restore-%s' "$$" >"$WORK/secret2"
+node "$REPO/dist/src/main.js" seal --recipient "$RECIPIENT" --path global/secrets/default/db/password \
+  <"$WORK/secret2" >"$WORK/envelope2" || fail "confsync seal failed"
+ectl put /confsync/global/secrets/default/db/password <"$WORK/envelope2" >/dev/null
+for _ in $(seq 1 200); do [ "$(in_ct cat "$SECRET_FILE" 2>/dev/null)" = "$(cat "$WORK/secret2")" ] && break; sleep 0.05; done
+[ "$(in_ct cat "$SECRET_FILE" 2>/dev/null)" = "$(cat "$WORK/secret2")" ] ||
+  fail "a secret sealed after the identity restore did not open: $(in_ct journalctl -u confsync --no-pager -n 10 2>&1)"
+SECRET="$(cat "$WORK/secret2")"
+log "PASS identity backup → deleted → restored (the doc's blocks): 0600 confsync, a new sealed secret opens"
+
+# The host install's check step from an operator's seat: status --wait against the same etcd.
+t0=$(now_ms)
+node "$REPO/dist/src/main.js" status --wait --timeout 30 --endpoints "$ENDPOINT" >"$WORK/status" 2>&1 ||
+  fail "confsync status --wait: $(cat "$WORK/status")"
+grep -q 'all 1 node(s) have applied' "$WORK/status" || fail "confsync status --wait: $(cat "$WORK/status"), want 'all 1 node(s) have applied …'"
+wait_s="$(secs $(( $(now_ms) - t0 )))"
+node "$REPO/dist/src/main.js" status --endpoints "$ENDPOINT" >"$WORK/status-list" 2>&1 || fail "confsync status: $(cat "$WORK/status-list")"
+grep -q systemd-test "$WORK/status-list" || fail "confsync status lists no node of cluster systemd-test: $(cat "$WORK/status-list")"
+log "PASS confsync status --wait (from the host): exit 0 in $wait_s s, '$(grep -o 'all 1 node.*' "$WORK/status")'; status lists cluster systemd-test"
+
 # --- 4. SIGKILL → Restart= ----------------------------------------------------------------------------
 # Each start above counts against StartLimitBurst=5 in 120 s: an operator's reset-failed clears it.
 in_ct systemctl reset-failed confsync
@@ -288,7 +322,9 @@ grep -q '"msg":' "$WORK/unit-journal" || fail "journalctl -u confsync has no dae
 killed="$(grep -c 'Main process exited, code=killed, status=9/KILL' "$WORK/unit-journal" || true)"
 [ "$killed" = 3 ] || fail "journal shows $killed SIGKILL exits, want 3"
 grep -q 'Scheduled restart job' "$WORK/unit-journal" || fail "journal shows no 'Scheduled restart job'"
-if grep -qF "$SECRET" "$WORK/unit-journal"; then fail "the secret value is in the journal"; fi
+for v in "$(cat "$WORK/secret")" "$(cat "$WORK/secret2")"; do
+  if grep -qF "$v" "$WORK/unit-journal"; then fail "a secret value is in the journal"; fi
+done
 # Troubleshooting's two jq recipes, their `journalctl …` replaced by the journal just read.
 mapfile -t recipes < <(awk '/^## Troubleshooting/ { t = 1 } t && /^journalctl -u confsync -o cat .*\| jq / { print } t && /^Logs are JSON/ { exit }' "$DOC")
 [ "${#recipes[@]}" = 2 ] || fail "want 2 'journalctl -u confsync -o cat … | jq' recipes under Troubleshooting in docs/operations.md, found ${#recipes[@]}"
