@@ -2,6 +2,11 @@
 # Prints the path of a kube-apiserver binary on stdout (and nothing else).
 # Progress goes to stderr. Idempotent and safe to run concurrently.
 #
+#   scripts/kube-apiserver.sh            the kube-apiserver (the Kubernetes sink's tests)
+#   scripts/kube-apiserver.sh kubectl    kubectl of the same version, built and cached the
+#                                        same way (Debian bookworm has no kubectl package);
+#                                        $KUBEBUILDER_ASSETS/kubectl first, as envtest ships one
+#
 # Resolution order:
 #   1. $KUBEBUILDER_ASSETS/kube-apiserver (envtest convention), if executable.
 #   2. ${CONFSYNC_CACHE:-$HOME/.cache/confsync}/kube-apiserver-<version>/kube-apiserver
@@ -17,6 +22,12 @@
 #   GOMODCACHE, GOCACHE, GOPROXY  honoured as usual.
 set -euo pipefail
 
+COMPONENT="${1:-kube-apiserver}"
+case "$COMPONENT" in
+  kube-apiserver|kubectl) ;;
+  *) printf 'kube-apiserver.sh: unknown component %s (kube-apiserver or kubectl)\n' "$COMPONENT" >&2; exit 2 ;;
+esac
+
 # Pinned: newest k8s.io/kubernetes the module proxy serves that builds with Go 1.26 and
 # passes test/kube-harness.test.ts (v1.34.4 also passes). Debian's kubectl 1.32 works
 # against it but prints a version-skew WARNING on stderr (skew policy is +/-1 minor).
@@ -26,8 +37,8 @@ CACHE="${CONFSYNC_CACHE:-${HOME}/.cache/confsync}"
 log() { printf 'kube-apiserver.sh: %s\n' "$*" >&2; }
 
 # 1. envtest assets
-if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "${KUBEBUILDER_ASSETS}/kube-apiserver" && ! -d "${KUBEBUILDER_ASSETS}/kube-apiserver" ]]; then
-  printf '%s\n' "${KUBEBUILDER_ASSETS}/kube-apiserver"
+if [[ -n "${KUBEBUILDER_ASSETS:-}" && -x "${KUBEBUILDER_ASSETS}/${COMPONENT}" && ! -d "${KUBEBUILDER_ASSETS}/${COMPONENT}" ]]; then
+  printf '%s\n' "${KUBEBUILDER_ASSETS}/${COMPONENT}"
   exit 0
 fi
 
@@ -36,8 +47,8 @@ case "$VERSION" in
   *) log "KUBE_APISERVER_VERSION must look like v1.X.Y, got '$VERSION'"; exit 2 ;;
 esac
 
-DEST_DIR="${CACHE}/kube-apiserver-${VERSION}"
-DEST="${DEST_DIR}/kube-apiserver"
+DEST_DIR="${CACHE}/${COMPONENT}-${VERSION}"
+DEST="${DEST_DIR}/${COMPONENT}"
 
 # 2. cached binary
 if [[ -x "$DEST" ]]; then
@@ -50,7 +61,7 @@ mkdir -p "$DEST_DIR"
 # Serialise concurrent builders (parallel test files, several checkouts sharing a cache).
 exec 9>"${DEST_DIR}/.lock"
 if ! flock -n 9; then
-  log "another process is building kube-apiserver ${VERSION}; waiting for it"
+  log "another process is building ${COMPONENT} ${VERSION}; waiting for it"
   flock 9
 fi
 if [[ -x "$DEST" ]]; then
@@ -62,7 +73,7 @@ GO_BIN="${GO:-}"
 if [[ -z "$GO_BIN" ]]; then
   if command -v go >/dev/null 2>&1; then GO_BIN="$(command -v go)"
   elif [[ -x /usr/local/go/bin/go ]]; then GO_BIN=/usr/local/go/bin/go
-  else log "no kube-apiserver found and no Go toolchain to build one (set KUBEBUILDER_ASSETS or install Go)"; exit 1
+  else log "no ${COMPONENT} found and no Go toolchain to build one (set KUBEBUILDER_ASSETS or install Go)"; exit 1
   fi
 fi
 
@@ -75,7 +86,7 @@ trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
 start=$(date +%s)
-log "building kube-apiserver ${VERSION} with $("$GO_BIN" version) (one-off; measured 3-6 min on 2 cores from cold module and build caches)"
+log "building ${COMPONENT} ${VERSION} with $("$GO_BIN" version) (one-off; kube-apiserver measured 3-17 min on 2 cores from cold module and build caches)"
 log "downloading k8s.io/kubernetes@${VERSION} from ${GOPROXY:-$("$GO_BIN" env GOPROXY)}"
 
 # `go mod download -json` prints {"GoMod": "<path to the module's go.mod>", ...}
@@ -125,11 +136,11 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   [[ -n "$commit" ]] && ldflags+=" -X ${pkg}.gitCommit=${commit}"
 done
 
-log "go build k8s.io/kubernetes/cmd/kube-apiserver"
-"$GO_BIN" build -trimpath -ldflags="$ldflags" -o "${WORK}/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+log "go build k8s.io/kubernetes/cmd/${COMPONENT}"
+"$GO_BIN" build -trimpath -ldflags="$ldflags" -o "${WORK}/${COMPONENT}" "k8s.io/kubernetes/cmd/${COMPONENT}"
 
-"${WORK}/kube-apiserver" --version >&2
-mv -f "${WORK}/kube-apiserver" "$DEST"
+if [[ "$COMPONENT" == kubectl ]]; then "${WORK}/kubectl" version --client >&2; else "${WORK}/kube-apiserver" --version >&2; fi
+mv -f "${WORK}/${COMPONENT}" "$DEST"
 end=$(date +%s)
 log "built $DEST in $((end - start)) s ($(du -h "$DEST" | cut -f1))"
 printf '%s\n' "$DEST"
