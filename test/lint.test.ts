@@ -109,3 +109,15 @@ test('lint on a clean prefix: exit 0, no lines', () => {
     assert.match(x.stderr, /: 0 problem\(s\)/);
   }
 });
+
+test('lint --config checks the object limits of that config, as its daemons do', () => {
+  const prefix = '/limits';
+  for (const k of ['a', 'b', 'c']) etcd.ctl('put', `${prefix}/global/configmaps/default/wide/${k}`, 'v');
+  const config = path.join(dir, 'limits.yaml');
+  fs.writeFileSync(config, `cluster: eu\netcd: { endpoints: ["${etcd.endpoint}"], prefix: ${prefix} }\nlimits: { maxObjectKeys: 2 }\n`);
+  const withDefaults = runCli(['lint', '--prefix', prefix], { cwd: dir, endpoint: etcd.endpoint });
+  assert.equal(withDefaults.code, 0, withDefaults.stderr);
+  const r = runCli(['lint', '--config', config], { cwd: dir, endpoint: etcd.endpoint, env: { CONFSYNC_ENDPOINTS: undefined } });
+  assert.equal(r.code, 1, r.stderr);
+  assert.deepEqual(lines(r), ['configmaps/default/wide: object has 3 keys, over limits.maxObjectKeys (2); last good state kept']);
+});

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { loadConfigFile } from '../config/load.js';
 import { configSchema } from '../config/schema.js';
 import type { Problem } from '../desired/build.js';
 import { validateKeys } from '../desired/validate.js';
@@ -12,7 +13,8 @@ import { connect, connectionOptions, identityOption, keyringFrom, outputOption, 
  * Daemons read only `global/` and their own `clusters/<c>/` (least privilege),
  * so a bad key elsewhere under the prefix is invisible to them. `lint` reads the
  * whole prefix and runs the daemon's own checks on every key (desired/validate.ts:
- * key names, @meta, envelope structure, object limits); with --identity it also
+ * key names, @meta, envelope structure, object limits — those of --config when
+ * given); with --identity it also
  * opens every envelope. One line per problem, `<path>: <reason>` as the daemon logs
  * it; exit 1 if there is any.
  */
@@ -29,8 +31,9 @@ export function registerLint(program: Command): void {
     try {
       const source = new EtcdSource({ client, prefixes: [ks.key('')], logger: createLogger('error', process.stderr) });
       const snapshot = await source.list();
-      const defaults = configSchema.shape.limits.parse({});
-      const { problems, sealed } = validateKeys(snapshot.kvs, ks.key(''), { maxKeys: defaults.maxObjectKeys, maxBytes: defaults.maxObjectBytes });
+      // The daemon's limits: those of --config when given (the same file the daemons run with), else the defaults.
+      const limits = flags.config ? loadConfigFile(flags.config).limits : configSchema.shape.limits.parse({});
+      const { problems, sealed } = validateKeys(snapshot.kvs, ks.key(''), { maxKeys: limits.maxObjectKeys, maxBytes: limits.maxObjectBytes });
       let opened = 0;
       if (keyring) {
         for (const s of sealed) {
