@@ -5,6 +5,7 @@ import type { DesiredObject } from '../desired/types.js';
 import { isSealed, Keyspace, printable, type ObjectId } from '../keyspace.js';
 import type { SourceEvent } from '../source/types.js';
 import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
+import { ResyncPasses } from './resync.js';
 import { SinkFanout } from './fanout.js';
 import { DeleteGuard, type Hold } from './guard.js';
 import type { ReconcilerOptions } from './options.js';
@@ -72,8 +73,7 @@ export class Reconciler {
   private pruneAfterChecks = false;
   private resyncPending = false;
   /** A resync asking the sinks which objects to check. */
-  private sweeping?: Promise<void>;
-  private closed = false;
+  private readonly passes: ResyncPasses;
   private sawSnapshot = false;
   private idleWaiters: (() => void)[] = [];
   private readonly guard: DeleteGuard;
@@ -96,6 +96,18 @@ export class Reconciler {
     this.secrets = new SecretCache(opts.openSecret);
     this.retries = new SinkRetries({ baseMs: opts.retryMs ?? 1000, maxMs: opts.retryMaxMs ?? 300_000, logger: opts.logger, emit: (e) => this.emit(e), retry: (id) => this.markDrift(id) });
     this.sinks = new SinkFanout({ sinks: opts.sinks, logger: opts.logger, retries: this.retries, stats: this.stats, problems: this.problems, emit: (e) => this.emit(e) });
+    this.passes = new ResyncPasses({
+      sinks: opts.sinks,
+      logger: opts.logger,
+      applied: () => [...this.desired.values()].filter((o) => this.upToDate.has(o.id)),
+      check: (suspect, deep) => {
+        // In the queue's check lane: behind every change, one at a time, holding no revision.
+        for (const id of new Set([...this.store.objects.keys(), ...this.desired.keys()])) if (suspect(id)) this.queue.check(id);
+        if (deep) this.pruneAfterChecks = true;
+        this.queue.requestIdle();
+        this.pump();
+      },
+    });
     this.buildContext = { cluster: opts.cluster, labels: opts.labels, secret: () => ({ error: 'secret not opened' }), limits: opts.limits };
     this.queue = new WorkQueue({
       concurrency: opts.concurrency ?? 8,
@@ -201,30 +213,7 @@ export class Reconciler {
       this.resyncPending = true;
       return;
     }
-    if (this.sweeping) return; // the pass before this one is still sweeping: it covers this one
-    const sinks = this.opts.sinks;
-    const sweep = sinks.every((s) => s.suspects)
-      ? (async () => {
-          const applied = [...this.desired.values()].filter((o) => this.upToDate.has(o.id));
-          const suspects = new Set<ObjectId>();
-          for (const sink of sinks) for (const id of await sink.suspects!(applied, deep)) suspects.add(id);
-          return (id: ObjectId) => suspects.has(id) || !this.upToDate.has(id) || !this.desired.has(id);
-        })()
-      : Promise.resolve(() => true);
-    this.sweeping = sweep
-      .catch((err: Error) => {
-        this.opts.logger.warn({ err: err.message }, 'resync: a sink could not tell which objects drifted; checking every object');
-        return () => true;
-      })
-      .then((suspect) => {
-        if (this.closed) return;
-        // In the queue's check lane: behind every change, one at a time, holding no revision.
-        for (const id of new Set([...this.store.objects.keys(), ...this.desired.keys()])) if (suspect(id)) this.queue.check(id);
-        if (deep) this.pruneAfterChecks = true;
-        this.queue.requestIdle();
-        this.pump();
-      })
-      .finally(() => (this.sweeping = undefined));
+    this.passes.start(deep);
   }
 
   desiredObjects(): ReadonlyMap<ObjectId, DesiredObject> {
@@ -260,9 +249,8 @@ export class Reconciler {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
     clearInterval(this.coldStartTimer);
-    await this.sweeping;
+    await this.passes.close();
     this.retries.close();
     await this.queue.close();
     zeroUnless(this.secrets.clear(), []);
