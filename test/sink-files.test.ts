@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -451,6 +452,22 @@ test('atomicity: a concurrent reader never sees mixed versions or partial files 
   assert.equal(verdict.torn, 0);
   assert.ok(verdict.passes > 0);
   assert.equal((await readdir(dir)).filter((n) => n.startsWith('..')).length, 2);
+});
+
+test('atomicity on tmpfs (no fsync there): a concurrent reader never sees mixed versions over 300 applies', async (t) => {
+  if (statfsSync('/dev/shm').type !== 0x01021994) return t.skip('/dev/shm is not tmpfs here');
+  const parent = await mkdtemp('/dev/shm/confsync-files-');
+  t.after(() => rm(parent, { recursive: true, force: true }));
+  const s = new FileSink({ root: path.join(parent, 'root'), logger });
+  const dir = path.join(parent, 'root', 'configmaps/default/busy');
+  await s.apply(versioned(0));
+  const verdict = await withReader(dir, KEYS, async () => {
+    for (let v = 1; v <= 300; v++) assert.equal(await s.apply(versioned(v)), 'written');
+  });
+  t.diagnostic(`reader: ${verdict.passes} passes checked, ${verdict.torn} torn`);
+  assert.equal(verdict.torn, 0);
+  assert.ok(verdict.passes > 0);
+  assert.equal(await readFile(path.join(dir, KEYS[0]!), 'utf8').then((v) => v.startsWith('v300')), true);
 });
 
 test('atomicity check is real: the same reader catches an in-place (non-atomic) writer', async (t) => {

@@ -33,7 +33,7 @@
  * namespace dir goes if it is empty.
  */
 import { chmod, lstat, mkdir, readdir, realpath, rmdir } from 'node:fs/promises';
-import type { Stats } from 'node:fs';
+import { statfsSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { type DesiredObject } from '../desired/types.js';
 import { objectId, type ObjectId, type ObjectKind } from '../keyspace.js';
@@ -65,6 +65,9 @@ export interface FileSinkOptions {
 /** Events for an id this long after its apply ended are taken to be our own. */
 const QUIET_MS = 150;
 const KINDS = ['configmaps', 'secrets'] as const;
+/** statfs(2) f_type of the RAM filesystems, where fsync is a no-op. */
+const TMPFS_MAGIC = 0x01021994;
+const RAMFS_MAGIC = 0x858458f6;
 /** Objects checked per event-loop turn by `suspects` (~2 ms of lstats on a local disk). */
 const SWEEP_SLICE = 128;
 
@@ -77,6 +80,8 @@ export class FileSink implements Sink {
   private readonly writers: Record<ObjectKind, AtomicWriter>;
   /** Kind roots with links above them resolved, once they exist. */
   private readonly resolved = new Map<ObjectKind, string>();
+  /** Kind roots on tmpfs (no fsync needed), once known. */
+  private readonly volatile = new Map<ObjectKind, boolean>();
   /** Ids applied at least once by this process: their next apply compares file bytes too. */
   private readonly seen = new Set<ObjectId>();
   /** Id -> the hash of the desired object its last apply left in place. */
@@ -113,6 +118,7 @@ export class FileSink implements Sink {
         deep: this.seen.has(obj.id),
         absent: found.length < 3,
         ensureParent: () => this.ensureParents(obj.kind, dir, found),
+        volatile: this.onTmpfs(obj.kind),
       }); // (3)
       this.seen.add(obj.id);
       this.applied.set(obj.id, obj.hash);
@@ -207,6 +213,23 @@ export class FileSink implements Sink {
     const root = await this.kindRoot(kind);
     const found = checkRealDirs(root, [namespace, name]);
     return { dir: path.join(root, namespace, name), found };
+  }
+
+  /** Is the kind root on a RAM filesystem (the secrets root belongs on one)? Asked once it exists. */
+  private onTmpfs(kind: ObjectKind): boolean {
+    const known = this.volatile.get(kind);
+    if (known !== undefined) return known;
+    const root = this.resolved.get(kind);
+    if (root === undefined) return false;
+    let type: number;
+    try {
+      type = statfsSync(root).type;
+    } catch {
+      return false;
+    }
+    const ram = type === TMPFS_MAGIC || type === RAMFS_MAGIC;
+    this.volatile.set(kind, ram);
+    return ram;
   }
 
   /** The kind root, resolved through links above it (and the configured one itself) once it exists. */
