@@ -51,6 +51,8 @@ test(`mass delete of ${N} objects is held on both nodes until "confsync release"
     assert.equal(await heldMetric(ports.n1!), N, 'n1: confsync_deletes_held');
     assert.equal(await heldMetric(ports.n2!), N, 'n2: confsync_deletes_held');
     assert.deepEqual(daemons.map(present), [N, N], 'no file removed');
+    const text = spawnSync(process.execPath, [MAIN, 'status', '--endpoints', etcd.endpoint], { encoding: 'utf8' });
+    for (const node of ['n1', 'n2']) assert.match(text.stdout, new RegExp(`^eu/${node}: ${N} removal\\(s\\) held by the mass-delete guard since .* "confsync release --cluster eu" lets them go$`, 'm'));
     assert.match(daemons[0]!.log, /mass delete held: one batch would remove/);
 
     // Everything else keeps syncing meanwhile.
