@@ -54,7 +54,8 @@ test('defaults: a minimal {cluster} gets every default', () => {
     status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
     guard: { enabled: true, maxDeletePercent: 50, minObjects: 10 },
     limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
-    stateDir: '/var/lib/confsync',
+    stateDir: '/var/lib/confsync-state',
+    snapshotIntervalSeconds: 10,
     resyncSeconds: 60,
     log: { level: 'info', format: 'auto' },
   };
@@ -280,7 +281,8 @@ test('loadConfigFile: a full file loads', () => {
     status: { leaseTtlSeconds: 10, intervalSeconds: 2 },
     guard: { enabled: true, maxDeletePercent: 50, minObjects: 10 },
     limits: { maxObjectKeys: 1000, maxObjectBytes: 8388608, retryMaxSeconds: 300 },
-    stateDir: '/var/lib/confsync',
+    stateDir: '/var/lib/confsync-state',
+    snapshotIntervalSeconds: 10,
     resyncSeconds: 30,
     log: { level: 'warn', format: 'auto' },
   } satisfies Config);
