@@ -98,6 +98,9 @@ test('etcd down at start: served from the snapshot; etcd back with the revision 
     await until(() => readOr(d.file('secrets', 'default', 'db', 'password')) === SECRETS.newer, 'secret re-created from the snapshot', 60_000);
     assert.equal(readOr(d.file('configmaps', 'default', 'app', 'k')), CONFIG.v1, 'config as last applied');
     assert.match(d.log, /"msg":"etcd not reachable at start; serving from the local snapshot/);
+    assert.ok(!d.log.includes('status lease lost'), 'no lease existed to lose: the status line says etcd does not answer');
+    await until(() => d.log.includes('"msg":"status not written: etcd does not answer'), 'status write refused, said');
+    assert.equal(d.log.split('\n').filter((l) => l.includes('"level":30') && l.includes('"msg":"status not written: etcd does not answer')).length, 1, 'said once at info (retries at debug)');
     await until(async () => (await metric(port, 'confsync_start_mode_total{mode="offline"}')) === 1, 'offline start counted');
     const r = await readyz(port);
     assert.equal(r.status, 503);
