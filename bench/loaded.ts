@@ -6,8 +6,9 @@
  *  - a change: `puts` sequential puts to one object of the loaded keyspace, each
  *    waited for on disk; daemon CPU per put, and put → file latency;
  *  - restart: SIGTERM, the same daemon again on the same files with etcd
- *    unchanged: spawn → listed → /readyz, objects rewritten (confsync_writes_total),
- *    peak RSS.
+ *    unchanged: how it started (with an identity: resumed from its local
+ *    snapshot, no list; without: a list), spawn → state loaded → /readyz,
+ *    objects rewritten (confsync_writes_total), peak RSS.
  */
 import fs from 'node:fs';
 import http from 'node:http';
@@ -59,12 +60,14 @@ export async function loadedPhases(o: LoadedOptions): Promise<{ text: string; da
   const marks: Record<string, number> = {};
   const deadline = Date.now() + 600_000;
   while (!marks.readyz && Date.now() < deadline) {
-    if (!marks.listed && again.log.includes('listed etcd')) marks.listed = performance.now() - t0;
+    // A daemon with an identity resumes from its local snapshot (no list); without one it lists.
+    if (!marks.loaded && (again.log.includes('listed etcd') || again.log.includes('caught up from the local snapshot'))) marks.loaded = performance.now() - t0;
     if ((await status(o.port, '/readyz')) === 200) marks.readyz = performance.now() - t0;
     if (!again.running) throw new Error(`restarted daemon exited: ${again.log.slice(-2000)}`);
     await sleep(20);
   }
   const rewritten = await writes(o.port);
+  const mode = await startMode(o.port);
   const usage = procUsage(pidOf(again));
   const s = (n: number | undefined) => (n === undefined ? 'n/a' : (n / 1000).toFixed(2));
   const text = [
@@ -73,9 +76,10 @@ export async function loadedPhases(o: LoadedOptions): Promise<{ text: string; da
       [`idle: daemon CPU over ${o.idleSeconds} s (share of one core)`, `${((idleCpu / o.idleSeconds) * 100).toFixed(2)} %`],
       [`a change: daemon CPU per put (${o.puts} sequential puts to one object)`, `${perPut.toFixed(2)} ms`],
       ['a change: put → file p50 / p99', `${percentile(sorted, 50).toFixed(2)} / ${percentile(sorted, 99).toFixed(2)} ms`],
-      [`restart (same files, etcd unchanged): spawn → "listed etcd"`, `${s(marks.listed)} s`],
+      ['restart (same files, etcd unchanged): started as (confsync_start_mode_total)', mode === 'snapshot-resume' ? 'snapshot-resume (watch resumed from the local snapshot, no list)' : (mode ?? 'n/a')],
+      [`restart: spawn → state loaded ("${mode === 'snapshot-resume' ? 'caught up from the local snapshot' : 'listed etcd'}")`, `${s(marks.loaded)} s`],
       ['restart: spawn → /readyz 200', `${s(marks.readyz)} s`],
-      ['restart: /readyz after the list completed', marks.readyz && marks.listed ? `${s(marks.readyz - marks.listed)} s` : 'n/a'],
+      ['restart: /readyz after the state was loaded', marks.readyz && marks.loaded ? `${s(marks.readyz - marks.loaded)} s` : 'n/a'],
       ['restart: objects rewritten (confsync_writes_total{sink="files"})', `${rewritten ?? 'n/a'} (before the restart the first daemon had written ${writesBefore ?? 'n/a'})`],
       ['restart: peak RSS (VmHWM)', `${usage.peakMiB.toFixed(0)} MiB`],
     ]),
@@ -105,6 +109,14 @@ function get(port: number, path: string): Promise<{ code: number; body: string }
 
 async function status(port: number, path: string): Promise<number> {
   return (await get(port, path)).code;
+}
+
+/** The mode confsync_start_mode_total counted (offline is counted before one of the others: the last one wins). */
+async function startMode(port: number): Promise<string | undefined> {
+  const { code, body } = await get(port, '/metrics');
+  if (code !== 200) return undefined;
+  const counted = ['offline', 'list', 'snapshot-resume'].filter((m) => Number(body.match(new RegExp(`^confsync_start_mode_total\\{mode="${m}"\\} (\\d+)`, 'm'))?.[1] ?? 0) > 0);
+  return counted.filter((m) => m !== 'offline').join('+') || counted[0];
 }
 
 /** confsync_writes_total{sink="files"} from /metrics. */

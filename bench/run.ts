@@ -22,6 +22,7 @@ import { confd } from './confd.js';
 import { fanOut } from './fan-out.js';
 import { etcdVersion, flag, fsType, putToFile, spawnText, type ScenarioOptions } from './put-to-file.js';
 import { putToConfigMap } from './put-to-configmap.js';
+import { snapshotBench } from './snapshot.js';
 
 const SCENARIOS: { name: string; title: string; run: (o: ScenarioOptions) => Promise<string> }[] = [
   { name: 'put-to-file', title: '1. put → file, beside the etcd put → watch floor', run: putToFile },
@@ -30,6 +31,7 @@ const SCENARIOS: { name: string; title: string; run: (o: ScenarioOptions) => Pro
   { name: 'cold-start', title: '4. cold start against a full keyspace', run: coldStart },
   { name: 'burst', title: '5. burst: many updates to few objects', run: burst },
   { name: 'fan-out', title: '6. fan-out: one put, many daemons', run: fanOut },
+  { name: 'snapshot', title: '7. fail-safes: snapshot write, mass-delete hold/release, reboot with etcd down', run: snapshotBench },
 ];
 
 const args = process.argv.slice(2);

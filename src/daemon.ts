@@ -10,6 +10,8 @@ import type { ReconcileObserver } from './reconcile/events.js';
 import { Reconciler } from './reconcile/reconciler.js';
 import { replayGuarded } from './reconcile/secrets.js';
 import { HighWater } from './state/highwater.js';
+import { ensurePrivateDir } from './state/durable-file.js';
+import { DEFAULT_STATE_DIR, isInside, stateDirToRead } from './state/location.js';
 import { loadSnapshot, SnapshotWriter, SourceKeys } from './state/snapshot.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
@@ -104,10 +106,22 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
  */
 export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOnDiskOk?: boolean } = {}): Promise<Daemon> {
   const keyring = await loadIdentity(cfg);
+  // The state dir is ours alone (0700): not a dir the sinks serve to readers.
+  const files = cfg.sinks.files;
+  const servedRoot = files && [files.root, files.secretsRoot ?? `${files.root}/secrets`].find((root) => isInside(cfg.stateDir, root));
+  if (keyring && servedRoot) {
+    logger.warn(
+      { stateDir: cfg.stateDir, root: servedRoot },
+      `stateDir is inside a files root that others read (${servedRoot}): they can read the sealed snapshot and the replay marks; set stateDir to a dir of its own (default ${DEFAULT_STATE_DIR}; docs/operations.md, "State dir")`,
+    );
+  }
+  if (keyring) await ensurePrivateDir(cfg.stateDir, logger, !servedRoot).catch(() => undefined); // HighWater.load says why it cannot
+  // Up to 0.1.0 the default stateDir was the files root: read that once (state/location.ts).
+  const readFrom = keyring ? await stateDirToRead(cfg.stateDir, logger) : cfg.stateDir;
   // Replay marks matter only to a daemon that opens secrets: no state dir otherwise.
-  const marks = keyring ? await HighWater.load(cfg.stateDir, logger) : HighWater.inMemory(logger);
+  const marks = keyring ? await HighWater.load(cfg.stateDir, logger, readFrom) : HighWater.inMemory(logger);
   // The local snapshot is sealed to our identity: none without one (nothing to seal it to).
-  const snapshot = keyring ? await loadSnapshot(cfg.stateDir, { cluster: cfg.cluster, prefix: cfg.etcd.prefix, keyring }, logger) : undefined;
+  const snapshot = keyring ? await loadSnapshot(readFrom, { cluster: cfg.cluster, prefix: cfg.etcd.prefix, keyring }, logger) : undefined;
   if (!keyring) logger.info('no identity configured: no local snapshot is kept (it is sealed to the identity), so a start with etcd down serves nothing new and every start lists etcd');
   // Marks only go up: the snapshot's cover a lost or older highwater.json.
   if (snapshot) marks.merge(snapshot.marks);
@@ -117,7 +131,6 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   const kubeMod = kube?.enabled ? await import('./sink/kubernetes.js') : undefined;
   const kc = kube && kubeMod ? kubeMod.kubeConfigFor(kube) : undefined;
   const sinks = await createSinks(cfg, logger, () => elector?.leader ?? true, kc);
-  const files = cfg.sinks.files;
   // `confsync dev` keeps its throw-away secrets next to its data and says so itself.
   if (files && !opts.secretsOnDiskOk) {
     const secretsRoot = files.secretsRoot ?? `${files.root}/secrets`;
@@ -167,6 +180,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       publicKeys: keyring.recipients().map((r) => r.publicKey),
       logger,
       take: () => ({ revision: sourceKeys.revision, kvs: [...sourceKeys.keys.values()], marks: marks.entries() }),
+      minIntervalMs: cfg.snapshotIntervalSeconds * 1000,
       onWritten: (ms) => metrics.snapshotWrite.observe(ms / 1000),
     });
     if (snapshot) writer.loaded(snapshot.revision);

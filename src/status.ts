@@ -54,6 +54,7 @@ export class StatusReporter {
   private lastWrite = 0;
   private writing = false;
   private closed = false;
+  private ungrantedSaid = false;
 
   constructor(private readonly opts: StatusOptions) {}
 
@@ -87,6 +88,7 @@ export class StatusReporter {
       await this.lease.put(this.opts.key).value(JSON.stringify(status));
       this.last = body;
       this.lastWrite = Date.now();
+      this.ungrantedSaid = false;
     } catch (err) {
       this.opts.logger.debug({ err: (err as Error).message, key: this.opts.key }, 'status not written; retrying on the next tick');
     } finally {
@@ -96,9 +98,18 @@ export class StatusReporter {
 
   private newLease(): Lease {
     const lease = this.opts.client.lease(this.opts.ttlSeconds, { autoKeepAlive: true });
+    let granted = false;
+    lease.grant().then(() => (granted = true), () => undefined);
     lease.on('lost', (err) => {
       if (this.lease !== lease) return;
-      this.opts.logger.warn({ err: err.message, key: this.opts.key }, 'status lease lost (etcd unreachable longer than the TTL); a new one is made when etcd answers');
+      if (granted) {
+        this.opts.logger.warn({ err: err.message, key: this.opts.key }, 'status lease lost (etcd unreachable longer than the TTL); a new one is made when etcd answers');
+      } else {
+        // Never granted (etcd down at start, e.g. serving from the local snapshot): no
+        // lease was lost; said once per outage, each retry at debug.
+        this.opts.logger[this.ungrantedSaid ? 'debug' : 'info']({ err: err.message, key: this.opts.key }, 'status not written: etcd does not answer; retried every status interval');
+        this.ungrantedSaid = true;
+      }
       this.lease = undefined;
       this.last = '';
     });

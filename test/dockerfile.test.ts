@@ -163,9 +163,10 @@ test('CMD and VOLUME name the paths of config.example.yaml, the systemd unit and
   assert.match(r.stdout, /--config/);
 
   const volumes = json(runtime, 'VOLUME');
-  assert.deepEqual(volumes, ['/var/lib/confsync', '/run/confsync']);
+  assert.deepEqual(volumes, ['/var/lib/confsync', '/run/confsync', '/var/lib/confsync-state']);
   const example = parse(fs.readFileSync(path.join(REPO, 'config.example.yaml'), 'utf8'));
   assert.equal(example.sinks.files.root, volumes[0]);
+  assert.equal(example.stateDir, volumes[2], 'the state dir is a volume of its own, not the files root');
   assert.ok(example.sinks.files.secretsRoot.startsWith(`${volumes[1]}/`));
   const unit = fs.readFileSync(path.join(REPO, 'systemd', 'confsync.service'), 'utf8');
   assert.match(unit, /--config \/etc\/confsync\/config\.yaml/);
@@ -215,7 +216,7 @@ test('the daemon runs with a read-only root filesystem, writing only to the two 
       set -e
       mount -t tmpfs -o mode=0755 tmpfs /run
       mount -t tmpfs -o mode=0755 tmpfs /var/lib
-      mkdir -m 0750 /run/confsync; mkdir -m 0755 /var/lib/confsync
+      mkdir -m 0750 /run/confsync; mkdir -m 0755 /var/lib/confsync; mkdir -m 0700 /var/lib/confsync-state
       mount -o remount,bind,ro /
       if touch "$PROBE" 2>/dev/null; then rm -f "$PROBE"; echo "ROOT-WRITABLE"; exit 3; fi
       "$NODE" "$MAIN" run --config "$CONFIG" & pid=$!

@@ -12,6 +12,7 @@ import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createLogger } from '../src/log.js';
 import { HIGHWATER_FILE, HighWater, parseMarks } from '../src/state/highwater.js';
+import { isInside, stateDirToRead } from '../src/state/location.js';
 
 const P = 'global/secrets/default/db/password';
 
@@ -111,4 +112,40 @@ test('a state dir that cannot be created or written: one warning, marks in memor
   await hw2.close();
   assert.equal(parseMarks(fs.readFileSync(path.join(stateDir, HIGHWATER_FILE), 'utf8'))!.get(P), 2, 'retried and written once possible');
   assert.match(w.lines[1]!, /written again/);
+});
+
+test('moving from the old default stateDir: read there once when the new default holds no state, written to the new one; other stateDirs never redirected', async (t) => {
+  const base = tmp(t);
+  const current = path.join(base, 'confsync-state');
+  const old = path.join(base, 'confsync'); // the files root that used to be the default
+  fs.mkdirSync(old);
+  fs.writeFileSync(path.join(old, HIGHWATER_FILE), JSON.stringify({ format: 1, marks: { [P]: 7 } }), { mode: 0o600 });
+  const dirs = { current, old };
+  const w = capture();
+
+  // Another stateDir (set explicitly): read where it says, never from the old default.
+  assert.equal(await stateDirToRead(path.join(base, 'mine'), w.logger, dirs), path.join(base, 'mine'));
+  assert.equal(w.lines.length, 0);
+
+  // The default, empty: the old default's state is read, once, and said so.
+  const from = await stateDirToRead(current, w.logger, dirs);
+  assert.equal(from, old);
+  assert.match(w.lines.join(''), /state found at the old default stateDir .*confsync \(the files root\): read from there this once/);
+  const hw = await HighWater.load(current, w.logger, from);
+  assert.equal(hw.mark(P), 7);
+  assert.equal(parseMarks(fs.readFileSync(path.join(current, HIGHWATER_FILE), 'utf8'))!.get(P), 7, 'written to the new dir at once');
+  assert.ok(fs.existsSync(path.join(old, HIGHWATER_FILE)), 'the old file is left for the operator');
+  await hw.close();
+
+  // Next start: the new dir holds state; the old one is not read again.
+  fs.writeFileSync(path.join(old, HIGHWATER_FILE), JSON.stringify({ format: 1, marks: { [P]: 9 } }));
+  assert.equal(await stateDirToRead(current, w.logger, dirs), current);
+  assert.equal((await HighWater.load(current, w.logger)).mark(P), 7);
+});
+
+test('isInside: a stateDir in (or equal to) a files root is told apart from a sibling', () => {
+  assert.equal(isInside('/var/lib/confsync', '/var/lib/confsync'), true);
+  assert.equal(isInside('/var/lib/confsync/state', '/var/lib/confsync/'), true);
+  assert.equal(isInside('/var/lib/confsync-state', '/var/lib/confsync'), false);
+  assert.equal(isInside('/var/lib/confsync/../confsync-state', '/var/lib/confsync'), false);
 });

@@ -107,7 +107,10 @@ test('rollback refuses without --yes when stdin is not a terminal; nothing writt
 });
 
 test('rollback of the 5-key object to its first revision: exact bytes back, all writes at one revision', async () => {
+  const head = async () => Number((await client.get(`${P}/never`).exec()).header.revision);
+  const headBefore = await head();
   const r = ok(['rollback', 'default/app', '--to-revision', String(revs[0]), '--yes']);
+  assert.equal(await head(), headBefore + 1, 'one etcd transaction: the revision advanced by exactly 1');
   assert.match(r.stdout, /^ {2}put    k1  "v1-changed" -> "v1"$/m);
   assert.match(r.stdout, /^ {2}put    k3  \(absent\) -> "three"$/m);
   assert.match(r.stdout, /^ {2}delete k6$/m);

@@ -18,6 +18,7 @@ import { generateIdentity, recipientOf, writeIdentityFile } from '../src/envelop
 import { DaemonProcess, readOr, until } from './harness/daemon.js';
 import { startEtcd, type EtcdHandle } from './harness/etcd.js';
 import { freePort } from './harness/ports.js';
+import { runCli } from './harness/cli.js';
 
 const P = '/confsync';
 const T0 = Date.now() - 3_600_000;
@@ -93,9 +94,13 @@ test('etcd down at start: served from the snapshot; etcd back with the revision 
 
     d.log = '';
     d.start();
-    await until(() => readOr(d.file('secrets', 'default', 'db', 'password')) === SECRETS.newer, 'secret re-created from the snapshot');
+    // (A generous bound: a process start on a loaded 2-core machine took up to 15 s. Speed: bench/snapshot.ts.)
+    await until(() => readOr(d.file('secrets', 'default', 'db', 'password')) === SECRETS.newer, 'secret re-created from the snapshot', 60_000);
     assert.equal(readOr(d.file('configmaps', 'default', 'app', 'k')), CONFIG.v1, 'config as last applied');
     assert.match(d.log, /"msg":"etcd not reachable at start; serving from the local snapshot/);
+    assert.ok(!d.log.includes('status lease lost'), 'no lease existed to lose: the status line says etcd does not answer');
+    await until(() => d.log.includes('"msg":"status not written: etcd does not answer'), 'status write refused, said');
+    assert.equal(d.log.split('\n').filter((l) => l.includes('"level":30') && l.includes('"msg":"status not written: etcd does not answer')).length, 1, 'said once at info (retries at debug)');
     await until(async () => (await metric(port, 'confsync_start_mode_total{mode="offline"}')) === 1, 'offline start counted');
     const r = await readyz(port);
     assert.equal(r.status, 503);
@@ -122,6 +127,13 @@ test('etcd down at start: served from the snapshot; etcd back with the revision 
     }, 'status says it was offline');
     assert.ok(Date.parse(status.offline.since) <= Date.parse(status.offline.until));
     assert.equal(status.state, 'watching');
+    // The operator's view: `confsync status` (text) says when it went offline and when it came back.
+    const text = runCli(['status'], { cwd: d.dir, endpoint: etcd.endpoint });
+    assert.equal(text.code, 0, text.stderr);
+    assert.ok(
+      text.stdout.includes(`eu/n1: offline since ${status.offline.since}, served from its local snapshot (revision ${status.offline.revision}); back online since ${status.offline.until}`),
+      text.stdout,
+    );
 
     // The snapshot follows the new state; nothing secret in the state dir, ever.
     const rev = etcd.revision();
@@ -308,6 +320,41 @@ test('no identity: no snapshot file, said once at info level', async () => {
     assert.equal(JSON.parse(lines[0]!).level, 30);
   } finally {
     await d.cleanup();
+    await etcd.stop();
+  }
+});
+
+test('stateDir: an existing 0755 dir (a systemd StateDirectory=) is tightened to 0700; one inside the files root is warned about and left as it is', async () => {
+  const { etcd, idFile, keyDir } = await setup();
+  const own = new DaemonProcess({ cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, identity: idFile });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-d-'));
+  const inRoot = path.join(dir, 'out', '.state');
+  const shared = new DaemonProcess({ cluster: 'eu', node: 'n2', etcd: { endpoints: [etcd.endpoint] }, identity: idFile, stateDir: inRoot }, dir);
+  try {
+    etcd.ctl('put', `${P}/global/configmaps/default/app/k`, 'v1');
+    for (const d of [path.join(own.dir, 'state'), inRoot]) {
+      fs.mkdirSync(d, { recursive: true });
+      fs.chmodSync(d, 0o755);
+    }
+    own.start();
+    shared.start();
+    await own.ready();
+    await shared.ready();
+    assert.equal((fs.statSync(path.join(own.dir, 'state')).mode & 0o777).toString(8), '700');
+    assert.match(own.log, /"msg":"state dir tightened to 0700"/);
+    assert.ok(!own.log.includes('inside a files root'));
+
+    const warn = shared.log.split('\n').filter((l) => l.includes('stateDir is inside a files root that others read'));
+    assert.equal(warn.length, 1);
+    assert.match(warn[0]!, /set stateDir to a dir of its own \(default \/var\/lib\/confsync-state/);
+    assert.equal((fs.statSync(inRoot).mode & 0o777).toString(8), '755', 'a dir readers use keeps its mode');
+    await until(() => fs.existsSync(path.join(inRoot, 'snapshot')), 'snapshot still kept there');
+    await stopCleanly(own);
+    await stopCleanly(shared);
+  } finally {
+    await own.cleanup();
+    await shared.cleanup();
+    fs.rmSync(keyDir, { recursive: true, force: true });
     await etcd.stop();
   }
 });

@@ -100,7 +100,7 @@ test('the unit, config.example.yaml and docs/operations.md name the same paths',
   assert.equal(one('Restart'), 'on-failure');
   assert.match(one('RestartSec'), /^\d+s?$/);
   assert.match(one('TimeoutStopSec'), /^\d+s?$/);
-  assert.equal(one('StateDirectory'), 'confsync');
+  assert.deepEqual(one('StateDirectory').split(/\s+/), ['confsync', 'confsync-state'], 'the files root, and the state dir apart from it');
   assert.equal(one('RuntimeDirectory'), 'confsync');
   assert.equal(one('RuntimeDirectoryPreserve'), 'yes');
   assert.equal(one('ConfigurationDirectory'), 'confsync');
@@ -109,7 +109,9 @@ test('the unit, config.example.yaml and docs/operations.md name the same paths',
   assert.equal(one('MemoryDenyWriteExecute'), 'no', "V8's JIT needs it off");
 
   const example = parse(fs.readFileSync(path.join(REPO, 'config.example.yaml'), 'utf8'));
-  assert.equal(example.sinks.files.root, `/var/lib/${one('StateDirectory')}`, 'files root is the StateDirectory');
+  const [filesDir, stateDir] = one('StateDirectory').split(/\s+/);
+  assert.equal(example.sinks.files.root, `/var/lib/${filesDir}`, 'files root is the first StateDirectory');
+  assert.equal(example.stateDir, `/var/lib/${stateDir}`, 'stateDir is the second: not inside the files root');
   assert.ok(example.sinks.files.secretsRoot.startsWith(`/run/${one('RuntimeDirectory')}/`), 'secrets root is under the RuntimeDirectory (tmpfs)');
 
   const ops = fs.readFileSync(path.join(REPO, 'docs', 'operations.md'), 'utf8');

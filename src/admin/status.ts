@@ -82,7 +82,31 @@ function parseStatus(text: string): NodeStatus | undefined {
   if (typeof s.cluster !== 'string' || typeof s.node !== 'string' || typeof s.revision !== 'number' || typeof s.updatedAt !== 'string') return undefined;
   const e = s.lastError as Record<string, unknown> | undefined;
   if (e !== undefined && (typeof e !== 'object' || e === null || typeof e.path !== 'string' || typeof e.reason !== 'string')) return undefined;
+  // Optional notes: one of the wrong shape is dropped, the row stays.
+  const o = s.offline as Record<string, unknown> | undefined;
+  if (o !== undefined && (typeof o !== 'object' || o === null || typeof o.since !== 'string' || typeof o.revision !== 'number' || (o.until !== undefined && typeof o.until !== 'string'))) delete s.offline;
+  const h = s.held as Record<string, unknown> | undefined;
+  if (h !== undefined && (typeof h !== 'object' || h === null || typeof h.count !== 'number' || typeof h.revision !== 'number' || typeof h.since !== 'string')) delete s.held;
   return v as NodeStatus;
+}
+
+/**
+ * What a node's row cannot say: it served from its local snapshot at start
+ * (etcd was not reachable; the status is written only once etcd answers again,
+ * so `until` is nearly always there), and removals held by the mass-delete guard.
+ */
+function notes(r: NodeStatus): string[] {
+  const who = `${r.cluster}/${r.node}`;
+  const out: string[] = [];
+  if (r.offline) {
+    out.push(
+      r.offline.until
+        ? `${who}: offline since ${r.offline.since}, served from its local snapshot (revision ${r.offline.revision}); back online since ${r.offline.until}`
+        : `${who}: offline since ${r.offline.since}, serving from its local snapshot (revision ${r.offline.revision})`,
+    );
+  }
+  if (r.held) out.push(`${who}: ${r.held.count} removal(s) held by the mass-delete guard since ${r.held.since} (revision ${r.held.revision}); "confsync release --cluster ${r.cluster}" lets them go`);
+  return out.map(printable);
 }
 
 /** The status table, one string per line; every etcd-sourced cell made printable. */
@@ -98,6 +122,7 @@ export function formatFleet(fleet: Fleet): string[] {
   }
   const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
   const lines = table.map((row) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+  lines.push(...fleet.rows.flatMap(notes));
   lines.push(`etcd revision ${fleet.head}; ${fleet.rows.length} live node(s)`);
   return lines;
 }

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { z } from 'zod';
 import { clusterError } from '../keyspace.js';
+import { DEFAULT_STATE_DIR } from '../state/location.js';
 
 /**
  * The daemon's configuration, declared once: name, type, default and description
@@ -131,8 +132,13 @@ export const configSchema = z.strictObject({
   stateDir: z
     .string()
     .min(1)
-    .prefault('/var/lib/confsync')
-    .describe("The daemon's own state (0700): the encrypted local snapshot and the envelopes' replay high-water marks. Give it a persistent path; one daemon per dir."),
+    .prefault(DEFAULT_STATE_DIR)
+    .describe("The daemon's own state (0700): the encrypted local snapshot and the envelopes' replay high-water marks. Give it a persistent path of its own, never inside a files or secrets root; one daemon per dir."),
+  snapshotIntervalSeconds: z
+    .number()
+    .positive()
+    .prefault(10)
+    .describe('At most one write of the local snapshot per this long: a write re-seals the whole applied state, so this bounds its CPU cost and how stale it may be at a crash or an offline start.'),
   resyncSeconds: z
     .number()
     .positive()

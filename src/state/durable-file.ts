@@ -1,5 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { Logger } from '../log.js';
 
 /**
  * Replaces `file` with `data` so that a crash leaves the old or the new file,
@@ -23,5 +24,24 @@ export async function writeDurably(file: string, data: string | Uint8Array): Pro
   } catch (err) {
     await fs.rm(tmp, { force: true }).catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * Creates `dir` 0700, or tightens an existing dir this process owns to 0700 (a
+ * systemd StateDirectory= listed beside the 0755 files root is created 0755).
+ * Not for a dir others must read: the caller passes tighten=false when the state
+ * dir is (inside) a files or secrets root. Throws what mkdir throws; a failed
+ * chmod is left alone (the files in it are 0600 anyway).
+ */
+export async function ensurePrivateDir(dir: string, logger: Logger, tighten = true): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  if (!tighten) return;
+  const st = await fs.stat(dir);
+  if ((st.mode & 0o077) !== 0 && st.uid === process.getuid?.()) {
+    await fs.chmod(dir, 0o700).then(
+      () => logger.info({ stateDir: dir, was: (st.mode & 0o777).toString(8) }, 'state dir tightened to 0700'),
+      () => undefined,
+    );
   }
 }

@@ -30,7 +30,9 @@ import path from 'node:path';
 import { writeDurably } from './durable-file.js';
 import type { Logger } from '../log.js';
 
-export const HIGHWATER_FILE = 'highwater.json';
+import { HIGHWATER_FILE } from './location.js';
+
+export { HIGHWATER_FILE };
 const FLUSH_MS = 500;
 
 export class HighWater {
@@ -51,8 +53,12 @@ export class HighWater {
     return new HighWater(undefined, logger);
   }
 
-  /** Creates `stateDir` (0700) if needed and loads the marks; never throws for a bad dir or file. */
-  static async load(stateDir: string, logger: Logger): Promise<HighWater> {
+  /**
+   * Creates `stateDir` (0700) if needed and loads the marks; never throws for a
+   * bad dir or file. `readFrom`: another dir to read them from this once (the old
+   * default stateDir, state/location.ts); they are written to `stateDir`.
+   */
+  static async load(stateDir: string, logger: Logger, readFrom = stateDir): Promise<HighWater> {
     const file = path.join(stateDir, HIGHWATER_FILE);
     try {
       await fs.mkdir(stateDir, { recursive: true, mode: 0o700 });
@@ -61,23 +67,29 @@ export class HighWater {
       return HighWater.inMemory(logger);
     }
     const hw = new HighWater(file, logger);
+    const source = path.join(readFrom, HIGHWATER_FILE);
     let text: string;
     try {
-      text = await fs.readFile(file, 'utf8');
+      text = await fs.readFile(source, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        logger.warn({ file, code: (err as NodeJS.ErrnoException).code }, 'replay high-water file cannot be read; starting without marks');
+        logger.warn({ file: source, code: (err as NodeJS.ErrnoException).code }, 'replay high-water file cannot be read; starting without marks');
       }
       return hw;
     }
     const marks = parseMarks(text);
     if (!marks) {
       // Kept aside for inspection; the next flush writes a fresh file.
-      await fs.rename(file, `${file}.bad`).catch(() => undefined);
-      logger.warn({ file }, `replay high-water file does not parse (moved to ${HIGHWATER_FILE}.bad); starting without marks: an old envelope put back before its path's newer value is re-applied will be accepted`);
+      await fs.rename(source, `${source}.bad`).catch(() => undefined);
+      logger.warn({ file: source }, `replay high-water file does not parse (moved to ${HIGHWATER_FILE}.bad); starting without marks: an old envelope put back before its path's newer value is re-applied will be accepted`);
       return hw;
     }
     for (const [p, v] of marks) hw.marks.set(p, v);
+    // Read from elsewhere: written to our own dir at once.
+    if (source !== file) {
+      hw.dirty = true;
+      await hw.flush();
+    }
     return hw;
   }
 

@@ -60,10 +60,53 @@ export interface SnapshotContent {
 /** Why a snapshot file was not used: one line for the operator. */
 export class SnapshotUnusable extends Error {}
 
-/** Seals `content` to every public key in `publicKeys`. `rng` is injectable for tests. */
-export function encodeSnapshot(content: SnapshotContent, publicKeys: readonly Uint8Array[], rng: (n: number) => Uint8Array = randomBytes): Buffer {
+/** Per-key JSON fragments of the body, kept between writes (state/snapshot.ts): only changed keys are encoded again. */
+export type FragmentCache = WeakMap<Kv, string>;
+
+export interface EncodeOptions {
+  /** Injectable for tests. */
+  rng?: (n: number) => Uint8Array;
+  /** Reused across writes: a key's `[key, base64, rev]` is built once per Kv object. */
+  fragments?: FragmentCache;
+}
+
+/** Keys encoded between two turns of the event loop (encodeSnapshotAsync). */
+const KEYS_PER_STEP = 2000;
+
+/** Seals `content` to every public key in `publicKeys`, in one go (tests, small states). */
+export function encodeSnapshot(content: SnapshotContent, publicKeys: readonly Uint8Array[], opts: EncodeOptions = {}): Buffer {
+  const steps = encodeSteps(content, publicKeys, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/**
+ * The same bytes as encodeSnapshot, giving the event loop a turn after every
+ * KEYS_PER_STEP keys and every sealed chunk: a 10,000-object state no longer
+ * blocks the daemon (watch, health checks, file events) for the whole encode.
+ * `content.kvs` and `content.marks` must not change meanwhile (the writer hands
+ * copies).
+ */
+export async function encodeSnapshotAsync(content: SnapshotContent, publicKeys: readonly Uint8Array[], opts: EncodeOptions = {}): Promise<Buffer> {
+  const steps = encodeSteps(content, publicKeys, opts);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
+/**
+ * The body is built and sealed in pieces: the kvs' JSON fragments a slice at a
+ * time, each full CHUNK of plaintext sealed as soon as it is there (the last
+ * chunk, 1..CHUNK bytes, carries TAG_FINAL). Plaintext buffers are zeroed once
+ * sealed (config values are plaintext here).
+ */
+function* encodeSteps(content: SnapshotContent, publicKeys: readonly Uint8Array[], opts: EncodeOptions): Generator<void, Buffer> {
   if (publicKeys.length === 0) throw new RangeError('no public key to seal the snapshot to');
-  const fileKey = rng(32);
+  const fileKey = (opts.rng ?? randomBytes)(32);
   try {
     const header = Buffer.from(
       JSON.stringify({
@@ -76,19 +119,58 @@ export function encodeSnapshot(content: SnapshotContent, publicKeys: readonly Ui
       'utf8',
     );
     const ad = Buffer.concat([MAGIC, u32(header.length), header]);
-    const body = Buffer.from(
-      JSON.stringify({ kvs: content.kvs.map((kv) => [kv.key, kv.value.toString('base64'), kv.modRevision]), marks: Object.fromEntries(content.marks) }),
-      'utf8',
-    );
     const { state, header: ssHeader } = sodium.crypto_secretstream_xchacha20poly1305_init_push(fileKey);
     const parts: Buffer[] = [ad, Buffer.from(ssHeader)];
-    for (let off = 0; off === 0 || off < body.length; off += CHUNK) {
-      const last = off + CHUNK >= body.length;
-      const tag = last ? sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL : sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
-      const c = sodium.crypto_secretstream_xchacha20poly1305_push(state, body.subarray(off, off + CHUNK), ad, tag);
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const seal = (plain: Buffer, tag: number) => {
+      const c = sodium.crypto_secretstream_xchacha20poly1305_push(state, plain, ad, tag);
       parts.push(u32(c.length), Buffer.from(c));
+    };
+    /** Seals every full CHUNK while more than a CHUNK is pending (so the final chunk is never empty unless the body is). */
+    const drain = function* (): Generator<void> {
+      if (pendingBytes <= CHUNK) return;
+      const buf = Buffer.concat(pending);
+      for (const b of pending) b.fill(0);
+      let off = 0;
+      for (; buf.length - off > CHUNK; off += CHUNK) {
+        seal(buf.subarray(off, off + CHUNK), sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
+        yield;
+      }
+      const rest = Buffer.from(buf.subarray(off));
+      buf.fill(0);
+      pending = [rest];
+      pendingBytes = rest.length;
+    };
+    const add = (text: string) => {
+      const b = Buffer.from(text, 'utf8');
+      pending.push(b);
+      pendingBytes += b.length;
+    };
+
+    // Body: {"kvs":[[key, base64, modRevision], …],"marks":{path: version, …}} — JSON.stringify's own bytes.
+    add('{"kvs":[');
+    const kvs = content.kvs;
+    for (let i = 0; i < kvs.length; i += KEYS_PER_STEP) {
+      const slice: string[] = [];
+      for (const kv of kvs.slice(i, i + KEYS_PER_STEP)) {
+        let f = opts.fragments?.get(kv);
+        if (f === undefined) {
+          f = JSON.stringify([kv.key, kv.value.toString('base64'), kv.modRevision]);
+          opts.fragments?.set(kv, f);
+        }
+        slice.push(f);
+      }
+      add((i > 0 ? ',' : '') + slice.join(','));
+      yield* drain();
+      yield;
     }
-    body.fill(0); // config values are plaintext here
+    add(`],"marks":${JSON.stringify(Object.fromEntries(content.marks))}}`);
+    yield* drain();
+    const last = Buffer.concat(pending);
+    for (const b of pending) b.fill(0);
+    seal(last, sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL);
+    last.fill(0);
     return Buffer.concat(parts);
   } finally {
     sodium.memzero(fileKey);
