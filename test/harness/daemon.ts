@@ -77,6 +77,12 @@ export class DaemonProcess {
 
   async cleanup(): Promise<void> {
     if (this.running) await this.signal('SIGKILL');
+    // Fault loops (scripts/loop-test.sh) keep every daemon's log for a failed run's post-mortem.
+    const keep = process.env.CONFSYNC_KEEP_DAEMON_LOGS;
+    if (keep) {
+      fs.mkdirSync(keep, { recursive: true });
+      fs.writeFileSync(path.join(keep, `daemon-${Date.now()}-${path.basename(this.dir)}.log`), this.log);
+    }
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
