@@ -66,8 +66,13 @@ log "Kubernetes binaries (scripts/kube-apiserver.sh: cached, or built once from 
 APISERVER="$(bash scripts/kube-apiserver.sh)"
 KUBECTL_BIN="$(bash scripts/kube-apiserver.sh kubectl)"
 KUBELET="$(bash scripts/kube-apiserver.sh kubelet)"
-KCM="$(bash scripts/kube-apiserver.sh kube-controller-manager)"
-SCHED="$(bash scripts/kube-apiserver.sh kube-scheduler)"
+# CONFSYNC_NODE_TEST_UNTIL=node: stop once the kubelet's Node is Ready (no controller-manager
+# or scheduler needed: a quick look at whether a kubelet runs on this machine at all).
+UNTIL="${CONFSYNC_NODE_TEST_UNTIL:-}"
+if [ "$UNTIL" != node ]; then
+  KCM="$(bash scripts/kube-apiserver.sh kube-controller-manager)"
+  SCHED="$(bash scripts/kube-apiserver.sh kube-scheduler)"
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/confsync-node.XXXXXX")"
 chmod 0711 "$WORK"
@@ -99,9 +104,15 @@ cleanup() {
     sleep 1
     for t in $(CTR tasks ls -q 2>/dev/null); do CTR tasks delete -f "$t" >/dev/null 2>&1; done
   fi
-  local i
-  for (( i=${#PIDS[@]}-1; i>=0; i-- )); do kill "${PIDS[$i]}" 2>/dev/null; done
-  for (( i=${#PIDS[@]}-1; i>=0; i-- )); do wait "${PIDS[$i]}" 2>/dev/null; done
+  # One at a time, newest first (the apiserver's shutdown waits for its etcd); 10 s each.
+  local i pid
+  for (( i=${#PIDS[@]}-1; i>=0; i-- )); do
+    pid="${PIDS[$i]}"
+    kill "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
   # Whatever the kubelet and containerd left mounted under the work dir (tmpfs of secret
   # volumes, the overlay rootfs, the netns bind mounts).
   findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -263,16 +274,18 @@ iptables -t nat -A "$CHAIN" -d "$SVC_IP" -p tcp --dport 443 -j DNAT --to-destina
 iptables -t nat -I PREROUTING -j "$CHAIN"
 iptables -t nat -I OUTPUT -j "$CHAIN"
 
-"$KCM" --kubeconfig="$WORK/admin.kubeconfig" --authentication-kubeconfig="$WORK/admin.kubeconfig" \
-  --authorization-kubeconfig="$WORK/admin.kubeconfig" --leader-elect=false --bind-address=127.0.0.1 \
-  --secure-port="$(free_port)" --root-ca-file="$P/ca.crt" --service-account-private-key-file="$P/sa.key" \
-  --use-service-account-credentials=false --controllers='*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
-  --profiling=false --v=1 >"$LOGS/kube-controller-manager.log" 2>&1 &
-PIDS+=($!)
-"$SCHED" --kubeconfig="$WORK/admin.kubeconfig" --authentication-kubeconfig="$WORK/admin.kubeconfig" \
-  --authorization-kubeconfig="$WORK/admin.kubeconfig" --leader-elect=false --bind-address=127.0.0.1 \
-  --secure-port="$(free_port)" --profiling=false --v=1 >"$LOGS/kube-scheduler.log" 2>&1 &
-PIDS+=($!)
+if [ "$UNTIL" != node ]; then
+  "$KCM" --kubeconfig="$WORK/admin.kubeconfig" --authentication-kubeconfig="$WORK/admin.kubeconfig" \
+    --authorization-kubeconfig="$WORK/admin.kubeconfig" --leader-elect=false --bind-address=127.0.0.1 \
+    --secure-port="$(free_port)" --root-ca-file="$P/ca.crt" --service-account-private-key-file="$P/sa.key" \
+    --use-service-account-credentials=false \
+    --profiling=false --v=1 >"$LOGS/kube-controller-manager.log" 2>&1 &
+  PIDS+=($!)
+  "$SCHED" --kubeconfig="$WORK/admin.kubeconfig" --authentication-kubeconfig="$WORK/admin.kubeconfig" \
+    --authorization-kubeconfig="$WORK/admin.kubeconfig" --leader-elect=false --bind-address=127.0.0.1 \
+    --secure-port="$(free_port)" --profiling=false --v=1 >"$LOGS/kube-scheduler.log" 2>&1 &
+  PIDS+=($!)
+fi
 
 # ---- the kubelet. cgroupfs driver (no systemd as PID 1 here); failCgroupV1: false where
 # the host is on cgroup v1 (the kubelet refuses v1 by default since 1.35).
@@ -287,7 +300,7 @@ failSwapOn: false
 containerRuntimeEndpoint: unix://$WORK/containerd/containerd.sock
 authentication: { anonymous: { enabled: false }, webhook: { enabled: false }, x509: { clientCAFile: "$P/ca.crt" } }
 authorization: { mode: AlwaysAllow }
-address: 127.0.0.1
+address: $GW  # the apiserver reaches it at the node IP (exec, logs)
 port: $(free_port)
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
@@ -295,7 +308,7 @@ healthzPort: $(free_port)
 resolvConf: ""
 syncFrequency: 10s
 imageGCHighThresholdPercent: 100
-evictionHard: { memory.available: "100Mi" }
+evictionHard: { memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%" }
 serializeImagePulls: false
 EOF
 "$KUBELET" --config="$WORK/kubelet.yaml" --kubeconfig="$WORK/admin.kubeconfig" --root-dir="$WORK/kubelet" \
@@ -306,6 +319,7 @@ node_ready() { [ "$(k get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@
 for _ in $(seq 1 120); do node_ready && break; kill -0 "$KUBELET_PID" 2>/dev/null || break; sleep 1; done
 node_ready || fail "node $NODE_NAME not Ready: $(grep -E '^E|error' "$LOGS/kubelet.log" | tail -n 5)"
 log "PASS node $NODE_NAME Ready ($(k get node "$NODE_NAME" -o jsonpath='{.status.nodeInfo.kubeletVersion} on {.status.nodeInfo.containerRuntimeVersion}'), $(secs $(( $(now_ms) - T_START ))) s since start)"
+[ "$UNTIL" = node ] && exit 0
 
 # ---- deploy/kubernetes, as docs/operations.md "Install in a Kubernetes cluster" says.
 CONFSYNC() { node "$REPO/dist/src/main.js" "$@"; }
@@ -316,7 +330,7 @@ cat >"$OV/kustomization.yaml" <<EOF
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 namespace: confsync
-resources: [$REPO/deploy/kubernetes]
+resources: [$(python3 -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$REPO/deploy/kubernetes" "$OV")]  # kustomize takes no absolute path
 configMapGenerator:
   - { name: confsync-cluster, behavior: replace, literals: [cluster=node-test] }
   - { name: confsync-config, behavior: replace, files: [config.yaml] }
