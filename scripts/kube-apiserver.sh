@@ -6,8 +6,8 @@
 #   scripts/kube-apiserver.sh kubectl    kubectl of the same version, built and cached the
 #                                        same way (Debian bookworm has no kubectl package);
 #                                        $KUBEBUILDER_ASSETS/kubectl first, as envtest ships one
-#   scripts/kube-apiserver.sh kubelet    the kubelet and the kube-controller-manager (the
-#   scripts/kube-apiserver.sh kube-controller-manager   real node of scripts/test-node.sh)
+#   scripts/kube-apiserver.sh kubelet    likewise the kubelet, kube-controller-manager and
+#                                        kube-scheduler: the real node of scripts/test-node.sh
 #
 # Resolution order:
 #   1. $KUBEBUILDER_ASSETS/kube-apiserver (envtest convention), if executable.
@@ -26,8 +26,8 @@ set -euo pipefail
 
 COMPONENT="${1:-kube-apiserver}"
 case "$COMPONENT" in
-  kube-apiserver|kubectl|kubelet|kube-controller-manager) ;;
-  *) printf 'kube-apiserver.sh: unknown component %s (kube-apiserver, kubectl, kubelet or kube-controller-manager)\n' "$COMPONENT" >&2; exit 2 ;;
+  kube-apiserver|kubectl|kubelet|kube-controller-manager|kube-scheduler) ;;
+  *) printf 'kube-apiserver.sh: unknown component %s (kube-apiserver, kubectl, kubelet, kube-controller-manager or kube-scheduler)\n' "$COMPONENT" >&2; exit 2 ;;
 esac
 
 # Pinned: newest k8s.io/kubernetes the module proxy serves that builds with Go 1.26 and
