@@ -185,6 +185,8 @@ ectl() { ETCDCTL_API=3 etcdctl --endpoints="https://127.0.0.1:$CETCD_PORT" --cac
 
 # ---- containerd (its own root, state and socket), with a pause image built here.
 mkdir -p "$WORK/containerd"
+capeff="$(awk '/^CapEff:/ { print $2 }' /proc/self/status)"   # CAP_SYS_RESOURCE is bit 24
+if (( (16#$capeff >> 24) & 1 )); then RESTRICT_OOM=false; else RESTRICT_OOM=true; fi
 cat >"$WORK/containerd/config.toml" <<EOF
 version = 2
 root = "$WORK/containerd/root"
@@ -193,6 +195,10 @@ state = "$WORK/containerd/state"
   address = "$WORK/containerd/containerd.sock"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "confsync.test/pause:1"
+  # Without CAP_SYS_RESOURCE (a container, as on the build machines) runc cannot lower a
+  # pod's oom_score_adj below its own: runc init dies, "can't get final child's PID from
+  # pipe: EOF". Clamp it to containerd's own instead.
+  restrict_oom_score_adj = $RESTRICT_OOM
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".cni]
@@ -252,7 +258,7 @@ API_PORT=$(free_port)
 "$APISERVER" --etcd-servers="http://127.0.0.1:$KETCD_PORT" --secure-port="$API_PORT" \
   --bind-address="$GW" --advertise-address="$GW" \
   --tls-cert-file="$P/apiserver.crt" --tls-private-key-file="$P/apiserver.key" --client-ca-file="$P/ca.crt" \
-  --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key" \
+  --kubelet-client-certificate="$P/admin.crt" --kubelet-client-key="$P/admin.key" --kubelet-preferred-address-types=InternalIP \
   --service-account-key-file="$P/sa.pub" --service-account-signing-key-file="$P/sa.key" \
   --service-account-issuer=https://kubernetes.default.svc --api-audiences=https://kubernetes.default.svc \
   --authorization-mode=Node,RBAC --service-cluster-ip-range="$SVC_CIDR" --allow-privileged=true \
