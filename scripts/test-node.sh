@@ -91,6 +91,7 @@ cleanup() {
   if [ -f "$WORK/admin.kubeconfig" ] && [ -n "${KUBELET_PID:-}" ]; then
     k get pods -A -o wide >"$LOGS/pods.log" 2>&1
     k get events -A >"$LOGS/events.log" 2>&1
+    k -n confsync logs -l app.kubernetes.io/name=confsync --all-containers --prefix --tail=-1 >"$LOGS/daemon-last.log" 2>&1
     # The kubelet tears the pods down (containers, CNI, volumes) while it still runs.
     k delete namespace confsync confsync-test --wait=false >/dev/null 2>&1
     k delete pod -n default --all --grace-period=1 >/dev/null 2>&1
@@ -160,7 +161,7 @@ mkdir -p "$WORK/cni/net.d"
 cat >"$WORK/cni/net.d/10-confsync-test.conflist" <<EOF
 { "cniVersion": "1.0.0", "name": "confsync-test",
   "plugins": [
-    { "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false,
+    { "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "isDefaultGateway": true, "ipMasq": false,
       "ipam": { "type": "host-local", "ranges": [[{ "subnet": "$SUBNET", "gateway": "$GW" }]],
                 "dataDir": "$WORK/cni/ipam" } },
     { "type": "loopback" } ] }
@@ -316,6 +317,7 @@ syncFrequency: 10s
 imageGCHighThresholdPercent: 100
 evictionHard: { memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%" }
 serializeImagePulls: false
+podLogsDir: $WORK/pod-logs
 EOF
 "$KUBELET" --config="$WORK/kubelet.yaml" --kubeconfig="$WORK/admin.kubeconfig" --root-dir="$WORK/kubelet" \
   --hostname-override="$NODE_NAME" --node-ip="$GW" --v=1 >"$LOGS/kubelet.log" 2>&1 &
