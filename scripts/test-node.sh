@@ -80,7 +80,7 @@ mkdir -p "$LOGS"
 rm -f "$LOGS"/*.log
 PIDS=()  # started here, stopped in reverse order
 CREATED_DIRS=()
-for d in /var/lib/confsync /run/confsync/secrets /run/confsync; do [ -e "$d" ] || CREATED_DIRS+=("$d"); done
+for d in /var/lib/confsync /run/confsync/secrets /run/confsync /var/log/containers; do [ -e "$d" ] || CREATED_DIRS+=("$d"); done
 
 k() { "$KUBECTL_BIN" --kubeconfig "$WORK/admin.kubeconfig" "$@"; }
 CTR() { ctr -a "$WORK/containerd/containerd.sock" -n k8s.io "$@"; }
@@ -122,6 +122,8 @@ cleanup() {
   iptables -t nat -F "$CHAIN" 2>/dev/null; iptables -t nat -X "$CHAIN" 2>/dev/null
   iptables -t nat -D POSTROUTING -s "$SUBNET" ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null
   ip link del "$BRIDGE" 2>/dev/null
+  # The kubelet's links to the pods' logs (always in /var/log/containers).
+  find /var/log/containers -maxdepth 1 -type l -lname "$WORK/*" -delete 2>/dev/null
   rm -rf "$WORK"
   for d in "${CREATED_DIRS[@]}"; do rm -rf "$d"; done
   [ "$rc" -eq 0 ] || log "logs: $LOGS/"
@@ -486,7 +488,7 @@ done
 ectl put /confsync/global/configmaps/default/app/greeting after-delete >/dev/null
 wait_in confsync-test reader-hostpath /files/configmaps/default/app/greeting after-delete 30 >/dev/null \
   || fail "the new pod $NEW does not project a put"
-log "PASS kubectl delete pod → new pod $NEW Ready in $(secs $(( $(now_ms) - t0 ))) s (delete incl. 30 s grace), projects a put"
+log "PASS kubectl delete pod → new pod $NEW Ready in $(secs $(( $(now_ms) - t0 ))) s (from kubectl delete, the old pod's termination included), projects a put"
 
 # No plaintext secret in the daemon's logs.
 k -n confsync logs "$NEW" -c confsync >"$LOGS/daemon.log" 2>&1 || true
