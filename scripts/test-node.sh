@@ -117,11 +117,12 @@ cleanup() {
   # Whatever the kubelet and containerd left mounted under the work dir (tmpfs of secret
   # volumes, the overlay rootfs, the netns bind mounts).
   findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
-  iptables -t nat -D PREROUTING -j "$CHAIN" 2>/dev/null
-  iptables -t nat -D OUTPUT -j "$CHAIN" 2>/dev/null
-  iptables -t nat -F "$CHAIN" 2>/dev/null; iptables -t nat -X "$CHAIN" 2>/dev/null
-  iptables -t nat -D POSTROUTING -s "$SUBNET" ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null
-  ip link del "$BRIDGE" 2>/dev/null
+  if [ -n "${OWN_NET:-}" ]; then
+    iptables -t nat -D PREROUTING -j "$CHAIN" 2>/dev/null
+    iptables -t nat -D OUTPUT -j "$CHAIN" 2>/dev/null
+    iptables -t nat -F "$CHAIN" 2>/dev/null; iptables -t nat -X "$CHAIN" 2>/dev/null
+    ip link del "$BRIDGE" 2>/dev/null
+  fi
   # The kubelet's links to the pods' logs (always in /var/log/containers).
   find /var/log/containers -maxdepth 1 -type l -lname "$WORK/*" -delete 2>/dev/null
   rm -rf "$WORK"
@@ -157,6 +158,7 @@ ossl pkey -in "$P/sa.key" -pubout -out "$P/sa.pub"
 
 # ---- network: the pods' bridge, before anything listens on its address.
 ip link add "$BRIDGE" type bridge 2>/dev/null || fail "ip link add $BRIDGE: the bridge exists already (another run?)"
+OWN_NET=1  # from here on the bridge and the NAT chain are this run's to remove
 ip addr add "$GW/24" dev "$BRIDGE"
 ip link set "$BRIDGE" up
 mkdir -p "$WORK/cni/net.d"
@@ -455,9 +457,11 @@ ectl put /confsync/global/secrets/default/db/password <"$WORK/envelope" >/dev/nu
 wait_in confsync-test reader-hostpath /secrets/default/db/password "$SECRET_VALUE" 30 >/dev/null \
   || fail "sealed secret: not in reader-hostpath's /secrets within 30 s"
 sec_hp=$(( $(now_ms) - t0 ))
+mode="$(k -n confsync-test exec reader-hostpath -- stat -L -c '%a %u' /secrets/default/db/password)"
+[ "$mode" = "400 10001" ] || fail "the secret's file on the node is '$mode', not '400 10001' (mode, owner)"
 wait_in default reader-volumes /sec/password "$SECRET_VALUE" 120 >/dev/null \
   || fail "sealed secret: Secret default/db not in reader-volumes' /sec within 120 s"
-log "PASS sealed secret → hostPath file inside a pod in ${sec_hp} ms, → Secret volume inside a pod in $(( $(now_ms) - t0 )) ms"
+log "PASS sealed secret → hostPath file (0400, uid 10001) inside a pod in ${sec_hp} ms, → Secret volume inside a pod in $(( $(now_ms) - t0 )) ms"
 
 # SIGKILL of the daemon's process → the kubelet restarts the container.
 restarts() { k -n confsync get pod "$POD" -o jsonpath='{.status.containerStatuses[?(@.name=="confsync")].restartCount}'; }
