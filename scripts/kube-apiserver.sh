@@ -6,6 +6,8 @@
 #   scripts/kube-apiserver.sh kubectl    kubectl of the same version, built and cached the
 #                                        same way (Debian bookworm has no kubectl package);
 #                                        $KUBEBUILDER_ASSETS/kubectl first, as envtest ships one
+#   scripts/kube-apiserver.sh kubelet    likewise the kubelet, kube-controller-manager and
+#                                        kube-scheduler: the real node of scripts/test-node.sh
 #
 # Resolution order:
 #   1. $KUBEBUILDER_ASSETS/kube-apiserver (envtest convention), if executable.
@@ -24,8 +26,8 @@ set -euo pipefail
 
 COMPONENT="${1:-kube-apiserver}"
 case "$COMPONENT" in
-  kube-apiserver|kubectl) ;;
-  *) printf 'kube-apiserver.sh: unknown component %s (kube-apiserver or kubectl)\n' "$COMPONENT" >&2; exit 2 ;;
+  kube-apiserver|kubectl|kubelet|kube-controller-manager|kube-scheduler) ;;
+  *) printf 'kube-apiserver.sh: unknown component %s (kube-apiserver, kubectl, kubelet, kube-controller-manager or kube-scheduler)\n' "$COMPONENT" >&2; exit 2 ;;
 esac
 
 # Pinned: newest k8s.io/kubernetes the module proxy serves that builds with Go 1.26 and
@@ -139,7 +141,7 @@ done
 log "go build k8s.io/kubernetes/cmd/${COMPONENT}"
 "$GO_BIN" build -trimpath -ldflags="$ldflags" -o "${WORK}/${COMPONENT}" "k8s.io/kubernetes/cmd/${COMPONENT}"
 
-if [[ "$COMPONENT" == kubectl ]]; then "${WORK}/kubectl" version --client >&2; else "${WORK}/kube-apiserver" --version >&2; fi
+if [[ "$COMPONENT" == kubectl ]]; then "${WORK}/kubectl" version --client >&2; else "${WORK}/${COMPONENT}" --version >&2; fi
 mv -f "${WORK}/${COMPONENT}" "$DEST"
 end=$(date +%s)
 log "built $DEST in $((end - start)) s ($(du -h "$DEST" | cut -f1))"
