@@ -68,7 +68,7 @@ test('deleted object and namespace dirs are restored at once (no resync); links 
     await until(() => readOr(fa) === 'alpha', 'projected by the second daemon');
     await sleep(300);
     // Between deep passes (verifySeconds) a pass lstats dirs only: an edit in place stays, a link change does not.
-    // (The first pass after a write checks the object fully and notes what it saw.)
+    // (Let a pass or two go by first.)
     await sleep(1500);
     fs.writeFileSync(path.join(fast.file('configmaps', 'default', 'app'), '..data', 'a'), 'hand edit');
     await sleep(2500);

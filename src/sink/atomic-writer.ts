@@ -151,7 +151,7 @@ export class AtomicWriter {
     if (!opts.volatile) await fsyncDir(dir);
 
     // (4)
-    if (fresh) return 'written'; // made in (3); (5) and (6): nothing stale in a new dir
+    if (fresh) return this.stamped(dir, tsName); // made in (3); (5) and (6): nothing stale in a new dir
     for (const key of payload.keys()) {
       if (readlinkOrUndefined(path.join(dir, key)) === `${DATA}/${key}`) continue;
       const tmp = path.join(dir, `..link_tmp.${randomBytes(6).toString('hex')}`);
@@ -173,6 +173,14 @@ export class AtomicWriter {
         rmSync(path.join(dir, entry.name), { force: true }); // (5)
       }
     }
+    return this.stamped(dir, tsName);
+  }
+
+  /** Just written: what the resync's cheap pass compares against (two lstats; the files' digest waits for a deep check). */
+  private stamped(dir: string, target: string): 'written' {
+    const dirStat = lstatOrUndefined(dir);
+    const payloadDir = lstatOrUndefined(path.join(dir, target));
+    if (dirStat && payloadDir) this.stamps.set(dir, { dir: statKey(dirStat), target, payloadDir: statKey(payloadDir) });
     return 'written';
   }
 
