@@ -12,6 +12,7 @@ import { startEtcd, type EtcdHandle } from './harness/etcd.js';
 import { startKubeApiserver, type KubeHandle } from './harness/kube.js';
 import { startProxy } from './harness/proxy.js';
 import { DaemonProcess, until } from './harness/daemon.js';
+import { freePort } from './harness/ports.js';
 
 /**
  * The Kubernetes sink on a real kube-apiserver (RBAC on), the daemon
@@ -164,24 +165,35 @@ test('a missing namespace is reported, the others continue; an over-size object 
   }
 });
 
-test('kube-apiserver unreachable for 30 s → converges afterwards with nothing lost', { skip }, async () => {
+test('kube-apiserver unreachable for 30 s → /readyz says which sink is behind, converges afterwards with nothing lost, ready again', { skip }, async () => {
   const url = new URL(kube.url);
   const proxy = await startProxy(`http://${url.host}`);
   const viaProxy = saKubeconfig.replace(/\.yaml$|$/, '-proxy.yaml');
   fs.writeFileSync(viaProxy, fs.readFileSync(saKubeconfig, 'utf8').replace(kube.url, `https://127.0.0.1:${new URL(proxy.endpoint).port}`));
-  const d = daemon({}, viaProxy);
+  const port = await freePort();
+  const readyz = async () => {
+    const r = await fetch(`http://127.0.0.1:${port}/readyz`);
+    return { status: r.status, body: await r.text() };
+  };
+  const d = daemon({ metrics: { listen: `127.0.0.1:${port}`, stallSeconds: 5 } }, viaProxy);
   try {
     await d.ready();
+    await until(async () => (await readyz()).status === 200, 'ready');
     await etcdc.put(`${P}/global/configmaps/default/outage/k`).value('before');
     await until(async () => (await getObj('configmaps', 'default', 'outage'))?.data?.k === 'before', 'before');
     proxy.cut();
     for (let i = 0; i < 20; i++) await etcdc.put(`${P}/global/configmaps/default/outage/k`).value(`during-${i}`);
     await etcdc.put(`${P}/global/configmaps/default/outage-new/k`).value('new');
-    await sleep(30_000);
+    // The etcd watch is fine; the sink is not: not ready, naming it (while the files sink kept up).
+    await until(async () => (await readyz()).status === 503, 'not ready while the Kubernetes API is unreachable', 20_000);
+    assert.match((await readyz()).body, /sink kubernetes cannot apply \d+ object\(s\) for \d+ s \(retrying\)/);
+    assert.equal(fs.readFileSync(d.file('configmaps', 'default', 'outage', 'k'), 'utf8'), 'during-19');
+    await sleep(20_000);
     assert.equal((await getObj('configmaps', 'default', 'outage'))?.data?.k, 'before', 'nothing reached the cluster during the cut');
     proxy.restore();
     await until(async () => (await getObj('configmaps', 'default', 'outage'))?.data?.k === 'during-19', 'last value after the outage', 20_000);
     await until(async () => (await getObj('configmaps', 'default', 'outage-new'))?.data?.k === 'new', 'object created during the outage', 20_000);
+    await until(async () => (await readyz()).status === 200, 'ready again once the sink caught up', 20_000);
   } finally {
     await d.cleanup();
     await proxy.close();

@@ -60,7 +60,7 @@ export class SinkFanout {
       let owned: ObjectId[];
       try {
         owned = await sink.list();
-        this.opts.problems.setFor(`sink:${sink.name}:*`, []);
+        this.succeeded(sink, '*');
       } catch (err) {
         this.failed(sink, '*', err);
         continue;

@@ -225,6 +225,12 @@ export class Reconciler {
     return this.retries.failing();
   }
 
+  /** Why the sinks make this daemon not ready (a failure worth retrying older than `stallSeconds`), or undefined. */
+  sinkStall(stallSeconds: number): string | undefined {
+    const s = this.retries.stalled(stallSeconds * 1000);
+    return s && `sink ${s.sink} cannot apply ${s.objects} object(s) for ${s.seconds} s (retrying): ${s.reason}`;
+  }
+
   /** Resolves when nothing is dirty and nothing is in flight. */
   whenIdle(): Promise<void> {
     if (this.queue.idle() && this.pruneFrom === undefined && !this.pruneAfterChecks) return Promise.resolve();

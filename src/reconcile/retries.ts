@@ -15,6 +15,9 @@ import type { ReconcileEvent } from './events.js';
 interface Failure {
   count: number;
   reason: string;
+  /** When this object started failing (Date.now()), and whether the last error is worth retrying. */
+  since: number;
+  retryable: boolean;
   timer?: NodeJS.Timeout;
 }
 
@@ -35,9 +38,10 @@ export class SinkRetries {
 
   failed(sink: SinkKind, id: ObjectId, error: Error): void {
     const tag = `${sink}\0${id}`;
-    const f = this.failures.get(tag) ?? { count: 0, reason: '' };
+    const f = this.failures.get(tag) ?? { count: 0, reason: '', since: Date.now(), retryable: true };
     f.count++;
     const retryable = isRetryable(error);
+    f.retryable = retryable;
     const retryInMs = retryable && id !== '*' ? this.delay(f.count) : undefined;
     const fields = { sink, object: id, err: error.message, failures: f.count, retryInMs };
     if (f.reason !== error.message) {
@@ -69,6 +73,25 @@ export class SinkRetries {
   /** Objects currently failing in some sink. */
   failing(): number {
     return this.failures.size;
+  }
+
+  /**
+   * The oldest failure that is worth retrying and has lasted over `ms` (a sink
+   * that cannot apply: API unreachable, disk full), with how many objects are in
+   * that state; undefined when none. Refused input is not counted: the daemon is
+   * working, the input is wrong.
+   */
+  stalled(ms: number): { sink: string; objects: number; seconds: number; reason: string } | undefined {
+    const now = Date.now();
+    let oldest: { sink: string; f: Failure } | undefined;
+    let objects = 0;
+    for (const [tag, f] of this.failures) {
+      // '*' (a sink's listing for the prune) is tried again at the next deep pass only: not a measure of now.
+      if (!f.retryable || now - f.since <= ms || tag.endsWith('\0*')) continue;
+      objects++;
+      if (!oldest || f.since < oldest.f.since) oldest = { sink: tag.slice(0, tag.indexOf('\0')), f };
+    }
+    return oldest && { sink: oldest.sink, objects, seconds: Math.round((now - oldest.f.since) / 1000), reason: oldest.f.reason };
   }
 
   close(): void {
