@@ -179,9 +179,13 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       prefix: cfg.etcd.prefix,
       publicKeys: keyring.recipients().map((r) => r.publicKey),
       logger,
-      take: () => ({ revision: sourceKeys.revision, kvs: [...sourceKeys.keys.values()], marks: marks.entries() }),
+      take: () => ({ revision: sourceKeys.revision, kvs: sourceKeys.takeAll(), marks: marks.entries() }),
+      takeChanges: () => {
+        const changes = sourceKeys.takeChanges();
+        return changes && { revision: sourceKeys.revision, ...changes, marks: marks.entries() };
+      },
       minIntervalMs: cfg.snapshotIntervalSeconds * 1000,
-      onWritten: (ms) => metrics.snapshotWrite.observe(ms / 1000),
+      onWritten: (ms, _bytes, full) => metrics.snapshotWrite.observe({ kind: full ? 'full' : 'journal' }, ms / 1000),
     });
     if (snapshot) writer.loaded(snapshot.revision);
   }
@@ -235,7 +239,8 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
 
   // Ready after the first full sync, while etcd keeps answering (the source asks
   // for progress every second) and applied state keeps up with etcd's head.
-  const health: Health = { notReady: () => progress.notReady(cfg.metrics.stallSeconds) };
+  // Not ready also while a sink cannot apply (Kubernetes API unreachable, disk full): the files or objects are behind etcd.
+  const health: Health = { notReady: () => progress.notReady(cfg.metrics.stallSeconds) ?? reconciler.sinkStall(cfg.metrics.stallSeconds) };
   const server = cfg.metrics.listen ? await serveMetrics(cfg.metrics.listen, metrics, health, () => metrics.sample(reconciler), logger) : undefined;
   const base = { cluster: cfg.cluster, node: cfg.node, startedAt: new Date().toISOString(), version: VERSION };
   status = new StatusReporter({
