@@ -41,8 +41,9 @@ export class Metrics {
   });
   readonly snapshotWrite = new Histogram({
     name: 'confsync_snapshot_write_seconds',
-    help: 'Time to seal and write the local snapshot (atomic, fsynced).',
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    help: 'Time to seal and write the local snapshot: kind="full" (every key, atomic rename) or "journal" (one record of the changes since, appended and fdatasynced).',
+    labelNames: ['kind'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
   readonly objects = new Gauge({ name: 'confsync_objects', help: 'Desired objects on this cluster, by kind.', labelNames: ['kind'], registers: [this.registry] });

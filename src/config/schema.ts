@@ -137,8 +137,8 @@ export const configSchema = z.strictObject({
   snapshotIntervalSeconds: z
     .number()
     .positive()
-    .prefault(10)
-    .describe('At most one write of the local snapshot per this long: a write re-seals the whole applied state, so this bounds its CPU cost and how stale it may be at a crash or an offline start.'),
+    .prefault(1)
+    .describe('At most one write of the local snapshot per this long: how stale it may be at a crash or an offline start. A write appends the changes since the last one to the journal (about 1 ms); the whole state is re-sealed only at the first write after a start, after a re-list, and when the journal outgrows half the snapshot.'),
   resyncSeconds: z
     .number()
     .positive()

@@ -26,6 +26,10 @@
  *  - Plaintext of the chunks, concatenated: UTF-8 JSON
  *        {"kvs": [[key, value (standard base64), modRevision] …], "marks": {path: version …}}
  *  - Base64: standard alphabet with padding (Node's "base64"), here and in the header.
+ *  - "id" names this write: the journal of changes appended after it
+ *    (snapshot-journal.ts) carries the same id and is sealed with the same file
+ *    key, so a journal left from an older write never applies to a newer one.
+ *    Files written before the id existed open as before, with no journal.
  *
  * Every failure to open is one short reason (never a value, never a stack):
  * the file says which cluster/prefix it is for before anything is decrypted, so
@@ -46,6 +50,8 @@ const SS_ABYTES = 17;
 const MAX_HEADER_BYTES = 64 * 1024;
 
 export interface SnapshotContent {
+  /** The write's id (32 hex) that a journal must name; absent in files from before journals. */
+  id?: string;
   cluster: string;
   prefix: string;
   /** The keys are etcd's state at this revision. */
@@ -68,6 +74,11 @@ export interface EncodeOptions {
   rng?: (n: number) => Uint8Array;
   /** Reused across writes: a key's `[key, base64, rev]` is built once per Kv object. */
   fragments?: FragmentCache;
+  /**
+   * The file key to seal with (32 bytes), owned by the caller, who appends journal
+   * records with it (state/snapshot.ts); fresh and zeroed after the encode when absent.
+   */
+  fileKey?: Uint8Array;
 }
 
 /** Keys encoded between two turns of the event loop (encodeSnapshotAsync). */
@@ -106,7 +117,7 @@ export async function encodeSnapshotAsync(content: SnapshotContent, publicKeys: 
  */
 function* encodeSteps(content: SnapshotContent, publicKeys: readonly Uint8Array[], opts: EncodeOptions): Generator<void, Buffer> {
   if (publicKeys.length === 0) throw new RangeError('no public key to seal the snapshot to');
-  const fileKey = (opts.rng ?? randomBytes)(32);
+  const fileKey = opts.fileKey ?? (opts.rng ?? randomBytes)(32);
   try {
     const header = Buffer.from(
       JSON.stringify({
@@ -114,6 +125,7 @@ function* encodeSteps(content: SnapshotContent, publicKeys: readonly Uint8Array[
         prefix: content.prefix,
         revision: content.revision,
         savedAt: content.savedAt,
+        ...(content.id ? { id: content.id } : {}),
         keys: publicKeys.map((pk) => ({ id: fingerprint(pk), sealed: Buffer.from(sodium.crypto_box_seal(fileKey, pk)).toString('base64') })),
       }),
       'utf8',
@@ -156,7 +168,7 @@ function* encodeSteps(content: SnapshotContent, publicKeys: readonly Uint8Array[
       for (const kv of kvs.slice(i, i + KEYS_PER_STEP)) {
         let f = opts.fragments?.get(kv);
         if (f === undefined) {
-          f = JSON.stringify([kv.key, kv.value.toString('base64'), kv.modRevision]);
+          f = kvEntry(kv);
           opts.fragments?.set(kv, f);
         }
         slice.push(f);
@@ -173,7 +185,7 @@ function* encodeSteps(content: SnapshotContent, publicKeys: readonly Uint8Array[
     last.fill(0);
     return Buffer.concat(parts);
   } finally {
-    sodium.memzero(fileKey);
+    if (!opts.fileKey) sodium.memzero(fileKey);
   }
 }
 
@@ -186,6 +198,13 @@ export interface SnapshotExpect {
 
 /** Opens a snapshot file's bytes; throws SnapshotUnusable with one line saying why. */
 export function decodeSnapshot(file: Buffer, expect: SnapshotExpect): SnapshotContent {
+  const { content, fileKey } = openSnapshot(file, expect);
+  sodium.memzero(fileKey);
+  return content;
+}
+
+/** decodeSnapshot, also handing back the file key (the caller opens the journal with it, then zeroes it). */
+export function openSnapshot(file: Buffer, expect: SnapshotExpect): { content: SnapshotContent; fileKey: Uint8Array } {
   // (1) magic and header, in the clear
   if (file.length < MAGIC.length + 4 || !file.subarray(0, MAGIC.length).equals(MAGIC)) throw new SnapshotUnusable('not a confsync snapshot (v1)');
   const hlen = file.readUInt32BE(MAGIC.length);
@@ -233,19 +252,25 @@ export function decodeSnapshot(file: Buffer, expect: SnapshotExpect): SnapshotCo
       off += 4 + clen;
     }
     if (off !== file.length) throw new SnapshotUnusable('bytes after the final chunk');
-  } finally {
+  } catch (err) {
     sodium.memzero(fileKey);
+    throw err;
   }
   const body = Buffer.concat(parts);
   for (const p of parts) p.fill(0);
   try {
-    return { ...header, ...parseBody(body) };
+    const { keys: _stanzas, ...fields } = header;
+    return { content: { ...fields, ...parseBody(body) }, fileKey };
+  } catch (err) {
+    sodium.memzero(fileKey);
+    throw err;
   } finally {
     body.fill(0);
   }
 }
 
 interface Header {
+  id?: string;
   cluster: string;
   prefix: string;
   revision: number;
@@ -265,6 +290,7 @@ function parseHeader(bytes: Buffer): Header {
     typeof o === 'object' && o !== null &&
     typeof o.cluster === 'string' && typeof o.prefix === 'string' && typeof o.savedAt === 'string' &&
     Number.isSafeInteger(o.revision) && (o.revision as number) > 0 &&
+    (o.id === undefined || (typeof o.id === 'string' && /^[0-9a-f]{32}$/.test(o.id))) &&
     Array.isArray(o.keys) && o.keys.every((k) => typeof k?.id === 'string' && /^[0-9a-f]{16}$/.test(k.id) && typeof k.sealed === 'string');
   if (!ok) throw new SnapshotUnusable('corrupt (header fields)');
   return o as Header;
@@ -278,17 +304,28 @@ function parseBody(bytes: Buffer): { kvs: Kv[]; marks: Map<string, number> } {
     throw new SnapshotUnusable('corrupt (body is not JSON)');
   }
   if (!Array.isArray(b?.kvs) || typeof b.marks !== 'object' || b.marks === null || Array.isArray(b.marks)) throw new SnapshotUnusable('corrupt (body fields)');
-  const kvs: Kv[] = [];
-  for (const e of b.kvs as unknown[]) {
-    if (!Array.isArray(e) || e.length !== 3 || typeof e[0] !== 'string' || typeof e[1] !== 'string' || !Number.isSafeInteger(e[2])) throw new SnapshotUnusable('corrupt (a key entry)');
-    kvs.push({ key: e[0], value: Buffer.from(e[1], 'base64'), modRevision: e[2] });
-  }
+  return { kvs: (b.kvs as unknown[]).map(kvFromEntry), marks: marksFrom(b.marks) };
+}
+
+/** A key's entry in a body or a journal record: `[key, value (base64), modRevision]`. */
+export function kvEntry(kv: Kv): string {
+  return JSON.stringify([kv.key, kv.value.toString('base64'), kv.modRevision]);
+}
+
+/** The inverse of kvEntry, for parsed JSON (after authentication: malformed means corrupt). */
+export function kvFromEntry(e: unknown): Kv {
+  if (!Array.isArray(e) || e.length !== 3 || typeof e[0] !== 'string' || typeof e[1] !== 'string' || !Number.isSafeInteger(e[2])) throw new SnapshotUnusable('corrupt (a key entry)');
+  return { key: e[0], value: Buffer.from(e[1], 'base64'), modRevision: e[2] };
+}
+
+/** `{path: version}` as parsed JSON → marks. */
+export function marksFrom(o: object): Map<string, number> {
   const marks = new Map<string, number>();
-  for (const [p, v] of Object.entries(b.marks)) {
+  for (const [p, v] of Object.entries(o)) {
     if (!Number.isSafeInteger(v) || (v as number) < 0) throw new SnapshotUnusable('corrupt (a high-water mark)');
     marks.set(p, v as number);
   }
-  return { kvs, marks };
+  return marks;
 }
 
 function u32(n: number): Buffer {
