@@ -1,0 +1,266 @@
+import { Drop, Liquid, type Template } from 'liquidjs';
+import { stringify as toYaml } from 'yaml';
+import type { DesiredObject } from '../desired/types.js';
+import { matchesGlob } from '../glob.js';
+import { printable, type ObjectId, type ObjectKind } from '../keyspace.js';
+
+/**
+ * The Liquid side of templates (README "Templates"): one engine per `missing`
+ * mode, the filters, and the data a template sees. Pure: no I/O. Rendering is
+ * synchronous, so a render sees one consistent desired state (the reconcile loop
+ * calls it at an idle point, render/renderer.ts).
+ *
+ * Data: `configmaps` and `secrets` map "<namespace>/<name>" to
+ * `{ ref, namespace, name, keys: {<key>: text}, labels, annotations }`, the object
+ * as this cluster sees it (overrides and placement applied); `cluster` is
+ * `{ name, labels }`. Both maps are drops: an object is turned into a view only
+ * when the template reads it, and every read is recorded (`Deps`), so a template
+ * re-renders only when something it read changed.
+ *
+ * Safety: Liquid runs no code. No template can read a host file (`include`,
+ * `render` and `layout` look up an empty in-memory set); parse size, render time
+ * and allocations are bounded (liquidjs' DoS limits); the output is capped.
+ */
+
+export const LIMITS = {
+  /** Characters of template source. */
+  parseChars: 1_000_000,
+  /** Wall time of one render, ms: a runaway loop fails instead of stalling the loop. */
+  renderMs: 2_000,
+  /** liquidjs' allocation budget (string and array sizes it creates). */
+  memory: 64_000_000,
+  /** Bytes of rendered output. */
+  outputBytes: 8 * 1024 * 1024,
+};
+
+export type MissingMode = 'error' | 'empty' | 'keep';
+
+/** What a template may see of secrets: the values, none (reading them is an error), or placeholders (`template render` without --show-secrets). */
+export type SecretsAccess = 'allow' | 'deny' | 'mask';
+
+export const MASK = '********';
+
+/** What one render read: it renders again when one of these objects changes. */
+export class Deps {
+  readonly ids = new Set<ObjectId>();
+  readonly globs: { kind: ObjectKind; glob: string }[] = [];
+  /** Kinds iterated whole (`for pair in configmaps`). */
+  readonly kinds = new Set<ObjectKind>();
+
+  touches(id: ObjectId): boolean {
+    if (this.ids.has(id)) return true;
+    const slash = id.indexOf('/');
+    const kind = id.slice(0, slash) as ObjectKind;
+    if (this.kinds.has(kind)) return true;
+    const ref = id.slice(slash + 1);
+    return this.globs.some((g) => g.kind === kind && matchesGlob(ref, g.glob));
+  }
+}
+
+export interface ObjectView {
+  ref: string;
+  namespace: string;
+  name: string;
+  keys: Record<string, string>;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+}
+
+export interface RenderInput {
+  objects: ReadonlyMap<ObjectId, DesiredObject>;
+  cluster: { name: string; labels: Record<string, string> };
+  secrets: SecretsAccess;
+}
+
+export type RenderOutcome = (
+  | { ok: true; text: string }
+  /** `missing`: the error is an absent variable, object or key (strict mode). `error` never holds a value. */
+  | { ok: false; missing: boolean; error: string }
+) & {
+  deps: Deps;
+  /** Cuts the secret values this render read out of a text (a checker's stderr, an error). */
+  scrub: (text: string) => string;
+};
+
+/** Per render: what it read, and the secret values it saw (scrubbed from any error text). */
+class Session {
+  readonly deps = new Deps();
+  readonly secretValues = new Set<string>();
+  constructor(readonly input: RenderInput) {}
+
+  /** Never a value in an error: each secret value this render saw is cut out. */
+  scrub(text: string): string {
+    let out = text;
+    // Longest first, so a value containing another is cut whole. Short values
+    // (under 4 chars) would cut ordinary words; they cannot carry much either.
+    for (const v of [...this.secretValues].sort((a, b) => b.length - a.length)) if (v.length >= 4) out = out.split(v).join('***');
+    return out;
+  }
+}
+
+const byRef = (a: ObjectView, b: ObjectView) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0);
+
+/** `configmaps` / `secrets` as a template sees them. */
+class ObjectsDrop extends Drop {
+  private readonly views = new Map<string, ObjectView | undefined>();
+
+  constructor(
+    private readonly kind: ObjectKind,
+    private readonly session: Session,
+  ) {
+    super();
+  }
+
+  /** `configmaps["ns/name"]`: recorded even when absent (it may appear later). */
+  override liquidMethodMissing(ref: unknown): ObjectView | undefined {
+    if (typeof ref !== 'string') return undefined;
+    this.session.deps.ids.add(`${this.kind}/${ref}`);
+    return this.view(ref);
+  }
+
+  /** Iterating the whole map (`for pair in configmaps`): every object, by ref. */
+  override valueOf(): Record<string, ObjectView> {
+    this.session.deps.kinds.add(this.kind);
+    return Object.fromEntries(this.all().map((v) => [v.ref, v]));
+  }
+
+  toJSON(): Record<string, ObjectView> {
+    return this.valueOf();
+  }
+
+  /** The `match` filter: objects whose ref matches the glob, sorted by ref. */
+  match(glob: string): ObjectView[] {
+    this.session.deps.globs.push({ kind: this.kind, glob });
+    return this.all().filter((v) => matchesGlob(v.ref, glob));
+  }
+
+  private all(): ObjectView[] {
+    this.deny();
+    const prefix = `${this.kind}/`;
+    const views: ObjectView[] = [];
+    for (const id of this.session.input.objects.keys()) if (id.startsWith(prefix)) views.push(this.view(id.slice(prefix.length))!);
+    return views.sort(byRef);
+  }
+
+  private view(ref: string): ObjectView | undefined {
+    this.deny();
+    if (this.views.has(ref)) return this.views.get(ref);
+    const obj = this.session.input.objects.get(`${this.kind}/${ref}` as ObjectId);
+    const view = obj && this.toView(obj);
+    this.views.set(ref, view);
+    return view;
+  }
+
+  private toView(obj: DesiredObject): ObjectView {
+    const sealed = this.kind === 'secrets';
+    const keys: Record<string, string> = {};
+    for (const [k, v] of [...obj.data].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      if (sealed && this.session.input.secrets === 'mask') keys[k] = MASK;
+      else {
+        keys[k] = v.toString('utf8');
+        if (sealed) this.session.secretValues.add(keys[k]!);
+      }
+    }
+    return { ref: `${obj.namespace}/${obj.name}`, namespace: obj.namespace, name: obj.name, keys, labels: { ...obj.labels }, annotations: { ...obj.annotations } };
+  }
+
+  private deny(): void {
+    if (this.kind === 'secrets' && this.session.input.secrets === 'deny') {
+      throw new Error('this template may not read secrets: its dest is outside the secrets root and its mode is not 0600/0400');
+    }
+  }
+}
+
+function text(v: unknown): string {
+  return v === undefined || v === null ? '' : String(v);
+}
+
+/** Standard base64 (padding optional, whitespace ignored). A linear character check: no backtracking. */
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** The filters confd/consul-template users reach for. Each throws a message without the value. */
+export const FILTERS: Record<string, (this: unknown, v: unknown, ...args: unknown[]) => unknown> = {
+  match(v, glob) {
+    if (typeof glob !== 'string') throw new Error('match: needs a glob, e.g. match: "default/web-*"');
+    if (v instanceof ObjectsDrop) return v.match(glob);
+    if (Array.isArray(v)) return v.filter((o) => o && typeof o.ref === 'string' && matchesGlob(o.ref, glob));
+    throw new Error('match: use it on configmaps or secrets (or a list of their objects)');
+  },
+  base64: (v) => Buffer.from(text(v), 'utf8').toString('base64'),
+  base64_decode(v) {
+    const s = text(v).replace(/\s/g, '');
+    if (s.length % 4 === 1 || !BASE64.test(s)) throw new Error('base64_decode: the input is not base64');
+    return Buffer.from(s, 'base64').toString('utf8');
+  },
+  yaml: (v) => toYaml(v instanceof ObjectsDrop ? v.valueOf() : v ?? null),
+  /** A double-quoted value for .env files (docker, dotenv, systemd EnvironmentFile): \ " $ ` escaped, newlines as \n. */
+  env_quote: (v) => `"${text(v).replace(/[\\"$`]/g, (c) => `\\${c}`).replace(/\n/g, '\\n').replace(/\r/g, '\\r')}"`,
+  /** One POSIX shell word: single-quoted, a ' inside as '\'' . */
+  sh_quote: (v) => `'${text(v).split("'").join("'\\''")}'`,
+};
+
+/** One engine per missing mode; `error` and `keep` both render strictly (they differ in what the renderer does with a miss). */
+export function createEngine(missing: MissingMode): Liquid {
+  const engine = new Liquid({
+    strictVariables: missing !== 'empty',
+    // {% if configmaps["x"] %} and `| default:` test for presence without failing a strict render.
+    lenientIf: true,
+    ownPropertyOnly: true,
+    // An empty in-memory set: include/render/layout find nothing, never a host file.
+    templates: {},
+    relativeReference: false,
+    cache: false,
+    parseLimit: LIMITS.parseChars,
+    renderLimit: LIMITS.renderMs,
+    memoryLimit: LIMITS.memory,
+  });
+  for (const [name, fn] of Object.entries(FILTERS)) engine.registerFilter(name, fn);
+  return engine;
+}
+
+/** Parse, with the error as one line (template source is not secret). */
+export function parseTemplate(engine: Liquid, source: string): { parsed: Template[] } | { error: string } {
+  try {
+    return { parsed: engine.parse(source) };
+  } catch (err) {
+    return { error: printable(firstLine(err)) };
+  }
+}
+
+/** Whether a template names `secrets` (statically; the render itself enforces it either way). */
+export function readsSecrets(engine: Liquid, parsed: Template[]): boolean {
+  try {
+    return engine.globalVariablesSync(parsed).includes('secrets');
+  } catch {
+    return true; // cannot tell: treat as reading them
+  }
+}
+
+export function renderTemplate(engine: Liquid, parsed: Template[], input: RenderInput): RenderOutcome {
+  const session = new Session(input);
+  const scope = {
+    configmaps: new ObjectsDrop('configmaps', session),
+    secrets: new ObjectsDrop('secrets', session),
+    cluster: { name: input.cluster.name, labels: { ...input.cluster.labels } },
+  };
+  const { deps } = session;
+  const scrub = (t: string) => session.scrub(t);
+  try {
+    const out = engine.renderSync(parsed, scope);
+    const textOut = typeof out === 'string' ? out : text(out);
+    if (Buffer.byteLength(textOut) > LIMITS.outputBytes) return { ok: false, missing: false, error: `output is larger than ${LIMITS.outputBytes} bytes`, deps, scrub };
+    return { ok: true, text: textOut, deps, scrub };
+  } catch (err) {
+    const missing = (err as Error).name === 'UndefinedVariableError';
+    return { ok: false, missing, error: printable(scrub(firstLine(err))).slice(0, 400), deps, scrub };
+  }
+}
+
+/**
+ * An error's first line: liquidjs appends the template lines around the error to
+ * `stack`, not to `message`, and output rendered so far is never in either.
+ */
+function firstLine(err: unknown): string {
+  const m = err instanceof Error ? err.message : String(err);
+  return m.split('\n')[0]!;
+}
