@@ -251,7 +251,8 @@ export function renderTemplate(engine: Liquid, parsed: Template[], input: Render
     if (Buffer.byteLength(textOut) > LIMITS.outputBytes) return { ok: false, missing: false, error: `output is larger than ${LIMITS.outputBytes} bytes`, deps, scrub };
     return { ok: true, text: textOut, deps, scrub };
   } catch (err) {
-    const missing = (err as Error).name === 'UndefinedVariableError';
+    // liquidjs reports any failed lookup as UndefinedVariableError; only its own "not defined" is a miss (a denied secret is not).
+    const missing = (err as { originalError?: Error }).originalError?.name === 'InternalUndefinedVariableError';
     return { ok: false, missing, error: printable(scrub(firstLine(err))).slice(0, 400), deps, scrub };
   }
 }
