@@ -100,6 +100,14 @@ class Session {
 
 const byRef = (a: ObjectView, b: ObjectView) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0);
 
+/**
+ * ConfigMap views by desired object: a changed object is a new DesiredObject, so
+ * an entry is never stale, and a render over 1,000 objects converts only those
+ * that changed since the last one. Liquid cannot modify a view (`assign` makes
+ * new variables), so views are shared. Secret views are never kept.
+ */
+const configViews = new WeakMap<DesiredObject, ObjectView>();
+
 /** `configmaps` / `secrets` as a template sees them. */
 class ObjectsDrop extends Drop {
   private readonly views = new Map<string, ObjectView | undefined>();
@@ -153,6 +161,8 @@ class ObjectsDrop extends Drop {
 
   private toView(obj: DesiredObject): ObjectView {
     const sealed = this.kind === 'secrets';
+    const cached = sealed ? undefined : configViews.get(obj);
+    if (cached) return cached;
     const keys: Record<string, string> = {};
     for (const [k, v] of [...obj.data].sort(([a], [b]) => (a < b ? -1 : 1))) {
       if (sealed && this.session.input.secrets === 'mask') keys[k] = MASK;
@@ -161,7 +171,9 @@ class ObjectsDrop extends Drop {
         if (sealed) this.session.secretValues.add(keys[k]!);
       }
     }
-    return { ref: `${obj.namespace}/${obj.name}`, namespace: obj.namespace, name: obj.name, keys, labels: { ...obj.labels }, annotations: { ...obj.annotations } };
+    const view = { ref: `${obj.namespace}/${obj.name}`, namespace: obj.namespace, name: obj.name, keys, labels: { ...obj.labels }, annotations: { ...obj.annotations } };
+    if (!sealed) configViews.set(obj, view);
+    return view;
   }
 
   private deny(): void {
