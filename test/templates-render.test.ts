@@ -6,6 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { KeyStore } from '../src/desired/store.js';
 import type { DesiredObject } from '../src/desired/types.js';
 import { objectId, type ObjectKind } from '../src/keyspace.js';
 import { createEngine, FILTERS, MASK, parseTemplate, readsSecrets, renderTemplate, type MissingMode, type SecretsAccess } from '../src/render/template.js';
@@ -150,4 +151,22 @@ test('no host file is reachable, and a runaway loop is stopped', () => {
   const loop = render('{% for i in (1..100000000) %}{{ i }}{% endfor %}');
   assert.ok(!loop.ok);
   assert.match(loop.error, /limit exceeded/);
+});
+
+test('KeyStore: a template key is not an object; the cluster scope wins over global, another cluster is never read, a delete falls back', () => {
+  const store = new KeyStore('/p/', 'eu');
+  const kv = (key: string, value: string, modRevision: number) => ({ key: `/p/${key}`, value: Buffer.from(value), modRevision });
+  const { invalid } = store.reset([kv('global/templates/web', 'global', 2), kv('clusters/us/templates/web', 'us', 3)]);
+  assert.deepEqual(invalid, []);
+  assert.equal(store.objects.size, 0);
+  assert.equal(store.template('web')?.value.toString(), 'global');
+  const put = store.apply([{ type: 'put', kv: kv('clusters/eu/templates/web', 'eu', 4) }]);
+  assert.equal(put.templates, true);
+  assert.equal(put.dirty.size, 0);
+  assert.equal(store.template('web')?.value.toString(), 'eu');
+  assert.equal(store.template('web')?.path, 'clusters/eu/templates/web');
+  store.apply([{ type: 'delete', key: '/p/clusters/eu/templates/web', modRevision: 5 }]);
+  assert.equal(store.template('web')?.value.toString(), 'global');
+  assert.equal(store.apply([{ type: 'put', kv: kv('global/configmaps/default/a/k', 'v', 6) }]).templates, false);
+  assert.equal(store.apply([{ type: 'put', kv: kv('clusters/us/templates/web', 'us2', 7) }]).templates, false);
 });

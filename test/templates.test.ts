@@ -21,6 +21,7 @@ import { generateIdentity, recipientOf, writeIdentityFile } from '../src/envelop
 import { runCli } from './harness/cli.js';
 import { DaemonProcess, readOr, until } from './harness/daemon.js';
 import { startEtcd, type EtcdHandle } from './harness/etcd.js';
+import { freePort } from './harness/ports.js';
 
 let etcd: EtcdHandle;
 let etcdc: Etcd3;
@@ -136,10 +137,13 @@ test('check before the swap, reload after it; a failing check keeps the old file
     ].join('\n'),
   );
   const sh = (script: string) => ['/bin/sh', '-c', script];
+  const port = await freePort();
   const d = new DaemonProcess(
     {
       cluster: 'eu',
       identity: idFile,
+      metrics: { listen: `127.0.0.1:${port}` },
+      status: { intervalSeconds: 0.2 },
       etcd: { endpoints: [etcd.endpoint], prefix: P },
       templates: [
         {
@@ -203,7 +207,20 @@ test('check before the swap, reload after it; a failing check keeps the old file
     assert.match(plan.stdout, new RegExp(`^unchanged template env ${dest}$`, 'm'));
     assert.match(plan.stdout, /0 of 1 template\(s\) would change/);
 
+    // Counted by template and result; the status key counts the refused check as an error and names the template.
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^confsync_template_renders_total\{template="env",result="written"\} 5$/m);
+    assert.match(metrics, /^confsync_template_renders_total\{template="env",result="failed"\} 1$/m);
+    const status = await until(async () => {
+      const s = JSON.parse((await etcdc.get(`${P}/status/eu/n1`).string()) ?? '{}');
+      return s.templates?.failed === 1 && s;
+    }, 'status with the template error');
+    assert.ok(status.errors >= 1);
+    assert.equal(status.templates.lastError.template, 'env');
+    assert.match(status.templates.lastError.reason, /^check \/bin\/sh refused the new file \(exit 1/);
+
     assert.equal(count(d.log, secret), 0, 'the secret value is not in the daemon log');
+    assert.ok(!metrics.includes(secret) && !JSON.stringify(status).includes(secret));
     for (const out of [masked, plan]) assert.ok(!(out.stdout + out.stderr).includes(secret));
   } finally {
     await d.cleanup();
