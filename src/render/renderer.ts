@@ -153,6 +153,7 @@ export class Renderer {
     const check = c.check;
     const result = await writeChecked(c.dest, data, {
       mode: c.mode,
+      dirMode: s.t.secrets ? 0o700 : 0o755,
       uid: c.owner,
       gid: c.group,
       check: check

@@ -4,6 +4,8 @@ import path from 'node:path';
 
 export interface WriteOptions {
   mode: number;
+  /** Mode of dirs created on the way to dest (0700 where the file may hold secrets). */
+  dirMode: number;
   uid?: number;
   gid?: number;
   /** Runs with the new file complete at `tmp`; a reason means "do not swap". */
@@ -30,7 +32,7 @@ export async function writeChecked(dest: string, data: Buffer, opts: WriteOption
   const current = await fs.readFile(dest).catch(() => undefined);
   if (current?.equals(data)) return 'unchanged';
   const dir = path.dirname(dest);
-  await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  await fs.mkdir(dir, { recursive: true, mode: opts.dirMode });
   // Hidden, and never a name a reader globbing `*.conf` picks up.
   const tmp = path.join(dir, `.${path.basename(dest)}.confsync-${randomBytes(6).toString('hex')}`);
   try {
