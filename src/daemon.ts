@@ -146,6 +146,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   const hooks = new Hooks(cfg.hooks, logger);
   metrics.hookCounters = hooks.counters;
   const renderer = new Renderer(templates, {
+    prefix: cfg.etcd.prefix,
     cluster: cfg.cluster,
     labels: cfg.labels,
     logger,

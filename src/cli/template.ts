@@ -25,6 +25,7 @@ export function registerTemplate(program: Command): void {
   ).action(async (flags) => {
     if (!flags.config) throw new UserError('template render: --config FILE is required (the daemon\'s config: its templates:, cluster and etcd)');
     const cfg = loadConfigFile(flags.config, overridesFrom(flags));
+    if (cfg.templates.length === 0) throw new UserError(`${flags.config} has no templates: (see README "Templates")`);
     if (flags.name !== undefined && !cfg.templates.some((t) => t.name === flags.name)) {
       throw new UserError(`--name ${printable(flags.name)}: no such template in ${flags.config} (has: ${cfg.templates.map((t) => t.name).join(', ') || 'none'})`);
     }

@@ -21,6 +21,8 @@ export interface RenderSource {
 }
 
 export interface RendererOptions {
+  /** etcd prefix, e.g. /confsync: names the key an `etcd:` template is expected at. */
+  prefix: string;
   cluster: string;
   labels: Record<string, string>;
   source: RenderSource;
@@ -124,7 +126,7 @@ export class Renderer {
     s.sourceRevision = revision;
     s.parsed = undefined;
     if (!kv) {
-      this.fail(s, `no template "${name}" in etcd (expected under <prefix>/global/templates/${name} or this cluster's scope)`);
+      this.fail(s, `no template "${name}" in etcd (expected at ${this.opts.prefix}/global/templates/${name} or ${this.opts.prefix}/clusters/${this.opts.cluster}/templates/${name})`);
       return true;
     }
     const parsed = parseTemplate(s.t.engine, kv.value.toString('utf8'));

@@ -26,6 +26,8 @@ export type WriteResult = 'unchanged' | 'written' | { refused: string };
  *      mix), and the dir fsynced so the rename survives a crash.
  *
  * Failures other than the check throw; the temp file is removed either way.
+ * (state/durable-file.ts does (2), (3), (5) for the daemon's own 0600 state; a
+ * template needs its own mode and owner, and the check between (3) and (5).)
  */
 export async function writeChecked(dest: string, data: Buffer, opts: WriteOptions): Promise<WriteResult> {
   // (1)
