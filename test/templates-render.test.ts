@@ -153,6 +153,23 @@ test('no host file is reachable, and a runaway loop is stopped', () => {
   assert.match(loop.error, /limit exceeded/);
 });
 
+test('output and what a render builds are bounded: a big value printed in a loop, a capture doubling itself, a filter in a loop', () => {
+  const big = new Map(objects);
+  const o = obj('configmaps', 'default/big', { v: 'x'.repeat(1024 * 1024) });
+  big.set(o.id, o);
+  const cases = [
+    { source: '{% for i in (1..100) %}{{ configmaps["default/big"].keys.v }}{% endfor %}', want: /^output is larger than 8388608 bytes/ },
+    { source: '{% assign x = "ab" %}{% for i in (1..40) %}{% capture x %}{{ x }}{{ x }}{% endcapture %}{% endfor %}{{ x | size }}', want: /memory alloc limit exceeded/ },
+    { source: '{% for i in (1..100) %}{% assign y = configmaps["default/big"].keys.v | base64 %}{% endfor %}', want: /memory alloc limit exceeded/ },
+  ];
+  for (const c of cases) {
+    const r = render(c.source, { objs: big });
+    assert.ok(!r.ok, c.source);
+    assert.match(r.error, c.want, c.source);
+  }
+  assert.equal(out('{% capture x %}a{{ "b" }}{% endcapture %}{{ x }}{{ x | size }}'), 'ab2', 'capture still works');
+});
+
 test('KeyStore: a template key is not an object; the cluster scope wins over global, another cluster is never read, a delete falls back', () => {
   const store = new KeyStore('/p/', 'eu');
   const kv = (key: string, value: string, modRevision: number) => ({ key: `/p/${key}`, value: Buffer.from(value), modRevision });

@@ -1,4 +1,4 @@
-import { Drop, Liquid, type Template } from 'liquidjs';
+import { CaptureTag, Context, Drop, Liquid, toValueSync, type Emitter, type Template } from 'liquidjs';
 import { stringify as toYaml } from 'yaml';
 import type { DesiredObject } from '../desired/types.js';
 import { matchesGlob } from '../glob.js';
@@ -19,7 +19,10 @@ import { printable, type ObjectId, type ObjectKind } from '../keyspace.js';
  *
  * Safety: Liquid runs no code. No template can read a host file (`include`,
  * `render` and `layout` look up an empty in-memory set); parse size, render time
- * and allocations are bounded (liquidjs' DoS limits); the output is capped.
+ * and allocations are bounded (liquidjs' DoS limits, which also cap how many loop
+ * iterations a render may run). liquidjs does not count output, so this module
+ * does: the output stops at `LIMITS.outputBytes`, and `capture` and our filters
+ * charge what they build to the allocation budget.
  */
 
 export const LIMITS = {
@@ -190,26 +193,64 @@ function text(v: unknown): string {
 /** Standard base64 (padding optional, whitespace ignored). A linear character check: no backtracking. */
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
+/** A filter's `this` in liquidjs: the render's context, with its allocation budget. */
+type FilterThis = { context?: { memoryLimit?: { use(n: number): void } } } | undefined;
+
+/** What a filter builds counts against the render's allocation budget (liquidjs' own filters do the same). */
+function charged<T extends string | unknown[]>(self: FilterThis, out: T): T {
+  self?.context?.memoryLimit?.use(out.length);
+  return out;
+}
+
 /** The filters confd/consul-template users reach for. Each throws a message without the value. */
-export const FILTERS: Record<string, (this: unknown, v: unknown, ...args: unknown[]) => unknown> = {
+export const FILTERS: Record<string, (this: FilterThis, v: unknown, ...args: unknown[]) => unknown> = {
   match(v, glob) {
     if (typeof glob !== 'string') throw new Error('match: needs a glob, e.g. match: "default/web-*"');
-    if (v instanceof ObjectsDrop) return v.match(glob);
-    if (Array.isArray(v)) return v.filter((o) => o && typeof o.ref === 'string' && matchesGlob(o.ref, glob));
+    if (v instanceof ObjectsDrop) return charged(this, v.match(glob));
+    if (Array.isArray(v)) return charged(this, v.filter((o) => o && typeof o.ref === 'string' && matchesGlob(o.ref, glob)));
     throw new Error('match: use it on configmaps or secrets (or a list of their objects)');
   },
-  base64: (v) => Buffer.from(text(v), 'utf8').toString('base64'),
+  base64(v) {
+    return charged(this, Buffer.from(text(v), 'utf8').toString('base64'));
+  },
   base64_decode(v) {
     const s = text(v).replace(/\s/g, '');
     if (s.length % 4 === 1 || !BASE64.test(s)) throw new Error('base64_decode: the input is not base64');
-    return Buffer.from(s, 'base64').toString('utf8');
+    return charged(this, Buffer.from(s, 'base64').toString('utf8'));
   },
-  yaml: (v) => toYaml(v instanceof ObjectsDrop ? v.valueOf() : v ?? null),
+  yaml(v) {
+    return charged(this, toYaml(v instanceof ObjectsDrop ? v.valueOf() : v ?? null));
+  },
   /** A double-quoted value for .env files (docker, dotenv, systemd EnvironmentFile): \ " $ ` escaped, newlines as \n. */
-  env_quote: (v) => `"${text(v).replace(/[\\"$`]/g, (c) => `\\${c}`).replace(/\n/g, '\\n').replace(/\r/g, '\\r')}"`,
+  env_quote(v) {
+    return charged(this, `"${text(v).replace(/[\\"$`]/g, (c) => `\\${c}`).replace(/\n/g, '\\n').replace(/\r/g, '\\r')}"`);
+  },
   /** One POSIX shell word: single-quoted, a ' inside as '\'' . */
-  sh_quote: (v) => `'${text(v).split("'").join("'\\''")}'`,
+  sh_quote(v) {
+    return charged(this, `'${text(v).split("'").join("'\\''")}'`);
+  },
 };
+
+/** liquidjs' `capture`, charging what it captured to the allocation budget (a capture doubling itself in a loop would not be counted otherwise). */
+class BoundedCapture extends CaptureTag {
+  override *render(ctx: Context): Generator<unknown, void, string> {
+    const html: string = yield this.liquid.renderer.renderTemplates(this.templates, ctx);
+    ctx.memoryLimit.use(html.length);
+    ctx.bottom()[this.variable] = html;
+  }
+}
+
+const TOO_LARGE = `output is larger than ${LIMITS.outputBytes} bytes`;
+
+/** liquidjs' emitter, stopping the render once the output passes `LIMITS.outputBytes` (counted in UTF-16 units, ≤ bytes). */
+class BoundedEmitter implements Emitter {
+  buffer = '';
+  write(html: unknown): void {
+    const s = text(toValueSync(html));
+    if (this.buffer.length + s.length > LIMITS.outputBytes) throw new Error(TOO_LARGE);
+    this.buffer += s;
+  }
+}
 
 /** One engine per missing mode; `error` and `keep` both render strictly (they differ in what the renderer does with a miss). */
 export function createEngine(missing: MissingMode): Liquid {
@@ -227,6 +268,7 @@ export function createEngine(missing: MissingMode): Liquid {
     memoryLimit: LIMITS.memory,
   });
   for (const [name, fn] of Object.entries(FILTERS)) engine.registerFilter(name, fn);
+  engine.registerTag('capture', BoundedCapture);
   return engine;
 }
 
@@ -258,10 +300,11 @@ export function renderTemplate(engine: Liquid, parsed: Template[], input: Render
   const { deps } = session;
   const scrub = (t: string) => session.scrub(t);
   try {
-    const out = engine.renderSync(parsed, scope);
-    const textOut = typeof out === 'string' ? out : text(out);
-    if (Buffer.byteLength(textOut) > LIMITS.outputBytes) return { ok: false, missing: false, error: `output is larger than ${LIMITS.outputBytes} bytes`, deps, scrub };
-    return { ok: true, text: textOut, deps, scrub };
+    // engine.renderSync with our emitter (it makes its own, unbounded).
+    const emitter = new BoundedEmitter();
+    toValueSync(engine.renderer.renderTemplates(parsed, new Context(scope, engine.options, { sync: true }, { liquid: engine }), emitter));
+    if (Buffer.byteLength(emitter.buffer) > LIMITS.outputBytes) return { ok: false, missing: false, error: TOO_LARGE, deps, scrub };
+    return { ok: true, text: emitter.buffer, deps, scrub };
   } catch (err) {
     // liquidjs reports any failed lookup as UndefinedVariableError; only its own "not defined" is a miss (a denied secret is not).
     const missing = (err as { originalError?: Error }).originalError?.name === 'InternalUndefinedVariableError';
