@@ -88,6 +88,17 @@ test('ranges: match sorts by ref and records its glob; a new matching object re-
   assert.ok(!r.deps.touches('secrets/default/web-a'), 'same ref, other kind');
 });
 
+test('ranges: a glob matched in a loop is recorded once; past 256 distinct globs the whole kind counts as read', () => {
+  const same = render('{% for i in (1..50) %}{% assign w = configmaps | match: "default/web-*" %}{% endfor %}');
+  assert.ok(same.ok);
+  assert.equal(same.deps.globs.length, 1);
+  const many = render('{% for i in (1..300) %}{% assign g = "x" | append: i %}{% assign w = configmaps | match: g %}{% endfor %}');
+  assert.ok(many.ok);
+  assert.equal(many.deps.globs.length, 256);
+  assert.ok(many.deps.touches('configmaps/any/thing'));
+  assert.ok(!many.deps.touches('secrets/any/thing'));
+});
+
 test('ranges: iterating a whole kind records the kind; a lookup records the ref even when absent', () => {
   const all = render('{% for pair in configmaps %}{{ pair[0] }} {% endfor %}');
   assert.ok(all.ok);

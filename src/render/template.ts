@@ -43,12 +43,24 @@ export type SecretsAccess = 'allow' | 'deny' | 'mask';
 
 export const MASK = '********';
 
+/** Distinct `match` globs a render records; past this, the whole kind counts as read (each change is tested against every glob). */
+const MAX_GLOBS = 256;
+
 /** What one render read: it renders again when one of these objects changes. */
 export class Deps {
   readonly ids = new Set<ObjectId>();
   readonly globs: { kind: ObjectKind; glob: string }[] = [];
-  /** Kinds iterated whole (`for pair in configmaps`). */
+  /** Kinds iterated whole (`for pair in configmaps`), or matched with too many globs. */
   readonly kinds = new Set<ObjectKind>();
+  private readonly seen = new Set<string>();
+
+  addGlob(kind: ObjectKind, glob: string): void {
+    const key = `${kind}/${glob}`;
+    if (this.seen.has(key) || this.kinds.has(kind)) return;
+    if (this.seen.size >= MAX_GLOBS) return void this.kinds.add(kind);
+    this.seen.add(key);
+    this.globs.push({ kind, glob });
+  }
 
   touches(id: ObjectId): boolean {
     if (this.ids.has(id)) return true;
@@ -141,7 +153,7 @@ class ObjectsDrop extends Drop {
 
   /** The `match` filter: objects whose ref matches the glob, sorted by ref. */
   match(glob: string): ObjectView[] {
-    this.session.deps.globs.push({ kind: this.kind, glob });
+    this.session.deps.addGlob(this.kind, glob);
     return this.all().filter((v) => matchesGlob(v.ref, glob));
   }
 
