@@ -172,6 +172,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     resync = setInterval(() => {
       const deep = Date.now() - lastDeep >= cfg.verifySeconds * 1000 - 50;
       if (deep) lastDeep = Date.now();
+      if (deep) renderer.recheck(); // rendered at the idle point the resync ends in
       reconciler.resync(deep);
     }, cfg.resyncSeconds * 1000);
     resync.unref();

@@ -3,7 +3,7 @@
  * render/write.ts), fed a desired state built in memory: a check that times out
  * keeps the old file; identical output writes and reloads nothing; mode, owner and
  * group are set on the file that goes live; a reload that fails is reported with
- * the new file in place.
+ * the new file in place; a hand edit is put back by the deep resync's recheck.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -45,7 +45,8 @@ function setup(template: Record<string, unknown>) {
     r.observe({ type: 'idle', applied: 1 });
   };
   const counts = () => r.counters.get('t')!;
-  return { dir, dest: path.join(dir, 'out', 't.conf'), set, counts, logs, cleanup: async () => (await r.close(), fs.rmSync(dir, { recursive: true, force: true })) };
+  const recheck = () => (r.recheck(), r.observe({ type: 'idle', applied: 1 }));
+  return { dir, dest: path.join(dir, 'out', 't.conf'), set, counts, recheck, logs, cleanup: async () => (await r.close(), fs.rmSync(dir, { recursive: true, force: true })) };
 }
 
 test('a check past its timeout keeps the old file and says so; the next good value goes live', async () => {
@@ -92,6 +93,26 @@ test('mode, owner and group are those of the config on the file that goes live, 
     assert.deepEqual([(st.mode & 0o777).toString(8), st.uid, st.gid], ['640', 1234, 2345]);
   } finally {
     process.umask(umask);
+    await t.cleanup();
+  }
+});
+
+test('the deep resync puts back a rendered file edited or removed by hand; an untouched one is left alone', async () => {
+  const t = setup({ reload: { command: ['/bin/sh', '-c', 'echo reload >> "$CONFSYNC_RENDERED_FILE.reloads"'] } });
+  try {
+    t.set('v1');
+    await until(() => readOr(`${t.dest}.reloads`) === 'reload\n', 'first file and reload');
+    t.recheck();
+    await until(() => t.counts().unchanged === 1, 'recheck of an untouched file');
+    fs.writeFileSync(t.dest, 'edited by hand\n');
+    t.recheck();
+    await until(() => readOr(t.dest) === 'v=v1\n', 'hand edit put back');
+    fs.rmSync(t.dest);
+    t.recheck();
+    await until(() => readOr(t.dest) === 'v=v1\n', 'removed file put back');
+    await until(() => readOr(`${t.dest}.reloads`) === 'reload\nreload\nreload\n', 'a reload per repair');
+    assert.deepEqual(t.counts(), { written: 3, unchanged: 1, failed: 0, waiting: 0, reloadFailed: 0 });
+  } finally {
     await t.cleanup();
   }
 });

@@ -85,6 +85,14 @@ export class Renderer {
     else if (e.type === 'idle' && this.states.length && this.opts.source.synced()) this.renderDue();
   };
 
+  /**
+   * Render every template again at the next idle point (the daemon's deep resync):
+   * a file edited or removed by hand is put back; identical bytes write nothing.
+   */
+  recheck(): void {
+    for (const s of this.states) s.deps = undefined;
+  }
+
   /** Waits for writes in flight (each bounded by its check's timeout). */
   async close(): Promise<void> {
     this.closed = true;
