@@ -269,3 +269,13 @@ function assertUserError(fn: () => unknown): string {
   }
   assert.fail('expected a UserError');
 }
+
+test('lint reports a stored template that does not parse, by path', () => {
+  const P = '/t-lint';
+  etcd.ctl('put', `${P}/global/templates/good`, '{{ configmaps["a/b"].keys.c }}');
+  etcd.ctl('put', `${P}/clusters/eu/templates/bad`, '{% for x in y %}no end');
+  const r = runCli(['lint', '--prefix', P], { cwd: os.tmpdir(), endpoint: etcd.endpoint });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stdout, /^clusters\/eu\/templates\/bad: not a valid Liquid template: tag .*not closed/m);
+  assert.doesNotMatch(r.stdout, /good/);
+});
