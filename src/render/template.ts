@@ -126,6 +126,7 @@ const configViews = new WeakMap<DesiredObject, ObjectView>();
 /** `configmaps` / `secrets` as a template sees them. */
 class ObjectsDrop extends Drop {
   private readonly views = new Map<string, ObjectView | undefined>();
+  private sorted?: ObjectView[];
 
   constructor(
     private readonly kind: ObjectKind,
@@ -157,12 +158,14 @@ class ObjectsDrop extends Drop {
     return this.all().filter((v) => matchesGlob(v.ref, glob));
   }
 
+  /** Every object of this kind, by ref; built once per render (a template may `match` many times). */
   private all(): ObjectView[] {
     this.deny();
+    if (this.sorted) return this.sorted;
     const prefix = `${this.kind}/`;
     const views: ObjectView[] = [];
-    for (const id of this.session.input.objects.keys()) if (id.startsWith(prefix)) views.push(this.view(id.slice(prefix.length))!);
-    return views.sort(byRef);
+    for (const [id, obj] of this.session.input.objects) if (id.startsWith(prefix)) views.push(this.toView(obj));
+    return (this.sorted = views.sort(byRef));
   }
 
   private view(ref: string): ObjectView | undefined {
