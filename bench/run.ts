@@ -23,6 +23,7 @@ import { fanOut } from './fan-out.js';
 import { etcdVersion, flag, fsType, putToFile, spawnText, type ScenarioOptions } from './put-to-file.js';
 import { putToConfigMap } from './put-to-configmap.js';
 import { snapshotBench } from './snapshot.js';
+import { templateBench } from './template.js';
 
 const SCENARIOS: { name: string; title: string; run: (o: ScenarioOptions) => Promise<string> }[] = [
   { name: 'put-to-file', title: '1. put → file, beside the etcd put → watch floor', run: putToFile },
@@ -32,6 +33,7 @@ const SCENARIOS: { name: string; title: string; run: (o: ScenarioOptions) => Pro
   { name: 'burst', title: '5. burst: many updates to few objects', run: burst },
   { name: 'fan-out', title: '6. fan-out: one put, many daemons', run: fanOut },
   { name: 'snapshot', title: '7. fail-safes: snapshot write, mass-delete hold/release, reboot with etcd down', run: snapshotBench },
+  { name: 'template', title: '8. templates: render over 1,000 objects; put → rendered file beside put → file', run: templateBench },
 ];
 
 const args = process.argv.slice(2);

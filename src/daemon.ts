@@ -5,6 +5,8 @@ import { loadKeyring, type Keyring } from './envelope/identity.js';
 import { Keyspace } from './keyspace.js';
 import type { Logger } from './log.js';
 import { Hooks } from './reactions/hooks.js';
+import { prepareTemplates } from './render/load.js';
+import { Renderer } from './render/renderer.js';
 import { Metrics, serveMetrics, type Health } from './metrics.js';
 import type { ReconcileObserver } from './reconcile/events.js';
 import { Reconciler } from './reconcile/reconciler.js';
@@ -105,6 +107,8 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
  * `secretsOnDiskOk`: no warning for a secrets root on a persistent disk (dev).
  */
 export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOnDiskOk?: boolean } = {}): Promise<Daemon> {
+  // First: a template refused (unreadable, invalid, reading secrets into a public file) stops the start (exit 2).
+  const templates = prepareTemplates(cfg);
   const keyring = await loadIdentity(cfg);
   // The state dir is ours alone (0700): not a dir the sinks serve to readers.
   const files = cfg.sinks.files;
@@ -141,6 +145,14 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   const metrics = new Metrics();
   const hooks = new Hooks(cfg.hooks, logger);
   metrics.hookCounters = hooks.counters;
+  const renderer = new Renderer(templates, {
+    prefix: cfg.etcd.prefix,
+    cluster: cfg.cluster,
+    labels: cfg.labels,
+    logger,
+    source: { desired: () => reconciler.desiredObjects(), template: (name) => reconciler.store.template(name), synced: () => reconciler.progress.synced },
+  });
+  metrics.templateCounters = renderer.counters;
   const restarts = kc && kube?.rollingRestarts ? new (await import('./reactions/restarts.js')).KubeRestarts(kc, logger) : undefined;
   let status: StatusReporter | undefined;
   const pokeStatus: ReconcileObserver = (e) => e.type === 'idle' && status?.poke();
@@ -160,6 +172,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     resync = setInterval(() => {
       const deep = Date.now() - lastDeep >= cfg.verifySeconds * 1000 - 50;
       if (deep) lastDeep = Date.now();
+      if (deep) renderer.recheck(); // rendered at the idle point the resync ends in
       reconciler.resync(deep);
     }, cfg.resyncSeconds * 1000);
     resync.unref();
@@ -170,7 +183,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       if (late.length) logger.info({ sinks: late.map((s) => s.name), ms: Date.now() - started }, 'drift watch started');
     })().catch((err: Error) => logger.warn({ err: err.message }, 'drift watch not started; hand changes are repaired at the periodic resync only'));
   };
-  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, ...(restarts ? [restarts.observe] : []), pokeStatus, afterFirstSync, saveSnapshot], marks);
+  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, renderer.observe, ...(restarts ? [restarts.observe] : []), pokeStatus, afterFirstSync, saveSnapshot], marks);
   const progress = reconciler.progress;
   if (keyring) {
     writer = new SnapshotWriter({
@@ -249,7 +262,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     ttlSeconds: cfg.status.leaseTtlSeconds,
     intervalSeconds: cfg.status.intervalSeconds,
     logger,
-    snapshot: () => statusSnapshot(reconciler, base, !health.notReady()),
+    snapshot: () => statusSnapshot(reconciler, base, !health.notReady(), renderer),
   });
   status.start();
   logger.info(
@@ -270,6 +283,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       // (5) of state/snapshot.ts: the last applied state, so the next start resumes from it.
       await writer?.close();
       await reconciler.close();
+      await renderer.close();
       await marks.close();
       await hooks.close();
       await restarts?.close();

@@ -4,6 +4,7 @@
  *   PREFIX/global/<kind>/<ns>/<name>/<key>
  *   PREFIX/clusters/<cluster>/<kind>/<ns>/<name>/<key>
  *   PREFIX/<scope>/<kind>/<ns>/<name>/@meta
+ *   PREFIX/<scope>/templates/<name>                       a Liquid template (render/)
  *   PREFIX/clusters/<cluster>/@release                    confirms held mass deletes
  *   PREFIX/recipients/<cluster>
  *   PREFIX/status/<cluster>/<node>
@@ -70,6 +71,14 @@ export const META_KEY = '@meta';
 /** Under `clusters/<cluster>/`: an operator's confirmation that held mass deletes may go (reconcile/guard.ts). */
 export const RELEASE_KEY = '@release';
 
+/** Under `<scope>/`: Liquid templates a daemon's `templates: [{etcd: <name>}]` renders (render/). */
+export const TEMPLATES_DIR = 'templates';
+
+/** `<scope>/templates/<name>`. */
+export function templatePath(scope: Scope, name: string): string {
+  return `${scopePath(scope)}/${TEMPLATES_DIR}/${name}`;
+}
+
 /** `<scope>/<kind>/<ns>/<name>/<key>`; `key` may be `@meta`. */
 export function logicalPath(scope: Scope, ref: ObjectRef, key: string): string {
   return `${scopePath(scope)}/${ref.kind}/${ref.namespace}/${ref.name}/${key}`;
@@ -121,6 +130,10 @@ export class Keyspace {
     return this.key('recipients/');
   }
 
+  templateKey(scope: Scope, name: string): string {
+    return this.key(templatePath(scope, name));
+  }
+
   statusKey(cluster: string, node: string): string {
     return this.key(`status/${cluster}/${node}`);
   }
@@ -139,6 +152,7 @@ export type ParsedKey =
   | ({ type: 'data'; scope: Scope; key: string; logicalPath: string } & ObjectRef)
   | ({ type: 'meta'; scope: Scope; logicalPath: string } & ObjectRef)
   | { type: 'release'; cluster: string }
+  | { type: 'template'; scope: Scope; name: string; logicalPath: string }
   | { type: 'recipient'; cluster: string }
   | { type: 'status'; cluster: string; node: string }
   | { type: 'invalid'; reason: string };
@@ -170,6 +184,12 @@ export function nameError(name: string): string | undefined {
 export function dataKeyError(key: string): string | undefined {
   if (key.length === 0 || key.length > 253 || !DATA_KEY.test(key)) return `key "${printable(key.slice(0, 80))}" must match [-._a-zA-Z0-9]+ (1-253 chars)`;
   if (key === '.' || key === '..' || key.startsWith('..')) return `key "${key}" must not be "." or start with ".."`;
+  return undefined;
+}
+
+/** Template names (`<scope>/templates/<name>`, `templates[].name`): DNS-1123 labels, so one reads the same in a key, a log line and a metric label. */
+export function templateNameError(name: string): string | undefined {
+  if (name.length > 63 || !DNS1123_LABEL.test(name)) return `template name "${printable(name.slice(0, 80))}" is not a DNS-1123 label (lowercase letters, digits, "-", at most 63)`;
   return undefined;
 }
 
@@ -217,6 +237,11 @@ export function parseKey(rest: string): ParsedKey {
     return { type: 'invalid', reason: 'expected global/, clusters/<cluster>/, recipients/ or status/ after the prefix' };
   }
   if (scope.type === 'cluster' && parts[i] === RELEASE_KEY && parts.length === i + 1) return { type: 'release', cluster: scope.cluster };
+  if (parts[i] === TEMPLATES_DIR) {
+    if (parts.length !== i + 2) return { type: 'invalid', reason: `expected ${scopePath(scope)}/${TEMPLATES_DIR}/<name>` };
+    const err = templateNameError(parts[i + 1]!);
+    return err ? { type: 'invalid', reason: err } : { type: 'template', scope, name: parts[i + 1]!, logicalPath: templatePath(scope, parts[i + 1]!) };
+  }
   const [kind, namespace, name, key, ...extra] = parts.slice(i);
   if (!isKind(kind)) return { type: 'invalid', reason: `kind must be ${OBJECT_KINDS.join(' or ')}, not "${printable((kind ?? '').slice(0, 80))}"` };
   if (namespace === undefined || name === undefined || key === undefined || extra.length > 0) {

@@ -50,6 +50,8 @@ export class Metrics {
   readonly ready = new Gauge({ name: 'confsync_ready', help: '1 when /readyz would answer 200.', registers: [this.registry] });
   /** Set by the daemon: the hooks' own counters, read at scrape time. */
   hookCounters?: { runs: readonly number[]; failures: readonly number[] };
+  /** Set by the daemon: each template's results (render/renderer.ts), read at scrape time. */
+  templateCounters?: ReadonlyMap<string, Readonly<Record<string, number>>>;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'confsync_' }); // confsync_process_cpu_seconds_total, …
@@ -70,6 +72,17 @@ export class Metrics {
       },
     });
   }
+
+  private templateMetric = new Counter({
+    name: 'confsync_template_renders_total',
+    help: 'Template renders by template name and result: written, unchanged (identical bytes), failed (old file kept), waiting (missing: keep), reloadFailed.',
+    labelNames: ['template', 'result'],
+    registers: [this.registry],
+    collect: () => {
+      this.templateMetric.reset();
+      for (const [template, counts] of this.templateCounters ?? []) for (const [result, n] of Object.entries(counts)) this.templateMetric.inc({ template, result }, n);
+    },
+  });
 
   /** A reconcile observer. */
   readonly observe = (e: ReconcileEvent): void => {

@@ -18,6 +18,8 @@ export interface NodeStatus {
   /** Removals held by the mass-delete guard, waiting for `confsync release`. */
   held?: { count: number; revision: number; since: string };
   lastError?: { path: string; reason: string };
+  /** Templates (render/): failed renders, checks or writes since start, and the last one (name + reason, never a value). */
+  templates?: { failed: number; lastError?: { template: string; reason: string } };
   /** Served from the local snapshot at start because etcd did not answer: since, until (ISO), snapshot revision. */
   offline?: { since: string; until?: string; revision: number };
   state: ConnectionState;
@@ -127,18 +129,25 @@ export class StatusReporter {
   }
 }
 
-export function statusSnapshot(reconciler: Reconciler, base: { cluster: string; node: string; startedAt: string; version: string }, ready: boolean): Omit<NodeStatus, 'updatedAt'> {
+export function statusSnapshot(
+  reconciler: Reconciler,
+  base: { cluster: string; node: string; startedAt: string; version: string },
+  ready: boolean,
+  renderer?: { counters: ReadonlyMap<string, { failed: number }>; lastError?: { template: string; reason: string } },
+): Omit<NodeStatus, 'updatedAt'> {
   const s = reconciler.stats;
+  const templatesFailed = [...(renderer?.counters.values() ?? [])].reduce((n, c) => n + c.failed, 0);
   return {
     ...base,
     revision: reconciler.progress.applied,
     objects: reconciler.desiredObjects().size,
-    errors: s.invalidInputs + s.decryptFailures + s.sinkErrors,
+    errors: s.invalidInputs + s.decryptFailures + s.sinkErrors + templatesFailed,
     failing: reconciler.failing(),
     held: reconciler.heldDeletes(),
     lastError: s.lastError,
     offline: reconciler.progress.offline,
     state: reconciler.progress.state,
     ready,
+    ...(renderer?.counters.size ? { templates: { failed: templatesFailed, lastError: renderer.lastError } } : {}),
   };
 }

@@ -123,6 +123,14 @@ const cases: Case[] = [
   { name: 'status without node', key: 'status/a', want: { invalid: 'expected status/<cluster>/<node>' } },
   { name: 'status with empty node', key: 'status/a/', want: { invalid: 'expected status/<cluster>/<node>' } },
   { name: 'status with extra segment', key: 'status/a/n/x', want: { invalid: 'expected status/<cluster>/<node>' } },
+
+  // ---- templates (render/): <scope>/templates/<name>, name a DNS-1123 label
+  { name: 'global template', key: 'global/templates/nginx-upstream', want: { type: 'template', scope: { type: 'global' }, name: 'nginx-upstream', logicalPath: 'global/templates/nginx-upstream' } },
+  { name: 'cluster template', key: 'clusters/eu/templates/app-env', want: { type: 'template', scope: { type: 'cluster', cluster: 'eu' }, name: 'app-env' } },
+  { name: 'template name with a dot', key: 'global/templates/a.b', want: { invalid: 'template name "a.b" is not a DNS-1123 label' } },
+  { name: 'template name in capitals', key: 'global/templates/Web', want: { invalid: 'template name "Web"' } },
+  { name: 'template below a template', key: 'global/templates/a/b', want: { invalid: 'expected global/templates/<name>' } },
+  { name: 'templates without a name', key: 'clusters/eu/templates', want: { invalid: 'expected clusters/eu/templates/<name>' } },
 ];
 
 for (const c of cases) {

@@ -6,6 +6,7 @@ import { validateKeys } from '../desired/validate.js';
 import { open } from '../envelope/envelope.js';
 import { createLogger } from '../log.js';
 import { printable } from '../keyspace.js';
+import { createEngine, parseTemplate } from '../render/template.js';
 import { EtcdSource } from '../source/etcd.js';
 import { connect, connectionOptions, identityOption, keyringFrom, outputOption, printStructured, type OutputFormat, type SecretFlags } from './common.js';
 
@@ -33,7 +34,12 @@ export function registerLint(program: Command): void {
       const snapshot = await source.list();
       // The daemon's limits: those of --config when given (the same file the daemons run with), else the defaults.
       const limits = flags.config ? loadConfigFile(flags.config).limits : configSchema.shape.limits.parse({});
-      const { problems, sealed } = validateKeys(snapshot.kvs, ks.key(''), { maxKeys: limits.maxObjectKeys, maxBytes: limits.maxObjectBytes });
+      const engine = createEngine('error');
+      const templateError = (source: string) => {
+        const parsed = parseTemplate(engine, source);
+        return 'error' in parsed ? `not a valid Liquid template: ${parsed.error}` : undefined;
+      };
+      const { problems, sealed } = validateKeys(snapshot.kvs, ks.key(''), { maxKeys: limits.maxObjectKeys, maxBytes: limits.maxObjectBytes }, templateError);
       let opened = 0;
       if (keyring) {
         for (const s of sealed) {

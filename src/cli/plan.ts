@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { loadConfigFile } from '../config/load.js';
-import { createReconciler, createSinks, loadIdentity, watchedPrefixes } from '../daemon.js';
+import { desiredFromEtcd } from '../admin/desired-state.js';
+import { renderOffline } from '../admin/templates.js';
+import { createSinks, loadIdentity } from '../daemon.js';
 import type { Problem } from '../desired/build.js';
 import type { DesiredObject } from '../desired/types.js';
 import { printable, type ObjectId } from '../keyspace.js';
@@ -8,7 +10,6 @@ import { UserError } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { ReconcileObserver } from '../reconcile/events.js';
 import type { ApplyResult, Sink, SinkKind } from '../sink/types.js';
-import { EtcdSource } from '../source/etcd.js';
 import { connectionOptions, dial, outputOption, overridesFrom, printStructured } from './common.js';
 
 export interface PlannedChange {
@@ -67,20 +68,21 @@ export function registerPlan(program: Command): void {
     const sinks = (await createSinks(cfg, logger)).map((s) => new PlanningSink(s));
     const client = dial(cfg.etcd, flags);
     try {
-      const source = new EtcdSource({ client, prefixes: watchedPrefixes(cfg), logger });
-      const snapshot = await source.list();
-      const reconciler = createReconciler(cfg, sinks, logger, keyring, [observe]);
-      reconciler.handle(snapshot);
-      await reconciler.whenIdle();
+      const { reconciler, revision } = await desiredFromEtcd(cfg, client, logger, keyring, sinks, [observe]);
       const changes = sinks.flatMap((s) => s.changes).sort((a, b) => a.id.localeCompare(b.id));
+      // Templates as the daemon would render them: compared with dest, never printed.
+      const templates = (await renderOffline(cfg, reconciler, 'allow')).map(({ name, dest, action, error }) => ({ name, dest, action: action ?? 'error', ...(error ? { error } : {}) }));
       if (flags.output !== 'text') {
         const list = problems.map((p) => ({ path: p.path, reason: p.reason }));
-        return printStructured(flags.output, { revision: snapshot.revision, cluster: cfg.cluster, desired: reconciler.desiredObjects().size, changes, problems: list });
+        return printStructured(flags.output, { revision, cluster: cfg.cluster, desired: reconciler.desiredObjects().size, changes, problems: list, templates });
       }
       for (const c of changes) process.stdout.write(`${c.action.padEnd(6)} ${c.sink.padEnd(6)} ${c.id}\n`);
+      for (const t of templates) process.stdout.write(`${t.action.padEnd(6)} template ${t.name} ${t.dest}${t.error ? `: ${printable(t.error)}` : ''}\n`);
       for (const p of problems) process.stdout.write(`problem ${printable(p.path)}: ${printable(p.reason)}\n`);
       const skipped = problems.length > 0 ? `, ${problems.length} problem(s) (those keep their last good state)` : '';
-      process.stdout.write(`plan at etcd revision ${snapshot.revision}: ${changes.length} change(s), ${reconciler.desiredObjects().size} object(s) desired on cluster ${cfg.cluster}${skipped}\n`);
+      const rendered = templates.filter((t) => t.action === 'create' || t.action === 'update').length;
+      const tpl = templates.length ? `, ${rendered} of ${templates.length} template(s) would change` : '';
+      process.stdout.write(`plan at etcd revision ${revision}: ${changes.length} change(s), ${reconciler.desiredObjects().size} object(s) desired on cluster ${cfg.cluster}${tpl}${skipped}\n`);
     } finally {
       client.close();
       for (const s of sinks) await s.close();

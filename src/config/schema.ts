@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { z } from 'zod';
-import { clusterError } from '../keyspace.js';
+import { clusterError, templateNameError } from '../keyspace.js';
 import { DEFAULT_STATE_DIR } from '../state/location.js';
 
 /**
@@ -35,6 +35,49 @@ const endpoint = z.union(
   [z.string().regex(BARE_ENDPOINT), z.url({ protocol: /^https?$/ }).regex(/^https?:\/\/[^/?#]+\/?$/i)],
   { error: ENDPOINT_ERROR },
 );
+
+const templateName = z.string().superRefine((s, ctx) => {
+  const err = templateNameError(s);
+  if (err) ctx.addIssue({ code: 'custom', message: err });
+});
+
+/** One rendered file (README "Templates"; render/). Whether it may read secrets is checked at start (render/load.ts). */
+const template = z
+  .strictObject({
+    name: templateName.describe('Names the template in logs, metrics and `confsync template render --name` (DNS-1123 label).'),
+    source: z.string().min(1).optional().describe('A Liquid template file on this host, read at start.'),
+    etcd: templateName.optional().describe('Or: a template stored under PREFIX/<scope>/templates/<name>; the cluster scope overrides global. It syncs like any key.'),
+    dest: z
+      .string()
+      .regex(/^\/[^\0]*[^/]$/, 'must be an absolute file path (only this config chooses where files go, never etcd)')
+      .describe('The file written (temp file beside it, fsync, rename). Secrets may be read only where dest is under the secrets root or mode is "0600"/"0400".'),
+    mode: mode.prefault('0644').describe('Mode of the written file.'),
+    owner: z.number().int().min(0).optional().describe('Owner uid of the written file (default: the daemon user).'),
+    group: z.number().int().min(0).optional().describe('Group gid of the written file.'),
+    check: z
+      .array(z.string().min(1))
+      .min(1)
+      .optional()
+      .describe('argv run (no shell) before the swap with $CONFSYNC_RENDERED_FILE set to the new file; non-zero or timeout keeps the old file and reports the error.'),
+    checkTimeoutSeconds: z.number().positive().prefault(30).describe('A check running longer is killed and counts as failed.'),
+    reload: z
+      .strictObject({
+        command: z.array(z.string().min(1)).min(1).optional().describe('argv run (no shell) after the new file is in place.'),
+        signal: z
+          .strictObject({ pidFile: z.string().min(1), name: z.string().regex(/^SIG[A-Z0-9]+$/, 'must be a signal name like SIGHUP').prefault('SIGHUP') })
+          .optional()
+          .describe('Or: signal the process whose pid is in pidFile.'),
+        timeoutSeconds: z.number().positive().prefault(30).describe('A command running longer is killed and reported.'),
+      })
+      .refine((h) => !!h.command !== !!h.signal, { message: 'give exactly one of command or signal' })
+      .optional()
+      .describe('Run after the file changed (as a hook is).'),
+    missing: z
+      .enum(['error', 'empty', 'keep'])
+      .prefault('error')
+      .describe('A variable, object or key the template reads is absent: error = report, keep the old file; empty = render it as ""; keep = keep the old file quietly until it appears.'),
+  })
+  .refine((t) => !!t.source !== !!t.etcd, { message: 'give exactly one of source or etcd' });
 
 export const configSchema = z.strictObject({
   cluster: dnsLabel.describe("This cluster's name; selects PREFIX/clusters/<cluster>/ overrides."),
@@ -99,6 +142,20 @@ export const configSchema = z.strictObject({
     )
     .prefault([])
     .describe('Run after an object\'s files were swapped.'),
+  templates: z
+    .array(template)
+    .prefault([])
+    .superRefine((list, ctx) => {
+      const seen = new Map<string, number>();
+      list.forEach((t, i) => {
+        for (const [field, value] of [['name', t.name], ['dest', t.dest]] as const) {
+          const first = seen.get(`${field}:${value}`);
+          if (first !== undefined) ctx.addIssue({ code: 'custom', path: [i, field], message: `same ${field} as templates[${first}]` });
+          else seen.set(`${field}:${value}`, i);
+        }
+      });
+    })
+    .describe('Files rendered from keys with Liquid templates (README "Templates").'),
   metrics: z
     .strictObject({
       listen: z

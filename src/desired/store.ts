@@ -1,4 +1,4 @@
-import { parseKey, printable, type ObjectId, objectId } from '../keyspace.js';
+import { parseKey, printable, type ObjectId, objectId, type ParsedKey } from '../keyspace.js';
 import type { Change, Kv } from '../source/types.js';
 import type { ObjectKeys, Problem, StoredKv } from './build.js';
 
@@ -10,6 +10,9 @@ import type { ObjectKeys, Problem, StoredKv } from './build.js';
  */
 export class KeyStore {
   readonly objects = new Map<ObjectId, ObjectKeys>();
+  /** `<scope>/templates/<name>` keys by name (render/ reads them); not objects, never in a sink. */
+  private readonly templates = new Map<string, { global?: StoredKv; cluster?: StoredKv }>();
+  private templateChanges = 0;
 
   /** `prefix` ends with "/", e.g. "/confsync/". */
   constructor(
@@ -21,13 +24,16 @@ export class KeyStore {
   reset(kvs: Kv[]): { dirty: Set<ObjectId>; invalid: Problem[] } {
     const dirty = new Set(this.objects.keys());
     this.objects.clear();
+    this.templates.clear();
     const invalid: Problem[] = [];
     for (const kv of kvs) this.put(kv, dirty, invalid);
     return { dirty, invalid };
   }
 
   /** `removed`: objects whose last key went in this batch, with the revision of that delete. */
-  apply(changes: Change[]): { dirty: Set<ObjectId>; invalid: Problem[]; removed: Map<ObjectId, number> } {
+  /** `templates`: the batch put or deleted a template key (no object is dirty for that). */
+  apply(changes: Change[]): { dirty: Set<ObjectId>; invalid: Problem[]; removed: Map<ObjectId, number>; templates: boolean } {
+    const templatesBefore = this.templateChanges;
     const dirty = new Set<ObjectId>();
     const invalid: Problem[] = [];
     const removed = new Map<ObjectId, number>();
@@ -39,21 +45,39 @@ export class KeyStore {
       }
     }
     for (const id of removed.keys()) if (this.objects.has(id)) removed.delete(id); // came back later in the batch
-    return { dirty, invalid, removed };
+    return { dirty, invalid, removed, templates: this.templateChanges !== templatesBefore };
+  }
+
+  /** The template stored under `<scope>/templates/<name>` as this cluster sees it: its own scope's wins over global. */
+  template(name: string): StoredKv | undefined {
+    const t = this.templates.get(name);
+    return t?.cluster ?? t?.global;
+  }
+
+  /** A template key put (`kv`) or deleted: kept by name and scope. */
+  private noteTemplate(parsed: Extract<ParsedKey, { type: 'template' }>, kv: Kv | undefined): void {
+    if (parsed.scope.type === 'cluster' && parsed.scope.cluster !== this.cluster) return;
+    this.templateChanges++;
+    const layer = parsed.scope.type === 'global' ? 'global' : 'cluster';
+    const t = this.templates.get(parsed.name) ?? {};
+    t[layer] = kv && { ...kv, path: parsed.logicalPath };
+    if (t.global || t.cluster) this.templates.set(parsed.name, t);
+    else this.templates.delete(parsed.name);
   }
 
   /** The object's layer a key belongs to, or undefined when it is not ours to see. */
-  private locate(key: string, invalid?: Problem[]) {
+  private locate(key: string, invalid?: Problem[], put?: Kv) {
     const rest = this.relative(key);
     const parsed = parseKey(rest);
     if (parsed.type === 'invalid') return void invalid?.push({ path: printable(rest), reason: parsed.reason });
+    if (parsed.type === 'template') return this.noteTemplate(parsed, put);
     if (parsed.type !== 'data' && parsed.type !== 'meta') return undefined; // recipients/, status/: not object data
     if (parsed.scope.type === 'cluster' && parsed.scope.cluster !== this.cluster) return undefined;
     return { parsed, id: objectId(parsed.kind, parsed.namespace, parsed.name), isGlobal: parsed.scope.type === 'global' };
   }
 
   private put(kv: Kv, dirty: Set<ObjectId>, invalid: Problem[]): void {
-    const at = this.locate(kv.key, invalid);
+    const at = this.locate(kv.key, invalid, kv);
     if (!at) return;
     const { parsed, id, isGlobal } = at;
     let obj = this.objects.get(id);

@@ -10,7 +10,9 @@
  *      stanzas, lengths, base64) — judged without a key; opening it needs an
  *      identity and is the caller's (the daemon's SecretCache, `lint --identity`);
  *  (4) per object: the key count and byte limits (build.overLimits), counted over
- *      the keys one cluster would merge (global + its own overrides).
+ *      the keys one cluster would merge (global + its own overrides);
+ *  (5) a template under `<scope>/templates/`: parses, when the caller passes the
+ *      parser (render/ sits above this layer; `lint` does).
  *
  * Pure: no I/O. Every problem names the logical path and never a value.
  */
@@ -70,7 +72,7 @@ export interface Validation {
  * (1)–(4) over every key under a prefix (`prefix` ends with "/"). Keys that are
  * not object data (recipients/, status/, @release) pass (1) only.
  */
-export function validateKeys(kvs: Kv[], prefix: string, limits?: BuildLimits): Validation {
+export function validateKeys(kvs: Kv[], prefix: string, limits?: BuildLimits, templateError?: (source: string) => string | undefined): Validation {
   const problems: Problem[] = [];
   const sealed: CheckedKv[] = [];
   // object id -> scope ("global" or "clusters/<c>") -> data key -> kv, for (4)
@@ -85,6 +87,11 @@ export function validateKeys(kvs: Kv[], prefix: string, limits?: BuildLimits): V
     if (parsed.type === 'meta') {
       const meta = parseMeta(kv.value); // (2)
       if ('error' in meta) problems.push({ path: parsed.logicalPath, reason: meta.error });
+      continue;
+    }
+    if (parsed.type === 'template') {
+      const err = templateError?.(kv.value.toString('utf8')); // (5)
+      if (err) problems.push({ path: parsed.logicalPath, reason: err });
       continue;
     }
     if (parsed.type !== 'data') continue;

@@ -26,7 +26,7 @@ interface HookState {
   running?: Promise<void>;
 }
 
-interface Outcome {
+export interface Outcome {
   ok: boolean;
   fields: Record<string, unknown>;
 }
@@ -110,13 +110,17 @@ export class Hooks {
   }
 
   private run(h: HookState, ids: ObjectId[]): Promise<Outcome> {
-    if (h.cfg.command) return runCommand(h.cfg.command, ids, h.cfg.timeoutSeconds * 1000);
+    if (h.cfg.command) return runCommand(h.cfg.command, { CONFSYNC_OBJECTS: ids.join(' ') }, h.cfg.timeoutSeconds * 1000);
     return sendSignal(h.cfg.signal!.pidFile, h.cfg.signal!.name);
   }
 }
 
-/** Never rejects: every way a command can fail becomes `ok: false` with what an operator needs to know. */
-function runCommand(argv: string[], ids: ObjectId[], timeoutMs: number): Promise<Outcome> {
+/**
+ * Never rejects: every way a command can fail becomes `ok: false` with what an operator
+ * needs to know. `env` is added to the daemon's environment. Templates' check and reload
+ * (render/) run through here too.
+ */
+export function runCommand(argv: string[], env: Record<string, string>, timeoutMs: number): Promise<Outcome> {
   return new Promise((resolve) => {
     const out = { stdout: '', stderr: '' };
     let timedOut = false;
@@ -125,7 +129,7 @@ function runCommand(argv: string[], ids: ObjectId[], timeoutMs: number): Promise
     // otherwise outlive the kill and hold the pipes open.
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, CONFSYNC_OBJECTS: ids.join(' ') },
+      env: { ...process.env, ...env },
       detached: true,
     });
     for (const name of ['stdout', 'stderr'] as const) {
@@ -179,7 +183,7 @@ function runCommand(argv: string[], ids: ObjectId[], timeoutMs: number): Promise
   });
 }
 
-async function sendSignal(pidFile: string, name: string): Promise<Outcome> {
+export async function sendSignal(pidFile: string, name: string): Promise<Outcome> {
   const fields: Record<string, unknown> = { pidFile, signal: name };
   try {
     const text = (await readFile(pidFile, 'utf8')).trim();

@@ -23,6 +23,8 @@ export type ReconcileEvent =
   /** The mass-delete guard held a batch; `count` removals are held in all. */
   | { type: 'deletesHeld'; count: number; revision: number }
   | { type: 'deletesReleased'; count: number }
+  /** The object's desired state changed (or it is gone): what templates (render/) depend on, sinks or not. */
+  | { type: 'desired'; id: ObjectId }
   /** Nothing dirty and nothing in flight: everything up to `applied` is in every sink. */
   | { type: 'idle'; applied: number };
 

@@ -147,7 +147,9 @@ export class Reconciler {
       else if (!this.seenInSinks) this.starting = this.starting!.then(afterListing); // the guard needs the listing (an offline snapshot came first)
       else afterListing();
     } else if (event.type === 'changes') {
-      const { dirty, invalid, removed } = this.store.apply(event.changes);
+      const { dirty, invalid, removed, templates } = this.store.apply(event.changes);
+      // A template changed: the idle step (where templates render) runs even if no object did.
+      if (templates) this.queue.requestIdle();
       // A bad key rewritten or deleted is fixed unless it is still bad (reported again just below).
       for (const c of event.changes) this.problems.setFor(`key:${printable(this.keyspace.relative(c.type === 'put' ? c.kv.key : c.key))}`, []);
       for (const p of invalid) this.problems.report(p, undefined, `key:${p.path}`);
@@ -325,12 +327,13 @@ export class Reconciler {
     } else if (result.type === 'absent') {
       if (!keys && this.guard.isHeld(id)) return; // (7) stays until released
       this.held.delete(id);
-      this.desired.delete(id);
+      if (this.desired.delete(id)) this.emit({ type: 'desired', id });
       await this.sinks.remove(id);
     } else {
       this.held.delete(id);
       this.seenInSinks?.delete(id);
       this.desired.set(id, result.object);
+      if (previous?.hash !== result.object.hash) this.emit({ type: 'desired', id });
       this.upToDate.add(id);
       if (since.force || !previous || previous.hash !== result.object.hash) await this.sinks.apply(result.object, since.dirtySince, this.progress.synced);
     }
