@@ -20,7 +20,7 @@ import { claimedVersion, seal } from '../envelope/envelope.js';
 import type { RecipientsFile } from '../envelope/recipients-file.js';
 import { OperationFailed, UserError } from '../errors.js';
 import { matchesGlob, MAX_GLOB_LENGTH } from '../glob.js';
-import { clusterError, clusterScope, GLOBAL, isSealed, logicalPath, printable, type Keyspace, type ObjectRef } from '../keyspace.js';
+import { clusterError, clusterScope, GLOBAL, isSealed, logicalPath, objectId, printable, type Keyspace, type ObjectRef } from '../keyspace.js';
 import { rawClients } from './history.js';
 import { MAX_TXN_OPS } from './rollback.js';
 
@@ -152,6 +152,7 @@ export interface StartInput {
 
 /**
  * Reads what the rollout must not clobber and builds its record:
+ *  (0) a rollout already running on the object is refused;
  *  (1) each global key's mod revision (0: absent), kept as the conflict guard;
  *  (2) refuses a key some wave cluster already overrides: that cluster's own value
  *      would be replaced during the rollout and deleted at promotion;
@@ -167,6 +168,9 @@ export async function planRollout(client: Etcd3, ks: Keyspace, input: StartInput
   // (4) promotion: a put per key, a delete per key per cluster, the record, the lock.
   const promoteOps = keys.length * (1 + clusters.length) + 2;
   if (promoteOps > MAX_TXN_OPS) throw new UserError(`${keys.length} key(s) over ${clusters.length} cluster(s) need ${promoteOps} operations in the promotion transaction; etcd allows ${MAX_TXN_OPS}: split the rollout`);
+  // (0) The lock is taken only by createRollout's txn; this early read gives the same refusal before (2) could give a confusing one.
+  const active = await client.get(ks.rolloutLockKey(ref)).string();
+  if (active !== null) throw alreadyRunning(ref, active);
   // (1)
   const globalMods: Record<string, string> = {};
   const currentGlobal = new Map<string, Buffer>();
@@ -220,6 +224,10 @@ export async function planRollout(client: Etcd3, ks: Keyspace, input: StartInput
   }
   rollout.sealed = sealed;
   return rollout;
+}
+
+export function alreadyRunning(ref: ObjectRef, other: string): OperationFailed {
+  return new OperationFailed(`${objectId(ref.kind, ref.namespace, ref.name)} already has a rollout in progress: ${printable(other)} (confsync rollout status ${printable(other)}; abort it or let it finish first)`);
 }
 
 /** The bytes a wave cluster's override (or, with `cluster` undefined, the global key) gets. */

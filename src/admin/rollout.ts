@@ -28,7 +28,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { OperationFailed, UserError } from '../errors.js';
 import { clusterScope, GLOBAL, objectId, printable, type Keyspace } from '../keyspace.js';
 import type { NodeStatus } from '../status.js';
-import { globalGuards, loadRollout, RolloutMoved, valueFor, writeRollout, type Baseline, type Loaded, type Rollout } from './rollout-plan.js';
+import { alreadyRunning, globalGuards, loadRollout, RolloutMoved, valueFor, writeRollout, type Baseline, type Loaded, type Rollout } from './rollout-plan.js';
 import { parseStatus } from './status.js';
 
 const POLL_MS = 150;
@@ -57,7 +57,7 @@ export async function createRollout(client: Etcd3, ks: Keyspace, r: Rollout): Pr
     .commit();
   if (!res.succeeded) {
     const other = res.responses[0]?.response_range?.kvs[0]?.value.toString() ?? '?';
-    throw new OperationFailed(`${objectId(r.ref.kind, r.ref.namespace, r.ref.name)} already has a rollout in progress: ${printable(other)} (confsync rollout status ${printable(other)}; abort it or let it finish first)`);
+    throw alreadyRunning(r.ref, other);
   }
 }
 

@@ -1,0 +1,299 @@
+/**
+ * Staged rollouts (issue 16) end to end: one real etcd, six real daemons (one per
+ * cluster, files sink, each with its own identity), the real CLI as a child process.
+ * Waves: canary = east-*, eu = eu-*, rest = * (two clusters each). Every check is
+ * on disk: the files the daemons project.
+ *
+ * east-2's daemon has limits.maxObjectKeys 1, so an object with a second key is an
+ * error there (held, reported in its status): the injected failure of wave 1.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Etcd3 } from 'etcd3';
+import { stringify } from 'yaml';
+import { envelopeRecipients } from '../src/envelope/envelope.js';
+import { generateIdentity, parseRecipient, recipientOf, writeIdentityFile } from '../src/envelope/identity.js';
+import { runCli } from './harness/cli.js';
+import { DaemonProcess, MAIN, readOr, until } from './harness/daemon.js';
+import { startEtcd, type EtcdHandle } from './harness/etcd.js';
+
+const P = '/confsync';
+const CLUSTERS = ['east-1', 'east-2', 'eu-1', 'eu-2', 'us-1', 'us-2'];
+const WAVES = 'canary=east-*;eu=eu-*;rest=*';
+const WAVE_OF: Record<string, number> = { 'east-1': 0, 'east-2': 0, 'eu-1': 1, 'eu-2': 1, 'us-1': 2, 'us-2': 2 };
+
+let etcd: EtcdHandle;
+let etcdc: Etcd3;
+let dir: string;
+const daemons = new Map<string, DaemonProcess>();
+const fingerprint = new Map<string, string>();
+
+before(async () => {
+  etcd = await startEtcd();
+  etcdc = new Etcd3({ hosts: etcd.endpoint });
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-rollout-'));
+  const pinned: Record<string, string> = {};
+  for (const c of CLUSTERS) {
+    const id = generateIdentity();
+    const r = recipientOf(id.publicKey).text;
+    await writeIdentityFile(path.join(dir, `${c}.key`), id);
+    await etcdc.put(`${P}/recipients/${c}`).value(r);
+    pinned[c] = r;
+    fingerprint.set(c, r);
+  }
+  fs.writeFileSync(path.join(dir, 'confsync-recipients.yaml'), stringify({ clusters: pinned, admins: [] }));
+  for (const c of CLUSTERS) {
+    const d = new DaemonProcess({
+      cluster: c,
+      etcd: { endpoints: [etcd.endpoint] },
+      identity: path.join(dir, `${c}.key`),
+      status: { intervalSeconds: 0.2 },
+      ...(c === 'east-2' ? { limits: { maxObjectKeys: 1 } } : {}),
+    });
+    daemons.set(c, d.start());
+  }
+  await Promise.all([...daemons.values()].map((d) => d.ready()));
+  await until(async () => (await etcdc.getAll().prefix(`${P}/status/`).keys()).length === CLUSTERS.length, 'six status keys');
+});
+
+after(async () => {
+  etcdc?.close();
+  await Promise.all([...daemons.values()].map((d) => d.cleanup()));
+  await etcd?.stop();
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const cli = (args: string[], input?: string) => runCli(args, { cwd: dir, endpoint: etcd.endpoint, input });
+
+/** The CLI in the background (a rollout runs for seconds): kill it, or await its end. */
+function background(args: string[]) {
+  const proc = spawn(process.execPath, [MAIN, ...args], { cwd: dir, env: { ...process.env, CONFSYNC_ENDPOINTS: etcd.endpoint }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.on('data', (d) => (stdout += d));
+  proc.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => proc.once('close', (code) => resolve({ code, stdout, stderr })));
+  return { proc, done, out: () => stdout };
+}
+
+const file = (c: string, name: string, key: string, kind: 'configmaps' | 'secrets' = 'configmaps') => readOr(daemons.get(c)!.file(kind, 'default', name, key));
+
+async function record(id: string): Promise<any> {
+  const v = await etcdc.get(`${P}/rollouts/${id}`).string();
+  return v === null ? undefined : JSON.parse(v);
+}
+
+/** The id the CLI printed first (`rollout <id>: …`). */
+const idIn = (out: string) => out.match(/^rollout (\d{8}-\d{6}-[0-9a-f]{4}):/m)?.[1];
+
+/** Waits until the rollout's record satisfies `probe`. */
+async function recordWhere(bg: ReturnType<typeof background>, probe: (r: any) => boolean, what: string, timeoutMs = 20_000): Promise<{ id: string; r: any }> {
+  return until(async () => {
+    const id = idIn(bg.out());
+    const r = id && (await record(id));
+    return r && probe(r) ? { id: id!, r } : undefined;
+  }, what, timeoutMs);
+}
+
+/**
+ * Reads every cluster's file every few ms and keeps each distinct value in order:
+ * the test then asserts the only transition ever seen is old → new.
+ */
+function reader(name: string, key: string, kind: 'configmaps' | 'secrets' = 'configmaps') {
+  const seen = new Map<string, (string | undefined)[]>(CLUSTERS.map((c) => [c, []]));
+  const tick = () => {
+    for (const c of CLUSTERS) {
+      const v = file(c, name, key, kind);
+      const list = seen.get(c)!;
+      if (list.at(-1) !== v) list.push(v);
+    }
+  };
+  tick();
+  const timer = setInterval(tick, 5);
+  return {
+    seen,
+    stop() {
+      clearInterval(timer);
+      tick();
+      return seen;
+    },
+  };
+}
+
+async function seed(name: string, key: string, value: string): Promise<void> {
+  await etcdc.put(`${P}/global/configmaps/default/${name}/${key}`).value(value);
+  await until(() => CLUSTERS.every((c) => file(c, name, key) === value), `${name}/${key} on every cluster`);
+}
+
+/** Each cluster whose wave index is ≤ `upTo` has `now`, the others `old`. */
+function assertWaves(name: string, key: string, upTo: number, now: string, old: string): void {
+  for (const c of CLUSTERS) assert.equal(file(c, name, key), WAVE_OF[c]! <= upTo ? now : old, `${c} after wave ${upTo + 1}`);
+}
+
+async function overridesOf(name: string, kind = 'configmaps'): Promise<string[]> {
+  const keys = await etcdc.getAll().prefix(`${P}/clusters/`).keys();
+  return keys.filter((k) => k.includes(`/${kind}/default/${name}/`));
+}
+
+test('three waves over six clusters: each wave on disk in turn, then promotion with no file flipping back', async () => {
+  await seed('app', 'greeting', 'old');
+  const watch = reader('app', 'greeting');
+  const t0 = Date.now();
+  const bg = background(['rollout', 'start', 'default/app', '--set', 'greeting=new', '--waves', WAVES, '--gate-seconds', '1']);
+  const times: string[] = [];
+  for (let w = 0; w < 3; w++) {
+    const { r } = await recordWhere(bg, (r) => r.current === w && r.waves[w].phase === 'gating', `wave ${w + 1} gating`);
+    // Gating starts once every node of the wave reported the wave's revision: the files are there.
+    assertWaves('app', 'greeting', w, 'new', 'old');
+    times.push(`wave ${w + 1} applied ${Date.parse(r.waves[w].appliedAt) - Date.parse(r.waves[w].startedAt)} ms after its write`);
+  }
+  const end = await bg.done;
+  assert.equal(end.code, 0, end.stderr);
+  assert.match(end.stdout, /promoted at revision \d+: global keys set and overrides deleted in one transaction/);
+  assert.match(end.stdout, /wave 1\/3 canary: nodes applied 2\/2/);
+  await until(() => CLUSTERS.every((c) => file(c, 'app', 'greeting') === 'new'), 'all new');
+  const seen = watch.stop();
+  for (const c of CLUSTERS) assert.deepEqual(seen.get(c), ['old', 'new'], `${c} saw old then new, nothing else`);
+  assert.equal(await etcdc.get(`${P}/global/configmaps/default/app/greeting`).string(), 'new');
+  assert.deepEqual(await overridesOf('app'), [], 'promotion deleted every override');
+  assert.equal(await etcdc.get(`${P}/rollouts/@active/configmaps/default/app`).string(), null, 'lock released');
+  const id = idIn(end.stdout)!;
+  const status = JSON.parse(cli(['rollout', 'status', id, '-o', 'json']).stdout);
+  assert.equal(status.state, 'promoted');
+  assert.deepEqual(status.waves.map((w: any) => w.clusters), [['east-1', 'east-2'], ['eu-1', 'eu-2'], ['us-1', 'us-2']]);
+  assert.ok(!JSON.stringify(status).includes('"values"'), 'status shows no values');
+  assert.match(cli(['rollout', 'ls']).stdout, new RegExp(`^${id}\\s+configmaps/default/app\\s+promoted`, 'm'));
+  // No timer assertion: the figures go to the report.
+  console.log(`# rollout figures: ${times.join('; ')}; whole rollout with 1 s gates ${Date.now() - t0} ms`);
+});
+
+test('abort in wave 2 returns every cluster to the old value; a second rollout of the object is refused meanwhile', async () => {
+  await seed('ab', 'k', 'old');
+  // A 5 s gate: time enough, in wave 2's, to check the files, try a second rollout and abort.
+  const bg = background(['rollout', 'start', 'default/ab', '--set', 'k=new', '--waves', WAVES, '--gate-seconds', '5']);
+  const { id } = await recordWhere(bg, (r) => r.current === 1 && r.waves[1].phase === 'gating', 'wave 2 gating');
+  assertWaves('ab', 'k', 1, 'new', 'old');
+
+  const second = cli(['rollout', 'start', 'default/ab', '--set', 'k=other', '--waves', WAVES]);
+  assert.equal(second.code, 1);
+  assert.match(second.stderr, new RegExp(`configmaps/default/ab already has a rollout in progress: ${id}`));
+
+  const t0 = Date.now();
+  const aborting = background(['rollout', 'abort', id]);
+  await until(() => CLUSTERS.every((c) => file(c, 'ab', 'k') === 'old'), 'every cluster back to old');
+  const ms = Date.now() - t0;
+  const abort = await aborting.done;
+  assert.equal(abort.code, 0, abort.stderr);
+  assert.match(abort.stdout, /aborted at revision \d+: overrides deleted; 4\/4 node\(s\) of the waves begun applied it/);
+  const end = await bg.done;
+  assert.equal(end.code, 1);
+  assert.match(end.stderr, new RegExp(`rollout ${id} aborted: aborted by an operator\\n$`));
+  assert.deepEqual(await overridesOf('ab'), []);
+  assert.equal(await etcdc.get(`${P}/global/configmaps/default/ab/k`).string(), 'old');
+  console.log(`# abort in wave 2: every file back to old ${ms} ms after "rollout abort" was spawned (CLI start included); the CLI: ${abort.stdout.trim()}`);
+});
+
+test('an error in wave 1 halts the rollout: no cluster of wave 2 or 3 ever sees the value', async () => {
+  await seed('big', 'k', 'old');
+  const watch = reader('big', 'k');
+  const big = 'two-keys'; // with key k2 the object has 2 keys: over east-2's limits.maxObjectKeys (1)
+  const r = cli(['rollout', 'start', 'default/big', '--set', `k=${big}`, '--set', 'k2=x', '--waves', WAVES, '--gate-seconds', '2']);
+  const seen = watch.stop();
+  assert.equal(r.code, 1, r.stdout);
+  const id = idIn(r.stdout)!;
+  assert.match(r.stderr, new RegExp(`^confsync: rollout ${id} halted: wave canary: 1 error\\(s\\), over --max-errors 0: east-2/n1: .*maxObjectKeys.*; confsync rollout resume ${id} or abort ${id}\\n$`));
+  for (const c of ['eu-1', 'eu-2', 'us-1', 'us-2']) assert.deepEqual(seen.get(c), ['old'], `${c} never saw the value`);
+  assert.equal(file('east-1', 'big', 'k'), big, 'the canary without the limit has it');
+  assert.equal(file('east-2', 'big', 'k'), 'old', 'east-2 keeps its last good state');
+  assert.equal((await record(id)).state, 'halted');
+
+  // Resume re-checks the wave: the error is still open, so it halts again.
+  const again = cli(['rollout', 'resume', id]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /halted: wave canary: 1 error\(s\)/);
+  const abort = cli(['rollout', 'abort', id]);
+  assert.equal(abort.code, 0, abort.stderr);
+  await until(() => file('east-1', 'big', 'k') === 'old', 'east-1 back to old');
+});
+
+test('SIGKILL of the CLI at each step, then resume: the same end state as an uninterrupted rollout', async () => {
+  await seed('kill', 'k', 'old');
+  const watch = reader('kill', 'k');
+  // Step 1: wave 1 written but not applied (east-1's daemon is stopped), the CLI waiting.
+  const east1 = daemons.get('east-1')!;
+  const pid = (east1 as unknown as { proc: { pid: number } }).proc.pid;
+  process.kill(pid, 'SIGSTOP');
+  let bg = background(['rollout', 'start', 'default/kill', '--set', 'k=new', '--waves', WAVES, '--gate-seconds', '2']);
+  const { id } = await recordWhere(bg, (r) => r.waves[0].phase === 'applying', 'wave 1 applying');
+  bg.proc.kill('SIGKILL');
+  await bg.done;
+  process.kill(pid, 'SIGCONT');
+  // Steps 2-4: killed in the gate of each wave in turn, resumed each time.
+  for (let w = 0; w < 3; w++) {
+    bg = background(['rollout', 'resume', id]);
+    await until(async () => {
+      const r = await record(id);
+      return r.current === w && r.waves[w].phase === 'gating';
+    }, `wave ${w + 1} gating`);
+    assertWaves('kill', 'k', w, 'new', 'old');
+    bg.proc.kill('SIGKILL');
+    await bg.done;
+  }
+  const end = cli(['rollout', 'resume', id]);
+  assert.equal(end.code, 0, end.stderr);
+  assert.match(end.stdout, new RegExp(`rollout ${id} promoted`));
+  await until(() => CLUSTERS.every((c) => file(c, 'kill', 'k') === 'new'), 'all new');
+  for (const [c, values] of watch.stop()) assert.deepEqual(values, ['old', 'new'], c);
+  assert.deepEqual(await overridesOf('kill'), []);
+  assert.equal(await etcdc.get(`${P}/global/configmaps/default/kill/k`).string(), 'new');
+  const again = cli(['rollout', 'resume', id]);
+  assert.equal(again.code, 2);
+  assert.match(again.stderr, /is promoted: nothing to resume/);
+});
+
+test('a global key changed by someone else halts the rollout; resume is refused, abort cleans up', async () => {
+  await seed('race', 'k', 'old');
+  const bg = background(['rollout', 'start', 'default/race', '--set', 'k=new', '--waves', WAVES, '--gate-seconds', '30']);
+  const { id } = await recordWhere(bg, (r) => r.waves[0].phase === 'gating', 'wave 1 gating');
+  await etcdc.put(`${P}/global/configmaps/default/race/k`).value('someone-else');
+  const end = await bg.done;
+  assert.equal(end.code, 1);
+  assert.match(end.stderr, new RegExp(`rollout ${id} halted: global/configmaps/default/race/k was changed by someone else \\(mod revision \\d+ at start, \\d+ now\\); confsync rollout abort ${id}\\n$`));
+  const resume = cli(['rollout', 'resume', id]);
+  assert.equal(resume.code, 2);
+  assert.match(resume.stderr, /cannot resume over someone else's change/);
+  assert.equal(cli(['rollout', 'abort', id]).code, 0);
+  await until(() => CLUSTERS.every((c) => file(c, 'race', 'k') === 'someone-else'), "everyone on the other writer's value");
+});
+
+test('secrets: each wave sealed to its own clusters only, promotion to every pinned recipient; no plaintext in etcd or logs', async () => {
+  const secret = 'rollout-secret-5e1d0c';
+  fs.writeFileSync(path.join(dir, 'pw'), secret);
+  assert.match(cli(['rollout', 'start', 'default/db', '--secret', '--set', `pw=${secret}`, '--waves', WAVES]).stderr, /never taken from the command line/);
+  assert.match(cli(['rollout', 'start', 'default/db', '--rm', 'pw', '--waves', WAVES]).stderr, /--rm cannot be staged/);
+  const bg = background(['rollout', 'start', 'default/db', '--secret', '--file', 'pw=pw', '--waves', WAVES, '--gate-seconds', '1']);
+  const { id } = await recordWhere(bg, (r) => r.waves[0].phase === 'gating', 'wave 1 gating');
+  for (const c of ['east-1', 'east-2']) {
+    const v = await etcdc.get(`${P}/clusters/${c}/secrets/default/db/pw`).buffer();
+    assert.deepEqual(envelopeRecipients(v!), [fpOf(c)], `${c}'s override is sealed to ${c} alone`);
+    assert.equal(file(c, 'db', 'pw', 'secrets'), secret);
+  }
+  for (const c of ['eu-1', 'us-1']) assert.equal(file(c, 'db', 'pw', 'secrets'), undefined);
+  const end = await bg.done;
+  assert.equal(end.code, 0, end.stderr);
+  const global = await etcdc.get(`${P}/global/secrets/default/db/pw`).buffer();
+  assert.deepEqual(envelopeRecipients(global!).sort(), CLUSTERS.map(fpOf).sort(), 'promotion sealed to every pinned cluster');
+  await until(() => CLUSTERS.every((c) => file(c, 'db', 'pw', 'secrets') === secret), 'every cluster opened it');
+  const everything = await etcdc.getAll().prefix(`${P}/`).strings();
+  assert.ok(!Object.values(everything).some((v) => v.includes(secret)), 'no plaintext anywhere in etcd (the rollout record included)');
+  assert.ok(JSON.stringify(await record(id)).includes('confsync:v2:'), 'the record keeps envelopes');
+  for (const [c, d] of daemons) assert.ok(!d.log.includes(secret), `${c}'s log has no plaintext`);
+  assert.ok(!end.stdout.includes(secret) && !end.stderr.includes(secret));
+});
+
+/** A pinned cluster's key fingerprint, as envelopes list their recipients. */
+const fpOf = (cluster: string) => parseRecipient(fingerprint.get(cluster)!).id;
