@@ -167,6 +167,13 @@ test('three waves over six clusters: each wave on disk in turn, then promotion w
   assert.deepEqual(status.waves.map((w: any) => w.clusters), [['east-1', 'east-2'], ['eu-1', 'eu-2'], ['us-1', 'us-2']]);
   assert.ok(!JSON.stringify(status).includes('"values"'), 'status shows no values');
   assert.match(cli(['rollout', 'ls']).stdout, new RegExp(`^${id}\\s+configmaps/default/app\\s+promoted`, 'm'));
+  const text = cli(['rollout', 'status', id]).stdout;
+  assert.match(text, /^WAVE\s+CLUSTERS\s+PHASE/m);
+  assert.match(text, /^eu\s+eu-1,eu-2\s+done\s+\d+\s+2\/2/m);
+  // rollouts/ is part of the layout: lint finds nothing wrong, and no daemon reads or reports it.
+  const lint = cli(['lint']);
+  assert.equal(lint.code, 0, lint.stdout + lint.stderr);
+  for (const [c, d] of daemons) assert.ok(!d.log.includes('rollouts/'), `${c} never mentions rollouts/`);
   // No timer assertion: the figures go to the report.
   console.log(`# rollout figures: ${times.join('; ')}; whole rollout with 1 s gates ${Date.now() - t0} ms`);
 });
