@@ -17,6 +17,8 @@ import { Etcd3 } from 'etcd3';
 import { stringify } from 'yaml';
 import { envelopeRecipients } from '../src/envelope/envelope.js';
 import { generateIdentity, parseRecipient, recipientOf, writeIdentityFile } from '../src/envelope/identity.js';
+import { assignClusters, parseWaves, placedClusters } from '../src/admin/rollout-plan.js';
+import { Keyspace } from '../src/keyspace.js';
 import { runCli } from './harness/cli.js';
 import { DaemonProcess, MAIN, readOr, until } from './harness/daemon.js';
 import { startEtcd, type EtcdHandle } from './harness/etcd.js';
@@ -283,7 +285,6 @@ test('secrets: each wave sealed to its own clusters only, promotion to every pin
   const secret = 'rollout-secret-5e1d0c';
   fs.writeFileSync(path.join(dir, 'pw'), secret);
   assert.match(cli(['rollout', 'start', 'default/db', '--secret', '--set', `pw=${secret}`, '--waves', WAVES]).stderr, /never taken from the command line/);
-  assert.match(cli(['rollout', 'start', 'default/db', '--rm', 'pw', '--waves', WAVES]).stderr, /--rm cannot be staged/);
   const bg = background(['rollout', 'start', 'default/db', '--secret', '--file', 'pw=pw', '--waves', WAVES, '--gate-seconds', '1']);
   const { id } = await recordWhere(bg, (r) => r.waves[0].phase === 'gating', 'wave 1 gating');
   for (const c of ['east-1', 'east-2']) {
@@ -306,3 +307,31 @@ test('secrets: each wave sealed to its own clusters only, promotion to every pin
 
 /** A pinned cluster's key fingerprint, as envelopes list their recipients. */
 const fpOf = (cluster: string) => parseRecipient(fingerprint.get(cluster)!).id;
+
+test('start refuses what it cannot stage, in one line naming the cause, and writes nothing', async () => {
+  const refused = (args: string[], re: RegExp) => {
+    const r = cli(['rollout', 'start', ...args]);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+  };
+  refused(['default/x', '--rm', 'k', '--waves', WAVES], /--rm cannot be staged: a cluster override can replace a global key but not hide it/);
+  await etcdc.put(`${P}/clusters/eu-2/configmaps/default/own/k`).value('eu-2 keeps this');
+  refused(['default/own', '--set', 'k=v', '--waves', WAVES], /clusters\/eu-2\/configmaps\/default\/own\/k already exists: cluster eu-2 has its own value/);
+  await etcdc.put(`${P}/global/configmaps/default/placed/@meta`).value(JSON.stringify({ placement: { clusters: ['east-*', 'eu-*'] } }));
+  // us-* are not placed: the last wave would be empty, not a wave creating the object there.
+  refused(['default/placed', '--set', 'k=v', '--waves', WAVES], /wave "rest" \(\*\) matches no cluster left by the waves before it; known clusters: east-1, east-2, eu-1, eu-2$/m);
+  assert.deepEqual((await etcdc.getAll().prefix(`${P}/rollouts/`).keys()).filter((k) => k.includes('/@active/')), [], 'no lock left behind');
+  assert.deepEqual([...(await overridesOf('x')), ...(await overridesOf('placed'))], []);
+
+  // The same checks, in-process (no CLI start each): wave syntax, first match wins, clusterSelector.
+  assert.throws(() => parseWaves('canary'), /wave 1 "canary": expected NAME=GLOB/);
+  assert.throws(() => parseWaves('a=x;a=y'), /wave "a" is named twice/);
+  assert.throws(() => parseWaves('Big=x'), /must be a DNS-1123 label/);
+  const { waves, unassigned } = assignClusters(parseWaves('one=eu-1;eu=eu-*,east-1'), CLUSTERS);
+  assert.deepEqual(waves.map((w) => w.clusters), [['eu-1'], ['east-1', 'eu-2']]);
+  assert.deepEqual(unassigned, ['east-2', 'us-1', 'us-2']);
+  assert.throws(() => assignClusters(parseWaves('all=*;more=eu-*'), CLUSTERS), /wave "more" \(eu-\*\) matches no cluster left/);
+  await etcdc.put(`${P}/global/configmaps/default/placed/@meta`).value(JSON.stringify({ placement: { clusterSelector: { matchLabels: { tier: 'gold' } } } }));
+  await assert.rejects(placedClusters(etcdc, new Keyspace(P), { kind: 'configmaps', namespace: 'default', name: 'placed' }, CLUSTERS), /placement.clusterSelector .* not supported/);
+});

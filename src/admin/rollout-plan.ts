@@ -20,7 +20,8 @@ import { claimedVersion, seal } from '../envelope/envelope.js';
 import type { RecipientsFile } from '../envelope/recipients-file.js';
 import { OperationFailed, UserError } from '../errors.js';
 import { matchesGlob, MAX_GLOB_LENGTH } from '../glob.js';
-import { clusterError, clusterScope, GLOBAL, isSealed, logicalPath, objectId, printable, type Keyspace, type ObjectRef } from '../keyspace.js';
+import { parseMeta, placementAdmits } from '../desired/meta.js';
+import { clusterError, clusterScope, GLOBAL, isSealed, logicalPath, META_KEY, objectId, printable, type Keyspace, type ObjectRef } from '../keyspace.js';
 import { rawClients } from './history.js';
 import { MAX_TXN_OPS } from './rollback.js';
 
@@ -117,6 +118,25 @@ export async function knownClusters(client: Etcd3, ks: Keyspace): Promise<string
     }
   }
   return [...found].sort();
+}
+
+/**
+ * The clusters where the object exists, by its global `@meta` placement: an override
+ * under clusters/<c>/ would create the object on a cluster the placement leaves out
+ * (cluster keys name it explicitly), so those clusters are left out of the waves; they
+ * do not get the object at promotion either. A clusterSelector matches labels from
+ * each daemon's own config, which the CLI cannot see: refused. A broken @meta too.
+ */
+export async function placedClusters(client: Etcd3, ks: Keyspace, ref: ObjectRef, clusters: string[]): Promise<{ placed: string[]; excluded: string[] }> {
+  const meta = await client.get(ks.dataKey(GLOBAL, ref, META_KEY)).buffer();
+  if (meta === null) return { placed: clusters, excluded: [] };
+  const where = `global/${objectId(ref.kind, ref.namespace, ref.name)}/${META_KEY}`;
+  const parsed = parseMeta(meta);
+  if ('error' in parsed) throw new UserError(`${where}: ${parsed.error}; daemons keep this object's last good state: fix it before a rollout`);
+  const p = parsed.meta.placement;
+  if (p?.clusterSelector) throw new UserError(`${where}: placement.clusterSelector matches labels in each daemon's config, which the CLI cannot see: a rollout could create the object where it is not placed; not supported (use placement.clusters)`);
+  const admits = (c: string) => placementAdmits(parsed.meta, c, {});
+  return { placed: clusters.filter(admits), excluded: clusters.filter((c) => !admits(c)) };
 }
 
 /** Each cluster goes to the first wave with a glob that matches it; an empty wave is refused. Returns the clusters in no wave. */

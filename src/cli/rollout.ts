@@ -7,7 +7,7 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import { abortRollout, begunClusters, createRollout, driveRollout, nodesOf, pauseRollout, resumeRollout, type RolloutEvent } from '../admin/rollout.js';
-import { assignClusters, knownClusters, listRollouts, loadRollout, parseWaves, planRollout, type Rollout } from '../admin/rollout-plan.js';
+import { assignClusters, knownClusters, listRollouts, loadRollout, parseWaves, placedClusters, planRollout, type Rollout } from '../admin/rollout-plan.js';
 import { parseRef } from '../admin/refs.js';
 import { RecipientsFile } from '../envelope/recipients-file.js';
 import { OperationFailed, UserError } from '../errors.js';
@@ -61,11 +61,13 @@ export function registerRollout(program: Command): void {
       const { ks, client } = connect(flags);
       try {
         const t = parseRef(kind, ref, {}, 2);
-        const { waves: resolved, unassigned } = assignClusters(waves, await knownClusters(client, ks));
+        const { placed, excluded } = await placedClusters(client, ks, t.ref, await knownClusters(client, ks));
+        const { waves: resolved, unassigned } = assignClusters(waves, placed);
         const r = await planRollout(client, ks, { ref: t.ref, values, waves: resolved, pinned, options: { gateSeconds: flags.gateSeconds, maxErrors: flags.maxErrors, applyTimeoutSeconds: flags.applyTimeout } });
         await createRollout(client, ks, r);
         if (output === 'text') {
           say(`rollout ${r.id}: ${objectId(r.ref.kind, r.ref.namespace, r.ref.name)} keys ${r.keys.join(', ')} in ${r.waves.length} wave(s): ${r.waves.map((w) => `${w.name} (${w.clusters.join(', ')})`).join('; ')}`);
+          if (excluded.length > 0) say(`note: ${excluded.join(', ')} left out: the object's placement does not admit them`);
           if (unassigned.length > 0) say(`note: ${unassigned.join(', ')} match no wave: they get the change at promotion`);
         }
         await drive(client, ks, r.id, output);
