@@ -231,19 +231,24 @@ test('an error in wave 1 halts the rollout: no cluster of wave 2 or 3 ever sees 
   await until(() => file('east-1', 'big', 'k') === 'old', 'east-1 back to old');
 });
 
-test('SIGKILL of the CLI at each step, then resume: the same end state as an uninterrupted rollout', async () => {
+test('SIGKILL of the CLI at each step, then resume: the same end state as an uninterrupted rollout; a node that does not apply halts', async () => {
   await seed('kill', 'k', 'old');
   const watch = reader('kill', 'k');
-  // Step 1: wave 1 written but not applied (east-1's daemon is stopped), the CLI waiting.
+  // Step 1: wave 1 written but not applied (east-1's daemon is stopped), the CLI waiting: killed.
   const east1 = daemons.get('east-1')!;
   const pid = (east1 as unknown as { proc: { pid: number } }).proc.pid;
   process.kill(pid, 'SIGSTOP');
-  let bg = background(['rollout', 'start', 'default/kill', '--set', 'k=new', '--waves', WAVES, '--gate-seconds', '2']);
+  let bg = background(['rollout', 'start', 'default/kill', '--set', 'k=new', '--waves', WAVES, '--gate-seconds', '2', '--apply-timeout', '2']);
   const { id } = await recordWhere(bg, (r) => r.waves[0].phase === 'applying', 'wave 1 applying');
   bg.proc.kill('SIGKILL');
   await bg.done;
+  // Resumed while east-1 is still stopped: it does not apply within --apply-timeout, so the rollout halts.
+  const stuck = cli(['rollout', 'resume', id]);
   process.kill(pid, 'SIGCONT');
-  // Steps 2-4: killed in the gate of each wave in turn, resumed each time.
+  assert.equal(stuck.code, 1);
+  assert.match(stuck.stderr, new RegExp(`rollout ${id} halted: wave canary: not applied within --apply-timeout 2s \\(revision \\d+\\): east-1/n1@\\d+; confsync rollout resume`));
+  assert.equal(file('us-1', 'kill', 'k'), 'old');
+  // Steps 2-4: killed in the gate of each wave in turn, resumed each time (the first resume also un-halts).
   for (let w = 0; w < 3; w++) {
     bg = background(['rollout', 'resume', id]);
     await until(async () => {
@@ -266,12 +271,20 @@ test('SIGKILL of the CLI at each step, then resume: the same end state as an uni
   assert.match(again.stderr, /is promoted: nothing to resume/);
 });
 
-test('a global key changed by someone else halts the rollout; resume is refused, abort cleans up', async () => {
+test('pause stops the driving CLI; resume carries on; a global key changed by someone else halts; resume is then refused, abort cleans up', async () => {
   await seed('race', 'k', 'old');
   const bg = background(['rollout', 'start', 'default/race', '--set', 'k=new', '--waves', WAVES, '--gate-seconds', '30']);
   const { id } = await recordWhere(bg, (r) => r.waves[0].phase === 'gating', 'wave 1 gating');
+  assert.equal(cli(['rollout', 'pause', id]).code, 0);
+  const paused = await bg.done;
+  assert.equal(paused.code, 1);
+  assert.match(paused.stderr, new RegExp(`rollout ${id} paused: paused by an operator; confsync rollout resume ${id} or abort ${id}\\n$`));
+  assertWaves('race', 'k', 0, 'new', 'old');
+
+  const resumed = background(['rollout', 'resume', id]);
+  await until(async () => (await record(id)).state === 'running', 'running again');
   await etcdc.put(`${P}/global/configmaps/default/race/k`).value('someone-else');
-  const end = await bg.done;
+  const end = await resumed.done;
   assert.equal(end.code, 1);
   assert.match(end.stderr, new RegExp(`rollout ${id} halted: global/configmaps/default/race/k was changed by someone else \\(mod revision \\d+ at start, \\d+ now\\); confsync rollout abort ${id}\\n$`));
   const resume = cli(['rollout', 'resume', id]);

@@ -150,11 +150,23 @@ async function halt(client: Etcd3, ks: Keyspace, l: Loaded, reason: string, conf
 /**
  * Drives rollout `id` from its record until it is no longer running (see the
  * numbered steps above). Returns the final record. RolloutMoved when another CLI
- * wrote the record meanwhile (it drives now, or an operator paused/aborted: the
- * next loop iteration would see that, so only a concurrent driver surfaces it).
+ * driving the same rollout won a write: this one stops (a pause or abort that won
+ * one is returned as the record's state).
  */
 export async function driveRollout(client: Etcd3, ks: Keyspace, id: string, opts: DriveOptions = {}): Promise<Rollout> {
-  const emit = opts.onEvent ?? (() => undefined);
+  for (;;) {
+    try {
+      return await drive(client, ks, id, opts.onEvent ?? (() => undefined));
+    } catch (err) {
+      if (!(err instanceof RolloutMoved)) throw err;
+      // Lost a write race: to an operator's pause or abort (report that state), or to another driver (stop).
+      const now = (await load(client, ks, id)).rollout;
+      if (now.state === 'running') throw err;
+    }
+  }
+}
+
+async function drive(client: Etcd3, ks: Keyspace, id: string, emit: (e: RolloutEvent) => void): Promise<Rollout> {
   for (;;) {
     const l = await load(client, ks, id);
     const r = l.rollout;
