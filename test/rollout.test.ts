@@ -79,7 +79,7 @@ function background(args: string[]) {
   proc.stdout.on('data', (d) => (stdout += d));
   proc.stderr.on('data', (d) => (stderr += d));
   const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => proc.once('close', (code) => resolve({ code, stdout, stderr })));
-  return { proc, done, out: () => stdout };
+  return { proc, done, out: () => stdout + stderr };
 }
 
 const file = (c: string, name: string, key: string, kind: 'configmaps' | 'secrets' = 'configmaps') => readOr(daemons.get(c)!.file(kind, 'default', name, key));
@@ -298,7 +298,7 @@ test('secrets: each wave sealed to its own clusters only, promotion to every pin
   const secret = 'rollout-secret-5e1d0c';
   fs.writeFileSync(path.join(dir, 'pw'), secret);
   assert.match(cli(['rollout', 'start', 'default/db', '--secret', '--set', `pw=${secret}`, '--waves', WAVES]).stderr, /never taken from the command line/);
-  const bg = background(['rollout', 'start', 'default/db', '--secret', '--file', 'pw=pw', '--waves', WAVES, '--gate-seconds', '1']);
+  const bg = background(['rollout', 'start', 'default/db', '--secret', '--file', 'pw=pw', '--waves', WAVES, '--gate-seconds', '1', '-o', 'json']);
   const { id } = await recordWhere(bg, (r) => r.waves[0].phase === 'gating', 'wave 1 gating');
   for (const c of ['east-1', 'east-2']) {
     const v = await etcdc.get(`${P}/clusters/${c}/secrets/default/db/pw`).buffer();
@@ -308,6 +308,10 @@ test('secrets: each wave sealed to its own clusters only, promotion to every pin
   for (const c of ['eu-1', 'us-1']) assert.equal(file(c, 'db', 'pw', 'secrets'), undefined);
   const end = await bg.done;
   assert.equal(end.code, 0, end.stderr);
+  const json = JSON.parse(end.stdout);
+  assert.equal(json.state, 'promoted');
+  assert.equal(json.id, id);
+  assert.equal(json.sealed, undefined, '-o json shows no envelopes');
   const global = await etcdc.get(`${P}/global/secrets/default/db/pw`).buffer();
   assert.deepEqual(envelopeRecipients(global!).sort(), CLUSTERS.map(fpOf).sort(), 'promotion sealed to every pinned cluster');
   await until(() => CLUSTERS.every((c) => file(c, 'db', 'pw', 'secrets') === secret), 'every cluster opened it');

@@ -65,11 +65,11 @@ export function registerRollout(program: Command): void {
         const { waves: resolved, unassigned } = assignClusters(waves, placed);
         const r = await planRollout(client, ks, { ref: t.ref, values, waves: resolved, pinned, options: { gateSeconds: flags.gateSeconds, maxErrors: flags.maxErrors, applyTimeoutSeconds: flags.applyTimeout } });
         await createRollout(client, ks, r);
-        if (output === 'text') {
-          say(`rollout ${r.id}: ${objectId(r.ref.kind, r.ref.namespace, r.ref.name)} keys ${r.keys.join(', ')} in ${r.waves.length} wave(s): ${r.waves.map((w) => `${w.name} (${w.clusters.join(', ')})`).join('; ')}`);
-          if (excluded.length > 0) say(`note: ${excluded.join(', ')} left out: the object's placement does not admit them`);
-          if (unassigned.length > 0) say(`note: ${unassigned.join(', ')} match no wave: they get the change at promotion`);
-        }
+        // With -o json|yaml stdout is the final record alone; the id goes to stderr at once (a pipeline may need it to pause or abort).
+        const tell = output === 'text' ? say : (line: string) => process.stderr.write(`${line}\n`);
+        tell(`rollout ${r.id}: ${objectId(r.ref.kind, r.ref.namespace, r.ref.name)} keys ${r.keys.join(', ')} in ${r.waves.length} wave(s): ${r.waves.map((w) => `${w.name} (${w.clusters.join(', ')})`).join('; ')}`);
+        if (excluded.length > 0) tell(`note: ${excluded.join(', ')} left out: the object's placement does not admit them`);
+        if (unassigned.length > 0) tell(`note: ${unassigned.join(', ')} match no wave: they get the change at promotion`);
         await drive(client, ks, r.id, output);
       } finally {
         client.close();
