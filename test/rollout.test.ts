@@ -18,6 +18,7 @@ import { stringify } from 'yaml';
 import { envelopeRecipients } from '../src/envelope/envelope.js';
 import { generateIdentity, parseRecipient, recipientOf, writeIdentityFile } from '../src/envelope/identity.js';
 import { assignClusters, parseWaves, placedClusters } from '../src/admin/rollout-plan.js';
+import { parseRollout } from '../src/admin/rollout-record.js';
 import { Keyspace } from '../src/keyspace.js';
 import { runCli } from './harness/cli.js';
 import { DaemonProcess, MAIN, readOr, until } from './harness/daemon.js';
@@ -53,7 +54,8 @@ before(async () => {
       cluster: c,
       etcd: { endpoints: [etcd.endpoint] },
       identity: path.join(dir, `${c}.key`),
-      status: { intervalSeconds: 0.2 },
+      // A long lease: the SIGSTOPped daemon below must stay "live but behind", whatever the machine's load.
+      status: { intervalSeconds: 0.2, leaseTtlSeconds: 120 },
       ...(c === 'east-2' ? { limits: { maxObjectKeys: 1 } } : {}),
     });
     daemons.set(c, d.start());
@@ -145,7 +147,8 @@ test('three waves over six clusters: each wave on disk in turn, then promotion w
   await seed('app', 'greeting', 'old');
   const watch = reader('app', 'greeting');
   const t0 = Date.now();
-  const bg = background(['rollout', 'start', 'default/app', '--set', 'greeting=new', '--waves', WAVES, '--gate-seconds', '1']);
+  // 2 s gates: the test must see each wave's gate before the next wave starts, even on a loaded machine.
+  const bg = background(['rollout', 'start', 'default/app', '--set', 'greeting=new', '--waves', WAVES, '--gate-seconds', '2']);
   const times: string[] = [];
   for (let w = 0; w < 3; w++) {
     const { r } = await recordWhere(bg, (r) => r.current === w && r.waves[w].phase === 'gating', `wave ${w + 1} gating`);
@@ -179,7 +182,7 @@ test('three waves over six clusters: each wave on disk in turn, then promotion w
   for (const [c, d] of daemons) assert.ok(!d.log.includes('rollouts/'), `${c} never mentions rollouts/`);
   // No timer assertion: the figures go to the report.
   const waveLines = end.stdout.split('\n').filter((l) => / done in |live node\(s\) applied/.test(l));
-  console.log(`# rollout figures: ${times.join('; ')}; the CLI, 3 waves with 1 s gates + promotion: ${cliMs} ms (${waveLines.join(' | ')})`);
+  console.log(`# rollout figures: ${times.join('; ')}; the CLI, 3 waves with 2 s gates + promotion: ${cliMs} ms (${waveLines.join(' | ')})`);
 });
 
 test('abort in wave 2 returns every cluster to the old value; a second rollout of the object is refused meanwhile', async () => {
@@ -218,7 +221,7 @@ test('an error in wave 1 halts the rollout: no cluster of wave 2 or 3 ever sees 
   const id = idIn(r.stdout)!;
   assert.match(r.stderr, new RegExp(`^confsync: rollout ${id} halted: wave canary: 1 error\\(s\\), over --max-errors 0: east-2/n1: .*maxObjectKeys.*; confsync rollout resume ${id} or abort ${id}\\n$`));
   for (const c of ['eu-1', 'eu-2', 'us-1', 'us-2']) assert.deepEqual(seen.get(c), ['old'], `${c} never saw the value`);
-  assert.equal(file('east-1', 'big', 'k'), big, 'the canary without the limit has it');
+  await until(() => file('east-1', 'big', 'k') === big, 'the canary without the limit has it');
   assert.equal(file('east-2', 'big', 'k'), 'old', 'east-2 keeps its last good state');
   assert.equal((await record(id)).state, 'halted');
 
@@ -298,7 +301,7 @@ test('secrets: each wave sealed to its own clusters only, promotion to every pin
   const secret = 'rollout-secret-5e1d0c';
   fs.writeFileSync(path.join(dir, 'pw'), secret);
   assert.match(cli(['rollout', 'start', 'default/db', '--secret', '--set', `pw=${secret}`, '--waves', WAVES]).stderr, /never taken from the command line/);
-  const bg = background(['rollout', 'start', 'default/db', '--secret', '--file', 'pw=pw', '--waves', WAVES, '--gate-seconds', '1', '-o', 'json']);
+  const bg = background(['rollout', 'start', 'default/db', '--secret', '--file', 'pw=pw', '--waves', WAVES, '--gate-seconds', '2', '-o', 'json']);
   const { id } = await recordWhere(bg, (r) => r.waves[0].phase === 'gating', 'wave 1 gating');
   for (const c of ['east-1', 'east-2']) {
     const v = await etcdc.get(`${P}/clusters/${c}/secrets/default/db/pw`).buffer();
@@ -350,5 +353,11 @@ test('start refuses what it cannot stage, in one line naming the cause, and writ
   assert.deepEqual(unassigned, ['east-2', 'us-1', 'us-2']);
   assert.throws(() => assignClusters(parseWaves('all=*;more=eu-*'), CLUSTERS), /wave "more" \(eu-\*\) matches no cluster left/);
   await etcdc.put(`${P}/global/configmaps/default/placed/@meta`).value(JSON.stringify({ placement: { clusterSelector: { matchLabels: { tier: 'gold' } } } }));
+  // A record is input from etcd: one that would make the CLI write outside an object's keys is refused.
+  const good = JSON.parse(JSON.stringify({ id: '20261205-000000-abcd', ref: { kind: 'configmaps', namespace: 'default', name: 'a' }, keys: ['k'], globalMods: { k: '0' }, waves: [{ name: 'w', clusters: ['eu-1'] }], current: 0, state: 'running', options: { gateSeconds: 1, maxErrors: 0, applyTimeoutSeconds: 1 } }));
+  assert.equal(parseRollout(JSON.stringify(good), good.id).id, good.id);
+  assert.throws(() => parseRollout(JSON.stringify({ ...good, waves: [{ name: 'w', clusters: ['../../global'] }] }), good.id), /not a rollout record confsync can use \(waves\)/);
+  assert.throws(() => parseRollout(JSON.stringify({ ...good, keys: ['../x'] }), good.id), /\(keys\)/);
+  assert.throws(() => parseRollout('{', good.id), /\(not JSON\)/);
   await assert.rejects(placedClusters(etcdc, new Keyspace(P), { kind: 'configmaps', namespace: 'default', name: 'placed' }, CLUSTERS), /placement.clusterSelector .* not supported/);
 });

@@ -1,91 +1,19 @@
 /**
- * A staged rollout's plan and state: the record kept at `PREFIX/rollouts/<id>`
- * (JSON), how it is made at `rollout start`, and the guarded read/write every step
- * goes through. The steps themselves are in ./rollout.ts.
- *
- * The record holds everything a later `rollout resume` needs, so a CLI that died at
- * any step can be replaced by another one: the object, the new values (config: the
- * bytes; secrets: only sealed envelopes — one per wave cluster, sealed to that
- * cluster and the admins, and one for the global key, sealed to every pinned
- * recipient — never a plaintext), the waves with their resolved cluster lists and
- * per-wave progress, and the mod revision each global key had at start (a different
- * one later means someone else changed it: the rollout halts).
- *
- * Every write compares the record's own mod revision (optimistic lock): two CLIs
- * driving one rollout cannot both advance it; the loser stops and says so.
+ * Making a rollout at `rollout start`: the waves from `--waves`, the clusters they
+ * cover (known from recipients/ and status/, narrowed by the object's placement),
+ * and the record (./rollout-record.ts) with the values — for secrets, sealed here
+ * once per wave cluster and once for the global key, then the plaintext zeroed.
  */
 import { randomBytes } from 'node:crypto';
-import type { Etcd3, ICompare, IRequestOp } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
+import { parseMeta, placementAdmits } from '../desired/meta.js';
 import { claimedVersion, seal } from '../envelope/envelope.js';
 import type { RecipientsFile } from '../envelope/recipients-file.js';
-import { OperationFailed, UserError } from '../errors.js';
+import { UserError } from '../errors.js';
 import { matchesGlob, MAX_GLOB_LENGTH } from '../glob.js';
-import { parseMeta, placementAdmits } from '../desired/meta.js';
 import { clusterError, clusterScope, GLOBAL, isSealed, logicalPath, META_KEY, objectId, printable, type Keyspace, type ObjectRef } from '../keyspace.js';
-import { rawClients } from './history.js';
 import { MAX_TXN_OPS } from './rollback.js';
-
-export type RolloutState = 'running' | 'paused' | 'halted' | 'aborted' | 'promoted';
-
-/**
- * A wave's step: `pending` (overrides not written yet), `applying` (written at
- * `revision`; waiting for every live node of its clusters), `gating` (all applied;
- * watching for errors until `gateUntil`), `done`.
- */
-export type WavePhase = 'pending' | 'applying' | 'gating' | 'done';
-
-/** A node's error picture before the wave's write: what counts as new after it. */
-export interface Baseline {
-  errors: number;
-  /** lastError already named this object before the write (an old problem: not counted). */
-  named: boolean;
-}
-
-export interface Wave {
-  name: string;
-  globs: string[];
-  clusters: string[];
-  phase: WavePhase;
-  /** The revision of the transaction that wrote this wave's overrides. */
-  revision?: number;
-  /** `<cluster>/<node>` → its errors before the write. */
-  baseline?: Record<string, Baseline>;
-  startedAt?: string;
-  appliedAt?: string;
-  gateUntil?: string;
-  doneAt?: string;
-}
-
-export interface Rollout {
-  id: string;
-  ref: ObjectRef;
-  /** Config: key → base64 of the new bytes. Secrets: absent (see `sealed`). */
-  values?: Record<string, string>;
-  /** Secrets: `global` key → envelope, and `clusters[c]` key → envelope bound to clusters/c/…. */
-  sealed?: { global: Record<string, string>; clusters: Record<string, Record<string, string>> };
-  keys: string[];
-  /** Each global key's mod revision at start ("0": it did not exist). */
-  globalMods: Record<string, string>;
-  waves: Wave[];
-  /** Index of the wave being worked on (= waves.length once every wave is done). */
-  current: number;
-  state: RolloutState;
-  /** Why it halted or was paused/aborted: one line, names only. */
-  reason?: string;
-  /** Halted because someone else changed a key: resume is refused, abort is the way out. */
-  conflict?: boolean;
-  options: { gateSeconds: number; maxErrors: number; applyTimeoutSeconds: number };
-  createdAt: string;
-  updatedAt: string;
-  /** Revision of the promotion or abort transaction. */
-  finalRevision?: number;
-}
-
-/** A record as read, with the mod revision every write of it must compare. */
-export interface Loaded {
-  rollout: Rollout;
-  mod: string;
-}
+import { alreadyRunning, type Rollout } from './rollout-record.js';
 
 /** `canary=east-1;eu=eu-*,west-eu;rest=*` → waves (names and globs, clusters still empty). */
 export function parseWaves(text: string): { name: string; globs: string[] }[] {
@@ -244,89 +172,4 @@ export async function planRollout(client: Etcd3, ks: Keyspace, input: StartInput
   }
   rollout.sealed = sealed;
   return rollout;
-}
-
-export function alreadyRunning(ref: ObjectRef, other: string): OperationFailed {
-  return new OperationFailed(`${objectId(ref.kind, ref.namespace, ref.name)} already has a rollout in progress: ${printable(other)} (confsync rollout status ${printable(other)}; abort it or let it finish first)`);
-}
-
-/** The bytes a wave cluster's override (or, with `cluster` undefined, the global key) gets. */
-export function valueFor(r: Rollout, key: string, cluster?: string): Buffer {
-  if (r.values) return Buffer.from(r.values[key]!, 'base64');
-  const text = cluster === undefined ? r.sealed!.global[key] : r.sealed!.clusters[cluster]?.[key];
-  if (text === undefined) throw new OperationFailed(`rollout ${r.id}: no sealed value for ${cluster ?? 'global'} ${key} in its record`);
-  return Buffer.from(text);
-}
-
-export async function loadRollout(client: Etcd3, ks: Keyspace, id: string): Promise<Loaded> {
-  const res = await client.get(ks.rolloutKey(id)).exec();
-  const kv = res.kvs[0];
-  if (!kv) throw new UserError(`no rollout ${printable(id)} (confsync rollout ls lists them)`);
-  return { rollout: parseRollout(kv.value.toString(), id), mod: kv.mod_revision };
-}
-
-/** A record read from etcd: anyone who can write etcd can write it, so its shape is checked before use. */
-export function parseRollout(text: string, id: string): Rollout {
-  let r: Rollout;
-  try {
-    r = JSON.parse(text) as Rollout;
-  } catch {
-    throw new OperationFailed(`rollouts/${printable(id)}: not a rollout record (not JSON)`);
-  }
-  const ok = r && typeof r === 'object' && r.id === id && Array.isArray(r.waves) && Array.isArray(r.keys) && typeof r.current === 'number' && r.ref && typeof r.ref === 'object' && typeof r.state === 'string' && r.options && typeof r.options === 'object';
-  if (!ok) throw new OperationFailed(`rollouts/${printable(id)}: not a rollout record (fields missing)`);
-  return r;
-}
-
-/** Every record under rollouts/ (newest first); records that do not parse are reported in `skipped`. */
-export async function listRollouts(client: Etcd3, ks: Keyspace): Promise<{ rollouts: Rollout[]; skipped: string[] }> {
-  const res = await client.getAll().prefix(ks.rolloutsPrefix()).exec();
-  const rollouts: Rollout[] = [];
-  const skipped: string[] = [];
-  for (const kv of res.kvs) {
-    const parsed = ks.parse(kv.key.toString());
-    if (parsed.type !== 'rollout') continue;
-    try {
-      rollouts.push(parseRollout(kv.value.toString(), parsed.id));
-    } catch (err) {
-      skipped.push((err as Error).message);
-    }
-  }
-  rollouts.sort((a, b) => b.id.localeCompare(a.id));
-  return { rollouts, skipped };
-}
-
-/** Thrown when the record moved under us: another CLI advanced, paused or aborted the rollout. */
-export class RolloutMoved extends OperationFailed {
-  override name = 'RolloutMoved';
-}
-
-/**
- * Writes `next` in one transaction with `ops`, if the record still has mod revision
- * `mod` and every extra compare holds. Returns the transaction's revision. A failed
- * record compare is RolloutMoved; a failed extra compare returns undefined (the
- * caller decides: e.g. someone changed a global key).
- */
-export async function writeRollout(client: Etcd3, ks: Keyspace, loaded: Loaded, next: Rollout, ops: IRequestOp[] = [], extra: ICompare[] = []): Promise<{ revision: number; mod: string } | undefined> {
-  const { kv } = rawClients(client);
-  const recordKey = Buffer.from(ks.rolloutKey(next.id));
-  next.updatedAt = new Date().toISOString();
-  const mine: ICompare = { key: recordKey, target: 'Mod', result: 'Equal', mod_revision: loaded.mod };
-  const res = await kv.txn({
-    compare: [mine, ...extra],
-    success: [...ops, { request_put: { key: recordKey, value: Buffer.from(JSON.stringify(next)) } }],
-    failure: [{ request_range: { key: recordKey } }],
-  });
-  if (res.succeeded) return { revision: Number(res.header.revision), mod: res.header.revision };
-  const now = res.responses[0]?.response_range?.kvs[0];
-  if (!now || now.mod_revision !== loaded.mod) throw new RolloutMoved(`rollout ${next.id} was changed by another confsync (see "confsync rollout status ${next.id}"); this one stops`);
-  return undefined;
-}
-
-/** The compares that fail when someone else changed a global key of the rollout since start. */
-export function globalGuards(ks: Keyspace, r: Rollout): ICompare[] {
-  return r.keys.map((k) => {
-    const key = Buffer.from(ks.dataKey(GLOBAL, r.ref, k));
-    return r.globalMods[k] === '0' ? { key, target: 'Version', result: 'Equal', version: '0' } : { key, target: 'Mod', result: 'Equal', mod_revision: r.globalMods[k]! };
-  });
 }

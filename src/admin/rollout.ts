@@ -20,15 +20,14 @@
  *      merged value is the new one before and after it, so no file flips back.
  * Every poll also re-reads the global keys: a mod revision other than the one at
  * start halts the rollout (`conflict`: only abort gets out of it).
- * Abort — ONE txn: every override of the rollout and the lock deleted; each cluster
+ * Abort (./rollout-control.ts) — ONE txn: every override of the rollout and the lock deleted; each cluster
  * is back on the global value it never stopped having.
  */
 import type { Etcd3, IRequestOp } from 'etcd3';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { OperationFailed, UserError } from '../errors.js';
-import { clusterScope, GLOBAL, objectId, printable, type Keyspace } from '../keyspace.js';
+import { GLOBAL, objectId, printable, type Keyspace } from '../keyspace.js';
 import type { NodeStatus } from '../status.js';
-import { alreadyRunning, globalGuards, loadRollout, RolloutMoved, valueFor, writeRollout, type Baseline, type Loaded, type Rollout } from './rollout-plan.js';
+import { alreadyRunning, clone, globalGuards, load, loadRollout, overrideOps, RolloutMoved, valueFor, writeRollout, type Baseline, type Loaded, type Rollout } from './rollout-record.js';
 import { parseStatus } from './status.js';
 
 const POLL_MS = 150;
@@ -45,7 +44,6 @@ export type RolloutEvent =
 export interface DriveOptions {
   onEvent?: (e: RolloutEvent) => void;
 }
-
 /** Creates the record and the object's lock in one txn; a second rollout of the object is refused. */
 export async function createRollout(client: Etcd3, ks: Keyspace, r: Rollout): Promise<void> {
   const lock = ks.rolloutLockKey(r.ref);
@@ -60,28 +58,6 @@ export async function createRollout(client: Etcd3, ks: Keyspace, r: Rollout): Pr
     throw alreadyRunning(r.ref, other);
   }
 }
-
-/** The record, with the wave revision a CLI that died right after the wave's txn did not get to write (that txn also wrote the record). */
-async function load(client: Etcd3, ks: Keyspace, id: string): Promise<Loaded> {
-  const l = await loadRollout(client, ks, id);
-  const w = l.rollout.waves[l.rollout.current];
-  if (w && w.phase === 'applying' && w.revision === undefined) w.revision = Number(l.mod);
-  if ((l.rollout.state === 'promoted' || l.rollout.state === 'aborted') && l.rollout.finalRevision === undefined) l.rollout.finalRevision = Number(l.mod);
-  return l;
-}
-
-const clone = (r: Rollout): Rollout => JSON.parse(JSON.stringify(r)) as Rollout;
-
-/** Overrides of `clusters` (puts or deletes) as txn operations. */
-function overrideOps(ks: Keyspace, r: Rollout, clusters: string[], put: boolean): IRequestOp[] {
-  return clusters.flatMap((c) =>
-    r.keys.map((k): IRequestOp => {
-      const key = Buffer.from(ks.dataKey(clusterScope(c), r.ref, k));
-      return put ? { request_put: { key, value: valueFor(r, k, c) } } : { request_delete_range: { key } };
-    }),
-  );
-}
-
 /** Live nodes of `clusters` (status/<c>/*; every cluster's when undefined), by `<cluster>/<node>`. */
 export async function nodesOf(client: Etcd3, ks: Keyspace, clusters?: string[]): Promise<Map<string, NodeStatus>> {
   const out = new Map<string, NodeStatus>();
@@ -94,11 +70,6 @@ export async function nodesOf(client: Etcd3, ks: Keyspace, clusters?: string[]):
     }
   }
   return out;
-}
-
-/** The clusters whose overrides a rollout may have written: every wave begun. */
-export function begunClusters(r: Rollout): string[] {
-  return r.waves.filter((w, i) => i < r.current || w.phase !== 'pending').flatMap((w) => w.clusters);
 }
 
 function namesObject(r: Rollout, s: NodeStatus): boolean {
@@ -290,62 +261,5 @@ export async function waitApplied(client: Etcd3, ks: Keyspace, clusters: string[
     const applied = nodes.filter((s) => s.revision >= revision).length;
     if (applied === nodes.length || Date.now() - t0 > timeoutMs) return { applied, nodes: nodes.length, seconds: (Date.now() - t0) / 1000 };
     await sleep(50);
-  }
-}
-
-/** `pause`: a running rollout stops at its next poll (its overrides stay); `resume` carries on. */
-export async function pauseRollout(client: Etcd3, ks: Keyspace, id: string): Promise<Rollout> {
-  const l = await load(client, ks, id);
-  if (l.rollout.state !== 'running') throw new UserError(`rollout ${id} is ${l.rollout.state}, not running: nothing to pause`);
-  const next = clone(l.rollout);
-  next.state = 'paused';
-  next.reason = 'paused by an operator';
-  await writeRollout(client, ks, l, next);
-  return next;
-}
-
-/**
- * `resume`: a paused or halted rollout is set running again (a halted wave waits
- * and gates again, counting the errors open now); a running one whose CLI died is
- * simply driven on. A conflict halt cannot be resumed: the global value it would
- * overwrite is not the one it started from.
- */
-export async function resumeRollout(client: Etcd3, ks: Keyspace, id: string): Promise<void> {
-  const l = await load(client, ks, id);
-  const r = l.rollout;
-  if (r.state === 'running') return;
-  if (r.state === 'promoted' || r.state === 'aborted') throw new UserError(`rollout ${id} is ${r.state}: nothing to resume`);
-  if (r.conflict) throw new UserError(`rollout ${id} halted because ${r.reason}; it cannot resume over someone else's change: abort it and start a new one`);
-  const next = clone(r);
-  next.state = 'running';
-  delete next.reason;
-  const w = next.waves[next.current];
-  if (r.state === 'halted' && w && w.phase !== 'pending' && w.phase !== 'done') {
-    w.phase = 'applying';
-    delete w.baseline;
-  }
-  await writeRollout(client, ks, l, next);
-}
-
-/** `abort`: one txn deleting every override of the rollout and its lock; then the wait for those clusters' nodes. */
-export async function abortRollout(client: Etcd3, ks: Keyspace, id: string, timeoutMs: number): Promise<{ rollout: Rollout; revision: number; applied: number; nodes: number; seconds: number }> {
-  for (;;) {
-    const l = await load(client, ks, id);
-    const r = l.rollout;
-    if (r.state === 'promoted') throw new UserError(`rollout ${id} is promoted: its change is the global value now (confsync rollback ${r.ref.namespace}/${r.ref.name} --to-revision … undoes it)`);
-    if (r.state === 'aborted') return { rollout: r, revision: r.finalRevision!, applied: 0, nodes: 0, seconds: 0 };
-    const next = clone(r);
-    next.state = 'aborted';
-    next.reason = r.state === 'halted' ? `aborted after: ${r.reason}` : 'aborted by an operator';
-    const ops = [...overrideOps(ks, r, r.waves.flatMap((w) => w.clusters), false), { request_delete_range: { key: Buffer.from(ks.rolloutLockKey(r.ref)) } }];
-    let done;
-    try {
-      done = await writeRollout(client, ks, l, next, ops);
-    } catch (err) {
-      if (err instanceof RolloutMoved) continue; // a driver advanced it meanwhile: abort what is there now
-      throw err;
-    }
-    const wait = await waitApplied(client, ks, begunClusters(r), done!.revision, timeoutMs);
-    return { rollout: next, revision: done!.revision, ...wait };
   }
 }

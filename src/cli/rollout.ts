@@ -6,8 +6,10 @@
  */
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import { abortRollout, begunClusters, createRollout, driveRollout, nodesOf, pauseRollout, resumeRollout, type RolloutEvent } from '../admin/rollout.js';
-import { assignClusters, knownClusters, listRollouts, loadRollout, parseWaves, placedClusters, planRollout, type Rollout } from '../admin/rollout-plan.js';
+import { createRollout, driveRollout, nodesOf, type RolloutEvent } from '../admin/rollout.js';
+import { abortRollout, pauseRollout, resumeRollout } from '../admin/rollout-control.js';
+import { assignClusters, knownClusters, parseWaves, placedClusters, planRollout } from '../admin/rollout-plan.js';
+import { listRollouts, loadRollout, type Rollout } from '../admin/rollout-record.js';
 import { parseRef } from '../admin/refs.js';
 import { RecipientsFile } from '../envelope/recipients-file.js';
 import { OperationFailed, UserError } from '../errors.js';
