@@ -215,7 +215,13 @@ async function drive(client: Etcd3, ks: Keyspace, id: string, output: OutputForm
     else if (e.type === 'promoted') say(`promoted at revision ${e.revision}: global keys set and overrides deleted in one transaction`);
     else if (e.type === 'settled') say(`${e.applied}/${e.nodes} live node(s) applied revision ${e.revision} in ${e.seconds.toFixed(2)}s`);
   };
-  const r = await driveRollout(client, ks, id, { onEvent });
+  // Ctrl-C leaves the record as it is (running, no CLI driving it): say how to pick it up.
+  const onInterrupt = () => {
+    process.stderr.write(`\nconfsync: interrupted; rollout ${id} stays where it is in etcd, with no CLI driving it: confsync rollout resume ${id} (or pause/abort ${id})\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', onInterrupt);
+  const r = await driveRollout(client, ks, id, { onEvent }).finally(() => process.off('SIGINT', onInterrupt));
   if (output !== 'text') printStructured(output, summary(r));
   if (r.state === 'promoted') {
     if (output === 'text') say(`rollout ${id} promoted`);
