@@ -270,8 +270,13 @@ test('SIGKILL of the CLI at each step, then resume: the same end state as an uni
       return r.current === w && r.waves[w].phase === 'gating';
     }, `wave ${w + 1} gating`);
     assertWaves('kill', 'k', w, 'new', 'old');
-    bg.proc.kill('SIGKILL');
-    await bg.done;
+    // Wave 2's CLI gets Ctrl-C instead: it leaves the record as it is and says how to resume.
+    bg.proc.kill(w === 1 ? 'SIGINT' : 'SIGKILL');
+    const killed = await bg.done;
+    if (w === 1) {
+      assert.equal(killed.code, 130);
+      assert.match(killed.stderr, new RegExp(`interrupted; rollout ${id} stays where it is in etcd, with no CLI driving it: confsync rollout resume ${id}`));
+    }
   }
   const end = cli(['rollout', 'resume', id]);
   assert.equal(end.code, 0, end.stderr);

@@ -114,7 +114,7 @@ export function parseRollout(text: string, id: string): Rollout {
   const ref = r.ref as Partial<ObjectRef> | undefined;
   if (!ref || !isKind(ref.kind) || typeof ref.namespace !== 'string' || typeof ref.name !== 'string' || namespaceError(ref.namespace) || nameError(ref.name)) throw bad('ref');
   if (!Array.isArray(r.keys) || r.keys.length === 0 || r.keys.some((k) => typeof k !== 'string' || dataKeyError(k))) throw bad('keys');
-  if (!Array.isArray(r.waves) || r.waves.some((w) => !w || !Array.isArray(w.clusters) || w.clusters.some((c) => typeof c !== 'string' || clusterError(c)))) throw bad('waves');
+  if (!Array.isArray(r.waves) || r.waves.some((w) => !w || typeof w.name !== 'string' || clusterError(w.name) || !Array.isArray(w.clusters) || w.clusters.some((c) => typeof c !== 'string' || clusterError(c)))) throw bad('waves');
   if (!Number.isInteger(r.current) || r.current < 0 || r.current > r.waves.length) throw bad('current');
   if (!STATES.includes(r.state) || !r.options || ![r.options.gateSeconds, r.options.maxErrors, r.options.applyTimeoutSeconds].every((n) => Number.isFinite(n) && n >= 0)) throw bad('state or options');
   if (!r.globalMods || typeof r.globalMods !== 'object') throw bad('globalMods');

@@ -68,7 +68,7 @@ export function registerRollout(program: Command): void {
         const r = await planRollout(client, ks, { ref: t.ref, values, waves: resolved, pinned, options: { gateSeconds: flags.gateSeconds, maxErrors: flags.maxErrors, applyTimeoutSeconds: flags.applyTimeout } });
         await createRollout(client, ks, r);
         // With -o json|yaml stdout is the final record alone; the id goes to stderr at once (a pipeline may need it to pause or abort).
-        const tell = output === 'text' ? say : (line: string) => process.stderr.write(`${line}\n`);
+        const tell = output === 'text' ? say : (line: string) => process.stderr.write(`${printable(line)}\n`);
         tell(`rollout ${r.id}: ${objectId(r.ref.kind, r.ref.namespace, r.ref.name)} keys ${r.keys.join(', ')} in ${r.waves.length} wave(s): ${r.waves.map((w) => `${w.name} (${w.clusters.join(', ')})`).join('; ')}`);
         if (excluded.length > 0) tell(`note: ${excluded.join(', ')} left out: the object's placement does not admit them`);
         if (unassigned.length > 0) tell(`note: ${unassigned.join(', ')} match no wave: they get the change at promotion`);
@@ -151,8 +151,9 @@ export function registerRollout(program: Command): void {
   });
 }
 
+/** One text line; everything in it may come from a record in etcd, so it is escaped whole. */
 function say(line: string): void {
-  process.stdout.write(`${line}\n`);
+  process.stdout.write(`${printable(line)}\n`);
 }
 
 function columns(table: string[][]): string[] {
