@@ -374,6 +374,7 @@ test('start refuses what it cannot stage, in one line naming the cause, and writ
   assert.equal(parseRollout(JSON.stringify(good), good.id).id, good.id);
   assert.throws(() => parseRollout(JSON.stringify({ ...good, waves: [{ name: 'w', clusters: ['../../global'] }] }), good.id), /not a rollout record confsync can use \(waves\)/);
   assert.throws(() => parseRollout(JSON.stringify({ ...good, keys: ['../x'] }), good.id), /\(keys\)/);
+  assert.throws(() => parseRollout(JSON.stringify({ ...good, waves: [{ name: 'w\x1b]0;pwned\x07', clusters: ['eu-1'] }] }), good.id), /\(waves\)/);
   assert.throws(() => parseRollout('{', good.id), /\(not JSON\)/);
   await assert.rejects(placedClusters(etcdc, new Keyspace(P), { kind: 'configmaps', namespace: 'default', name: 'placed' }, CLUSTERS), /placement.clusterSelector .* not supported/);
 });
