@@ -8,7 +8,10 @@
  *   PREFIX/clusters/<cluster>/@release                    confirms held mass deletes
  *   PREFIX/recipients/<cluster>
  *   PREFIX/status/<cluster>/<node>
+ *   PREFIX/rollouts/<id>                                  a staged rollout's state (admin/rollout*.ts)
+ *   PREFIX/rollouts/@active/<kind>/<ns>/<name>            the id of the one rollout running on an object
  *
+ * Daemons never read rollouts/ (it is outside the prefixes they watch).
  * A "logical path" is a key without `PREFIX/` (`global/secrets/default/db/password`):
  * what envelopes bind as associated data and what errors report. Every other module
  * asks this one to build or parse keys, and branches on a kind's properties in
@@ -143,10 +146,27 @@ export class Keyspace {
     return this.key(`status/${cluster ? `${cluster}/` : ''}`);
   }
 
+  /** A staged rollout's state (JSON), written only by `confsync rollout`. */
+  rolloutKey(id: string): string {
+    return this.key(`rollouts/${id}`);
+  }
+
+  rolloutsPrefix(): string {
+    return this.key('rollouts/');
+  }
+
+  /** The lock that makes a second rollout of the same object fail: holds the running rollout's id. */
+  rolloutLockKey(ref: ObjectRef): string {
+    return this.key(`rollouts/${ROLLOUT_LOCK}/${objectId(ref.kind, ref.namespace, ref.name)}`);
+  }
+
   parse(key: string): ParsedKey {
     return parseKey(this.relative(key));
   }
 }
+
+/** Under `rollouts/`: the per-object locks (an id never starts with `@`). */
+export const ROLLOUT_LOCK = '@active';
 
 export type ParsedKey =
   | ({ type: 'data'; scope: Scope; key: string; logicalPath: string } & ObjectRef)
@@ -155,6 +175,8 @@ export type ParsedKey =
   | { type: 'template'; scope: Scope; name: string; logicalPath: string }
   | { type: 'recipient'; cluster: string }
   | { type: 'status'; cluster: string; node: string }
+  | { type: 'rollout'; id: string }
+  | { type: 'rollout-lock'; ref: ObjectRef }
   | { type: 'invalid'; reason: string };
 
 // Linear-time patterns only (no nested quantifiers): keys come from anyone who can write etcd.
@@ -233,8 +255,10 @@ export function parseKey(rest: string): ParsedKey {
   } else if (parts[0] === 'status') {
     if (parts.length !== 3 || !parts[2]) return { type: 'invalid', reason: 'expected status/<cluster>/<node>' };
     return { type: 'status', cluster: parts[1]!, node: parts[2]! };
+  } else if (parts[0] === 'rollouts') {
+    return parseRolloutKey(parts);
   } else {
-    return { type: 'invalid', reason: 'expected global/, clusters/<cluster>/, recipients/ or status/ after the prefix' };
+    return { type: 'invalid', reason: 'expected global/, clusters/<cluster>/, recipients/, status/ or rollouts/ after the prefix' };
   }
   if (scope.type === 'cluster' && parts[i] === RELEASE_KEY && parts.length === i + 1) return { type: 'release', cluster: scope.cluster };
   if (parts[i] === TEMPLATES_DIR) {
@@ -254,4 +278,24 @@ export function parseKey(rest: string): ParsedKey {
   const keyErr = dataKeyError(key);
   if (keyErr) return { type: 'invalid', reason: keyErr };
   return { type: 'data', scope, ...ref, key, logicalPath: logicalPath(scope, ref, key) };
+}
+
+/** A rollout id as `confsync rollout start` makes it (`20261205-142100-3fa2`): safe in a key and on a terminal. */
+const ROLLOUT_ID = /^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$/;
+
+export function rolloutIdError(id: string): string | undefined {
+  return ROLLOUT_ID.test(id) ? undefined : `rollout id "${printable(id.slice(0, 80))}" is not one confsync made (YYYYMMDD-HHMMSS-xxxx)`;
+}
+
+function parseRolloutKey(parts: string[]): ParsedKey {
+  if (parts.length === 2) {
+    const err = rolloutIdError(parts[1]!);
+    return err ? { type: 'invalid', reason: err } : { type: 'rollout', id: parts[1]! };
+  }
+  const [, lock, kind, namespace, name, ...extra] = parts;
+  if (lock !== ROLLOUT_LOCK || !isKind(kind) || namespace === undefined || name === undefined || extra.length > 0) {
+    return { type: 'invalid', reason: `expected rollouts/<id> or rollouts/${ROLLOUT_LOCK}/<kind>/<namespace>/<name>` };
+  }
+  const err = namespaceError(namespace) ?? nameError(name);
+  return err ? { type: 'invalid', reason: err } : { type: 'rollout-lock', ref: { kind, namespace, name } };
 }

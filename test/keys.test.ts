@@ -65,7 +65,11 @@ const cases: Case[] = [
   { name: 'status', key: 'status/prod-eu/node-1.example', want: { type: 'status', cluster: 'prod-eu', node: 'node-1.example' } },
 
   // ---- invalid: layout
-  { name: 'unknown top-level segment', key: 'foo/configmaps/ns/n/k', want: { invalid: 'expected global/, clusters/<cluster>/, recipients/ or status/' } },
+  { name: 'rollout record', key: 'rollouts/20261205-142100-3fa2', want: { type: 'rollout', id: '20261205-142100-3fa2' } },
+  { name: 'rollout lock', key: 'rollouts/@active/configmaps/default/app', want: { type: 'rollout-lock', ref: { kind: 'configmaps', namespace: 'default', name: 'app' } } },
+  { name: 'rollout id not made by confsync', key: 'rollouts/my\x1bid', want: { invalid: 'rollout id "my\\x1bid" is not one confsync made' } },
+  { name: 'rollout lock with a bad kind', key: 'rollouts/@active/pods/default/app', want: { invalid: 'expected rollouts/<id> or rollouts/@active/<kind>/<namespace>/<name>' } },
+  { name: 'unknown top-level segment', key: 'foo/configmaps/ns/n/k', want: { invalid: 'expected global/, clusters/<cluster>/, recipients/, status/ or rollouts/' } },
   { name: 'empty key', key: '', want: { invalid: 'expected global/' } },
   { name: 'leading slash (prefix given without its trailing "/")', key: '/global/configmaps/ns/n/k', want: { invalid: 'expected global/' } },
   { name: 'Global (case matters)', key: 'Global/configmaps/ns/n/k', want: { invalid: 'expected global/' } },

@@ -15,6 +15,7 @@ import { registerSecretCommands } from './secret-cmd.js';
 import { registerKeygen } from './keygen.js';
 import { registerRecipients } from './recipients-cmd.js';
 import { registerHistory } from './history.js';
+import { registerRollout } from './rollout.js';
 import { registerVersion } from './version.js';
 import { registerCompletion } from './completion.js';
 import { registerTemplate } from './template.js';
@@ -44,6 +45,7 @@ Completion: source <(confsync completion bash)   (zsh: the same with zsh; fish: 
   registerStatus(program);
   registerRelease(program);
   registerHistory(program);
+  registerRollout(program);
   registerVersion(program);
   registerCompletion(program);
   registerTemplate(program);
