@@ -70,7 +70,7 @@ async function newestWatched(client: Etcd3, ks: Keyspace, cluster: string, head:
 }
 
 /** A status JSON with the fields the table needs of the right types, else undefined. */
-function parseStatus(text: string): NodeStatus | undefined {
+export function parseStatus(text: string): NodeStatus | undefined {
   let v: unknown;
   try {
     v = JSON.parse(text);

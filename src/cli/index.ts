@@ -17,6 +17,7 @@ import { registerRecipients } from './recipients-cmd.js';
 import { registerHistory } from './history.js';
 import { registerVersion } from './version.js';
 import { registerCompletion } from './completion.js';
+import { registerConsole } from './console.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
@@ -45,6 +46,7 @@ Completion: source <(confsync completion bash)   (zsh: the same with zsh; fish: 
   registerHistory(program);
   registerVersion(program);
   registerCompletion(program);
+  registerConsole(program);
   return program;
 }
 
