@@ -40,4 +40,6 @@ function App() {
 }
 
 connect();
-render(html`<${App} />`, document.getElementById('app'));
+const root = document.getElementById('app');
+root.textContent = ''; // the static "loading…" (preact 11 renders beside what is there)
+render(html`<${App} />`, root);

@@ -62,7 +62,7 @@ export function ObjectView({ parts: [kind, namespace, name] }) {
     ${o.history.map((hs) => html`<section key=${hs.scope} data-testid="history" data-scope=${hs.scope}>
       <h4>${hs.scope}${hs.compactRevision ? html` <span class="muted">(compacted before r${hs.compactRevision + 1})</span>` : ''}</h4>
       ${hs.error ? html`<p class="err">${hs.error}</p>` : ''}
-      ${hs.revisions.map((r) => html`<div class="rev" key=${r.revision}><strong>r${r.revision}</strong>
+      ${hs.revisions.map((r) => html`<div class="hrev" key=${r.revision}><strong>r${r.revision}</strong>
         ${r.changes.map((c) => html`<div class="change"><span>${c.op} ${c.key}</span> <span class="muted">${c.beforeSize ?? '–'} → ${c.afterSize ?? '–'} B</span>
           ${o.kind === 'configmaps' ? html`<pre class="diff">${diff(c.before, c.after).map(([cls, l]) => html`<div class=${cls}>${l}</div>`)}</pre>` : ''}</div>`)}
       </div>`)}
