@@ -19,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { burst } from './burst.js';
 import { coldStart } from './cold-start.js';
 import { confd } from './confd.js';
+import { consoleBench } from './console.js';
 import { fanOut } from './fan-out.js';
 import { etcdVersion, flag, fsType, putToFile, spawnText, type ScenarioOptions } from './put-to-file.js';
 import { putToConfigMap } from './put-to-configmap.js';
@@ -32,6 +33,7 @@ const SCENARIOS: { name: string; title: string; run: (o: ScenarioOptions) => Pro
   { name: 'burst', title: '5. burst: many updates to few objects', run: burst },
   { name: 'fan-out', title: '6. fan-out: one put, many daemons', run: fanOut },
   { name: 'snapshot', title: '7. fail-safes: snapshot write, mass-delete hold/release, reboot with etcd down', run: snapshotBench },
+  { name: 'console', title: '8. console: first paint with 50 × 20 nodes and 10,000 objects, a 1,000 events/s stream (chromium)', run: consoleBench },
 ];
 
 const args = process.argv.slice(2);

@@ -12,42 +12,22 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { seal } from '../src/envelope/envelope.js';
 import { generateIdentity, recipientOf, writeIdentityFile } from '../src/envelope/identity.js';
 import { DaemonProcess, MAIN, until } from './harness/daemon.js';
 import { startEtcd } from './harness/etcd.js';
+import { CHROMIUM, launchChromium, startConsole } from './harness/console.js';
 
 const P = '/confsync';
-const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = fileURLToPath(new URL('../../docs/console/', import.meta.url));
 const skip = fs.existsSync(CHROMIUM) ? false : `chromium not found at ${CHROMIUM}: browser tests skipped (scripts/setup.sh --test installs Debian's chromium)`;
-
-/** The console as an operator starts it; resolves with its URL once it listens. */
-export async function startConsole(args: string[]): Promise<{ url: string; proc: ChildProcess; log: () => string; stop(): Promise<number | null> }> {
-  const proc = spawn(process.execPath, [MAIN, 'console', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  proc.stdout!.on('data', (d) => (log += d));
-  proc.stderr!.on('data', (d) => (log += d));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  const url = await until(() => /confsync console: (\S+)/.exec(log)?.[1] ?? (proc.exitCode !== null && Promise.reject(new Error(`console exited: ${log}`))), 'console listening');
-  return { url, proc, log: () => log, stop: async () => (proc.kill('SIGTERM'), exited) };
-}
-
-/** Debian's chromium, headless; playwright gives each launch a fresh, empty profile dir (it refuses --user-data-dir). */
-export async function launchChromium(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-}
 
 test('console: matrix, stream, pause, filter, object view, XSS as text, stopped node, no secret in any response', { skip }, async () => {
   const etcd = await startEtcd();

@@ -3,13 +3,14 @@
 // Everything from etcd is rendered as text by preact (never as HTML).
 import { h, render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { connect, useStore } from './store.js';
+import { useStore } from './store.js';
 import htm from 'htm';
 import { MatrixView } from './matrix.js';
 import { EventsView } from './events.js';
 import { ObjectView } from './object.js';
 
 const html = htm.bind(h);
+performance.mark('app-start');
 
 function useHash() {
   const [hash, setHash] = useState(location.hash || '#/matrix');
@@ -39,7 +40,6 @@ function App() {
     </main>`;
 }
 
-connect();
 const root = document.getElementById('app');
 root.textContent = ''; // the static "loading…" (preact 11 renders beside what is there)
 render(html`<${App} />`, root);

@@ -19,11 +19,12 @@ function Cell({ c }) {
     c.goneSince ? `status gone since ${c.goneSince}` : '',
     c.held ? `${c.held} removal(s) held` : '',
   ].filter(Boolean).join('\n');
-  return html`<div class=${`cell st-${c.state}`} title=${title} data-testid="cell" data-cluster=${c.cluster} data-node=${c.node} data-state=${c.state} data-revision=${c.revision}>
-    <div class="node">${c.node}</div>
-    <div>r${c.revision}${c.lag ? html` <span class="lag">−${c.lag} · ${secs(c.lagSeconds)}</span>` : ''}</div>
-    <div class="muted">${c.state === 'gone' ? 'gone' : `age ${secs(c.ageSeconds)}`}${c.errors ? html` · <span class="err">${c.errors} err</span>` : ''}</div>
-  </div>`;
+  // Two elements a cell (1,000 cells render in one go at first paint): the rest is one text node, lines by CSS.
+  const lines = [
+    `r${c.revision}${c.lag ? ` −${c.lag} · ${secs(c.lagSeconds)}` : ''}`,
+    `${c.state === 'gone' ? 'gone' : `age ${secs(c.ageSeconds)}`}${c.errors ? ` · ${c.errors} err` : ''}`,
+  ].join('\n');
+  return html`<div class=${`cell st-${c.state}`} title=${title} data-testid="cell" data-cluster=${c.cluster} data-node=${c.node} data-state=${c.state} data-revision=${c.revision}><b>${c.node}</b>${lines}</div>`;
 }
 
 export function MatrixView() {
