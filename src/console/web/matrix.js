@@ -2,7 +2,7 @@
 // change it watches (revisions, and seconds since the console saw that change), the
 // age of its status and its error count; the row's head summarises the cluster.
 import { h } from 'preact';
-import { useEffect } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import htm from 'htm';
 import { useStore } from './store.js';
 
@@ -27,21 +27,35 @@ function Cell({ c }) {
   return html`<div class=${`cell st-${c.state}`} title=${title} data-testid="cell" data-cluster=${c.cluster} data-node=${c.node} data-state=${c.state} data-revision=${c.revision}><b>${c.node}</b>${lines}</div>`;
 }
 
+/** Cluster rows in the first render: a screenful; the rest follow one frame later. */
+const FIRST_ROWS = 12;
+
 export function MatrixView() {
   const s = useStore();
   const m = s.matrix;
+  const [limit, setLimit] = useState(FIRST_ROWS);
   useEffect(() => {
-    if (m && m.rows.length > 0 && !document.body.dataset.matrix) {
+    if (!m || m.rows.length === 0) return undefined;
+    if (!document.body.dataset.matrix) {
       document.body.dataset.matrix = 'ready';
       performance.mark('matrix-rendered');
     }
+    if (limit >= m.rows.length) {
+      if (!document.body.dataset.matrixComplete) {
+        document.body.dataset.matrixComplete = 'ready';
+        performance.mark('matrix-complete');
+      }
+      return undefined;
+    }
+    const id = requestAnimationFrame(() => setLimit(Infinity));
+    return () => cancelAnimationFrame(id);
   });
   if (!m) return html`<p class="muted">waiting for the first list…</p>`;
   if (m.rows.length === 0) return html`<p class="muted" data-testid="matrix-empty">No daemon reports under ${s.prefix}/status/ yet.</p>`;
   return html`<div class="legend">${Object.entries(LABEL).map(([k, v]) => html`<span class=${`chip st-${k}`}>${v}</span>`)}</div>
     <table class="matrix" data-testid="matrix">
       <tbody>
-        ${m.rows.map((r) => html`<tr key=${r.cluster} data-testid="cluster-row" data-cluster=${r.cluster} data-state=${r.summary.state}>
+        ${m.rows.slice(0, limit).map((r) => html`<tr key=${r.cluster} data-testid="cluster-row" data-cluster=${r.cluster} data-state=${r.summary.state}>
           <th class=${`st-${r.summary.state}`}>
             <div class="cluster">${r.cluster}</div>
             <div>${r.summary.sync}/${r.summary.nodes} in sync</div>
