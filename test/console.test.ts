@@ -179,6 +179,14 @@ test('console: matrix, stream, pause, filter, object view, XSS as text, stopped 
     await until(async () => (await cell('n2').getAttribute('data-state')) === 'gone', 'n2 gone', 10_000);
     assert.equal(await cell('n1').getAttribute('data-state'), 'sync');
     await page.screenshot({ path: path.join(SHOTS, 'matrix-gone.png') });
+
+    // etcd down and back: the page says so, the console lists again and goes on watching.
+    await etcd.kill();
+    await until(async () => (await page.getAttribute('[data-testid=conn]', 'data-state')) === 'retrying', 'the page shows the console retrying');
+    await etcd.start();
+    await until(async () => (await page.getAttribute('[data-testid=conn]', 'data-state')) === 'watching', 'watching again', 20_000);
+    const after = Number((await etcdc.put(`${P}/global/configmaps/default/app/after-outage`).value('x')).header.revision);
+    await until(async () => Number(await cell('n1').getAttribute('data-revision')) >= after, 'n1 at the post-outage revision in the matrix', 20_000);
     assert.deepEqual(pageErrors, [], 'no script error on the page');
 
     // Every response: the CSP and nosniff; no secret value, no envelope anywhere.

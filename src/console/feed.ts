@@ -105,7 +105,8 @@ export class Feed {
     const now = Date.now();
     this.model.reset();
     this.model.head = rev;
-    for (const k of keys.kvs) if (!k.key.equals(statusKey) && !k.key.subarray(0, statusKey.length).equals(statusKey)) this.model.apply({ key: k.key.toString(), op: 'put', rev: Number(k.mod_revision) }, now, true);
+    // Status keys come with their values from the second read.
+    for (const k of keys.kvs) if (!k.key.subarray(0, statusKey.length).equals(statusKey)) this.model.apply({ key: k.key.toString(), op: 'put', rev: Number(k.mod_revision) }, now, true);
     for (const k of statuses.kvs) this.model.apply({ key: k.key.toString(), op: 'put', rev: Number(k.mod_revision), value: k.value }, now, true);
     this.scheduleMatrix();
     if (this.closed) return;

@@ -256,7 +256,9 @@ export class ConsoleModel {
         goneSince !== undefined ? 'gone' : ageSeconds > this.opts.staleSeconds ? 'stale' : erring ? 'error' : lag > 0 ? 'behind' : 'sync';
       const { offline: _o, held, state: connection, ...rest } = s;
       const cell: Cell = {
-        ...rest, connection: String(connection), lag, ageSeconds, state,
+        ...rest, connection: printable(String(connection)), lag, ageSeconds, state,
+        ...(s.lastError && { lastError: { path: printable(s.lastError.path), reason: printable(s.lastError.reason) } }),
+        cluster: printable(s.cluster), node: printable(s.node), version: printable(String(s.version ?? '')),
         lagSeconds: lag > 0 ? Math.max(0, (now - this.firstSeenAfter(s.revision)) / 1000) : 0,
         ...(held && { held: held.count }),
         ...(goneSince !== undefined && { goneSince: new Date(goneSince).toISOString() }),

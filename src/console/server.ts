@@ -47,6 +47,8 @@ interface Asset {
 
 /** A client this far behind on the stream is dropped (its EventSource reconnects and starts afresh). */
 const SSE_MAX_BUFFER = 8 * 1024 * 1024;
+/** Open event streams at most (each costs a copy of every batch); more get 503. */
+const SSE_MAX_CLIENTS = 64;
 const SESSION_COOKIE = 'confsync_console';
 const SESSIONS_MAX = 1000;
 
@@ -115,6 +117,7 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<{ url
   const hostOk = (req: http.IncomingMessage) => tokenHash !== undefined || allowedHosts.has((req.headers.host ?? '').toLowerCase());
 
   const stream = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (streams.size >= SSE_MAX_CLIENTS) return json(res, 503, { error: `${SSE_MAX_CLIENTS} pages are open already; close one` });
     res.writeHead(200, headers('text/event-stream; charset=utf-8', { Connection: 'keep-alive' }));
     const write = (event: string, data: unknown) => {
       res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
