@@ -65,7 +65,7 @@ export class Feed {
 
   /** Resolves after the first list (or rejects when it fails: the caller reports etcd unreachable). */
   start(): Promise<void> {
-    this.tick = setInterval(() => this.emit({ type: 'matrix', matrix: this.model.matrix(Date.now()), objects: this.model.objectCount }), TICK_MS);
+    this.tick = setInterval(() => this.listeners.size > 0 && this.emitMatrix(), TICK_MS);
     this.tick.unref();
     this.firstList = this.run();
     return this.firstList;
@@ -148,8 +148,12 @@ export class Feed {
     if (this.matrixTimer) return;
     this.matrixTimer = setTimeout(() => {
       this.matrixTimer = undefined;
-      this.emit({ type: 'matrix', matrix: this.model.matrix(Date.now()), objects: this.model.objectCount });
+      if (this.listeners.size > 0) this.emitMatrix();
     }, MATRIX_MS);
+  }
+
+  private emitMatrix(): void {
+    this.emit({ type: 'matrix', matrix: this.model.matrix(Date.now()), objects: this.model.objectCount });
   }
 
   private dropStream(): void {
