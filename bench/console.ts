@@ -159,7 +159,7 @@ export async function consoleBench(o: ScenarioOptions & { clusters?: number; nod
         ['long tasks (> 50 ms): count, total', `${shown.longTasks.length}, ${ms(shown.longTasks.reduce((a, b) => a + b, 0))} ms`],
         ['click Pause → shown, Resume → shown', clicks.map((c) => `${ms(c)} ms`).join(', ')],
         ['list after the stream', shown.text],
-        ['console RSS before → after', `${rssBefore.rssMiB.toFixed(0)} → ${rssAfter.rssMiB.toFixed(0)} MiB`],
+        ['console process: CPU during the stream, RSS before → after', `${Math.round(((rssAfter.cpuSeconds - rssBefore.cpuSeconds) / elapsed) * 100)} % of a core, ${rssBefore.rssMiB.toFixed(0)} → ${rssAfter.rssMiB.toFixed(0)} MiB`],
       ]),
     ].join('\n');
   } finally {
