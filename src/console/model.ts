@@ -11,7 +11,7 @@
  * a secret's value (envelope or not), a recipient, an invalid key's value
  * (it may be plaintext written by hand under secrets/) is reduced to its size.
  */
-import { parseStatus, type StatusRow } from '../admin/status.js';
+import { parseStatus } from '../admin/status.js';
 import { isSealed, printable, scopePath, type Keyspace, type ParsedKey } from '../keyspace.js';
 import type { NodeStatus } from '../status.js';
 
@@ -51,12 +51,25 @@ export interface ConsoleEvent {
 
 export type CellState = 'sync' | 'behind' | 'stale' | 'error' | 'gone';
 
-export interface Cell extends Omit<StatusRow, 'offline' | 'held' | 'state'> {
-  /** The daemon's connection to etcd, as it reports it. */
-  connection: string;
+/** One node in the matrix: what the page shows of its status (the rest of the status JSON stays here). */
+export interface Cell {
+  cluster: string;
+  node: string;
+  revision: number;
+  /** Revisions between `revision` and the newest change the node watches. */
+  lag: number;
   /** Seconds since the console saw the oldest change this node has not applied (0 in sync). */
   lagSeconds: number;
+  /** Seconds since the node last wrote its status. */
+  ageSeconds: number;
   state: CellState;
+  objects: number;
+  errors: number;
+  failing: number;
+  ready: boolean;
+  /** The daemon's connection to etcd, as it reports it. */
+  connection: string;
+  lastError?: { path: string; reason: string };
   held?: number;
   /** When its status key vanished (the daemon stopped or its lease expired). */
   goneSince?: string;
@@ -254,13 +267,12 @@ export class ConsoleModel {
       const erring = s.failing > 0 || s.lastError !== undefined;
       const state: CellState =
         goneSince !== undefined ? 'gone' : ageSeconds > this.opts.staleSeconds ? 'stale' : erring ? 'error' : lag > 0 ? 'behind' : 'sync';
-      const { offline: _o, held, state: connection, ...rest } = s;
       const cell: Cell = {
-        ...rest, connection: printable(String(connection)), lag, ageSeconds, state,
-        ...(s.lastError && { lastError: { path: printable(s.lastError.path), reason: printable(s.lastError.reason) } }),
-        cluster: printable(s.cluster), node: printable(s.node), version: printable(String(s.version ?? '')),
+        cluster: printable(s.cluster), node: printable(s.node), revision: s.revision, lag, ageSeconds, state,
         lagSeconds: lag > 0 ? Math.max(0, (now - this.firstSeenAfter(s.revision)) / 1000) : 0,
-        ...(held && { held: held.count }),
+        objects: s.objects, errors: s.errors, failing: s.failing, ready: s.ready === true, connection: printable(String(s.state)),
+        ...(s.lastError && { lastError: { path: printable(s.lastError.path), reason: printable(s.lastError.reason) } }),
+        ...(s.held && { held: s.held.count }),
         ...(goneSince !== undefined && { goneSince: new Date(goneSince).toISOString() }),
       };
       const list = byCluster.get(s.cluster) ?? [];

@@ -14,7 +14,7 @@ function Cell({ c }) {
   const title = [
     `${c.cluster}/${c.node}: ${LABEL[c.state]}`,
     `applied revision ${c.revision}; ${c.lag} revision(s) behind${c.lag ? `, for ${secs(c.lagSeconds)}` : ''}`,
-    `status ${secs(c.ageSeconds)} old; ${c.objects} objects; ${c.errors} error(s); ${c.failing} failing`,
+    `status ${secs(c.ageSeconds)} old; ${c.ready ? 'ready' : 'not ready'}, ${c.connection}; ${c.objects} objects; ${c.errors} error(s); ${c.failing} failing`,
     c.lastError ? `last error ${c.lastError.path}: ${c.lastError.reason}` : '',
     c.goneSince ? `status gone since ${c.goneSince}` : '',
     c.held ? `${c.held} removal(s) held` : '',
@@ -28,7 +28,7 @@ function Cell({ c }) {
 }
 
 /** Cluster rows in the first render: a screenful; the rest follow one frame later. */
-const FIRST_ROWS = 12;
+const FIRST_ROWS = 8;
 
 export function MatrixView() {
   const s = useStore();
