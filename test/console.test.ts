@@ -14,6 +14,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -201,6 +202,16 @@ test('console: matrix, stream, pause, filter, object view, XSS as text, stopped 
     }
     assert.ok(!console_.log().includes(secret) && !console_.log().includes(handWritten), 'console log holds no secret');
 
+    // On loopback without a token, a request naming another host is refused (DNS rebinding).
+    const rebound = await new Promise<number>((resolve, reject) => {
+      const u = new URL(`${url}api/stream`);
+      http.get({ host: u.hostname, port: u.port, path: u.pathname, headers: { host: `attacker.example:${u.port}` } }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      }).on('error', reject);
+    });
+    assert.equal(rebound, 421);
+
     // With a token: nothing but /login without it (or with a wrong one); bearer and the
     // session cookie /login sets both work; the console stays read-only.
     const tokenFile = path.join(keyDir, 'token');
@@ -222,6 +233,11 @@ test('console: matrix, stream, pause, filter, object view, XSS as text, stopped 
       assert.match(page.headers.get('content-security-policy')!, /^default-src 'self'/);
       const write = await fetch(`${guarded.url}api/object`, { method: 'PUT', headers: { authorization: 'Bearer a-console-token-0123456789abcdef' } });
       assert.equal(write.status, 405);
+      // Refusals carry the headers too.
+      for (const res of [write, await get('api/stream'), await get('nowhere', { authorization: 'Bearer a-console-token-0123456789abcdef' })]) {
+        assert.match(res.headers.get('content-security-policy') ?? '', /^default-src 'self'/, `CSP on a ${res.status}`);
+        assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+      }
     } finally {
       await guarded.stop();
     }
