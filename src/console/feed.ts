@@ -103,7 +103,7 @@ export class Feed {
     const statusKey = Buffer.from(this.ks.statusPrefix());
     const statuses = await kv.range({ key: statusKey, range_end: prefixEnd(statusKey), revision: rev });
     const now = Date.now();
-    this.model.reset();
+    this.model.reset(now);
     this.model.head = rev;
     // Status keys come with their values from the second read.
     for (const k of keys.kvs) if (!k.key.subarray(0, statusKey.length).equals(statusKey)) this.model.apply({ key: k.key.toString(), op: 'put', rev: Number(k.mod_revision) }, now, true);

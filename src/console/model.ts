@@ -145,11 +145,11 @@ export class ConsoleModel {
     private readonly startedAt: number,
   ) {}
 
-  /** Forget everything but the event sequence (a re-list follows). */
-  reset(): void {
+  /** Forget everything but the event sequence (a re-list follows; a node still there comes back from it). */
+  reset(now: number): void {
     this.newestGlobal = 0;
     this.newestCluster.clear();
-    for (const [id, s] of this.status) this.gone.set(id, { status: s, since: Date.now() });
+    for (const [id, s] of this.status) this.gone.set(id, { status: s, since: now });
     this.status.clear();
     this.objects.clear();
     this.recipients.clear();
