@@ -14,10 +14,11 @@
  *      open; in the page a rAF loop records every frame gap and a PerformanceObserver
  *      every long task (> 50 ms); Pause/Resume clicked mid-stream, timed to the
  *      rendered change (the tab answering input while the stream runs).
- * Prints; asserts nothing.
+ * Prints; asserts nothing. Writes docs/console/fleet.png (the README's picture).
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { CHROMIUM, launchChromium, startConsole } from '../test/harness/console.js';
 import { startEtcd } from '../test/harness/etcd.js';
@@ -26,9 +27,9 @@ import { percentile } from './stats.js';
 
 const P = '/confsync';
 
-function status(cluster: string, node: string, revision: number): string {
+function status(cluster: string, node: string, revision: number, extra: Record<string, unknown> = {}): string {
   const now = new Date().toISOString();
-  return JSON.stringify({ cluster, node, revision, updatedAt: now, startedAt: now, objects: 10_000, errors: 0, failing: 0, state: 'watching', ready: true, version: 'bench' });
+  return JSON.stringify({ cluster, node, revision, updatedAt: now, startedAt: now, objects: 10_000, errors: 0, failing: 0, state: 'watching', ready: true, version: 'bench', ...extra });
 }
 
 const stats = (xs: number[]) => {
@@ -81,6 +82,24 @@ export async function consoleBench(o: ScenarioOptions & { clusters?: number; nod
       completes.push(complete!);
       await page.close();
     }
+
+    // The README's picture of a fleet: fresh statuses, every fourth node 5 revisions behind,
+    // one reporting an error, one not heard from for a minute, one stopped.
+    await pool(statuses, 64, async ([k]) => {
+      const [, , , c, n] = k.split('/');
+      const nn = Number(n!.slice(2));
+      const extra =
+        c === 'c-1' && n === 'n-6' ? { errors: 2, lastError: { path: 'global/secrets/default/db/password', reason: 'envelope cannot be opened (not-a-recipient)' } }
+        : c === 'c-2' && n === 'n-9' ? { updatedAt: new Date(Date.now() - 60_000).toISOString() }
+        : {};
+      await client.put(k).value(status(c!, n!, head - (nn % 4 === 0 ? 5 : 0), extra));
+    });
+    await client.delete().key(`${P}/status/c-0/n-13`);
+    const shot = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await shot.goto(con.url);
+    await shot.waitForFunction(() => document.body.dataset.matrixComplete === 'ready', undefined, { timeout: 30_000 });
+    await shot.screenshot({ path: fileURLToPath(new URL('../../docs/console/fleet.png', import.meta.url)) });
+    await shot.close();
 
     // (3)
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });

@@ -282,9 +282,9 @@ export class ConsoleModel {
     for (const s of this.status.values()) add(s);
     for (const g of this.gone.values()) add(g.status, g.since);
     const rows: ClusterRow[] = [...byCluster.entries()]
-      .sort((a, b) => a[0].localeCompare(b[0]))
+      .sort((a, b) => a[0].localeCompare(b[0], 'en', { numeric: true }))
       .map(([cluster, nodes]) => {
-        nodes.sort((a, b) => a.node.localeCompare(b.node));
+        nodes.sort((a, b) => a.node.localeCompare(b.node, 'en', { numeric: true }));
         const count = (st: CellState) => nodes.filter((n) => n.state === st).length;
         const live = nodes.filter((n) => n.state !== 'gone');
         return {
