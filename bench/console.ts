@@ -165,7 +165,7 @@ export async function consoleBench(o: ScenarioOptions & { clusters?: number; nod
         ['navigation → page script running (modules loaded)', ms(stats(apps).p50), ms(stats(apps).max)],
         ['navigation → first stream message (matrix + recent events)', ms(stats(hellos).p50), ms(stats(hellos).max)],
         ['  of which JSON.parse of that message', ms(stats(parses).p50), ms(stats(parses).max)],
-        ['navigation → matrix painted (first screenful: 8 clusters × 20 nodes)', ms(p.p50), ms(p.max)],
+        ['navigation → matrix painted (first screenful: 5 clusters × 20 nodes)', ms(p.p50), ms(p.max)],
         ['navigation → all 50 × 20 cells rendered', ms(stats(completes).p50), ms(stats(completes).max)],
       ]),
       '',

@@ -58,7 +58,7 @@ const TYPES: Record<string, string> = { js: 'text/javascript; charset=utf-8', mj
 function loadAssets(): { assets: Map<string, Asset>; index: Buffer; login: Buffer; importMapHash: string } {
   const read = (url: URL | string) => fs.readFileSync(typeof url === 'string' ? url : fileURLToPath(url));
   const assets = new Map<string, Asset>();
-  for (const file of ['app.js', 'store.js', 'events.js', 'matrix.js', 'object.js', 'style.css']) {
+  for (const file of ['app.js', 'boot.js', 'store.js', 'events.js', 'matrix.js', 'object.js', 'style.css']) {
     assets.set(file, { body: read(new URL(file, WEB)), type: TYPES[file.split('.').pop()!]! });
   }
   // The libraries' ES module builds, straight from node_modules (no bundler).

@@ -28,7 +28,7 @@ function Cell({ c }) {
 }
 
 /** Cluster rows in the first render: a screenful; the rest follow one frame later. */
-const FIRST_ROWS = 8;
+const FIRST_ROWS = 5;
 
 export function MatrixView() {
   const s = useStore();

@@ -1,6 +1,7 @@
-// The page's one EventSource (/api/stream) feeds this store; whatever arrives in
+// The page's one EventSource (/api/stream, opened by boot.js) feeds this store; whatever arrives in
 // one animation frame is applied at once and rendered once. No polling.
 import { useEffect, useState } from 'preact/hooks';
+import { listen, source } from './boot.js';
 
 /** Events kept in the page (newest first); older ones fall off. */
 export const KEEP = 5000;
@@ -61,39 +62,26 @@ export function setPaused(paused) {
   changed();
 }
 
-function connect() {
-  const source = new EventSource('/api/stream');
-  source.addEventListener('hello', (m) => {
-    performance.mark('hello-received');
-    const hello = JSON.parse(m.data);
+/** One stream message into the store (boot.js opened the stream and hands them over in order). */
+function receive(type, data) {
+  const msg = JSON.parse(data);
+  if (type === 'hello') {
     performance.mark('hello-parsed');
-    store.prefix = hello.prefix;
-    store.state = hello.state;
-    nextMatrix = { matrix: hello.matrix, objects: hello.objects };
+    store.prefix = msg.prefix;
+    store.state = msg.state;
+    nextMatrix = { matrix: msg.matrix, objects: msg.objects };
     // A reconnect starts afresh: the server's recent events replace ours.
-    store.events = hello.recent.slice().reverse();
-    schedule();
-  });
-  source.addEventListener('events', (m) => {
-    const { events } = JSON.parse(m.data);
-    for (const e of events) incoming.push(e);
-    arrivals.push({ t: performance.now(), n: events.length });
-    schedule();
-  });
-  source.addEventListener('matrix', (m) => {
-    nextMatrix = JSON.parse(m.data);
-    schedule();
-  });
-  source.addEventListener('state', (m) => {
-    const s = JSON.parse(m.data);
-    store.state = s.state;
-    store.detail = s.detail || '';
-    schedule();
-  });
-  source.onerror = () => {
-    store.state = 'disconnected (reconnecting)';
-    schedule();
-  };
+    store.events = msg.recent.slice().reverse();
+  } else if (type === 'events') {
+    for (const e of msg.events) incoming.push(e);
+    arrivals.push({ t: performance.now(), n: msg.events.length });
+  } else if (type === 'matrix') {
+    nextMatrix = msg;
+  } else if (type === 'state') {
+    store.state = msg.state;
+    store.detail = msg.detail || '';
+  }
+  schedule();
 }
 
 export function useStore() {
@@ -105,5 +93,8 @@ export function useStore() {
   return store;
 }
 
-// At module evaluation, before the page's own modules run: the stream's first message is on its way sooner.
-connect();
+listen(receive);
+source.onerror = () => {
+  store.state = 'disconnected (reconnecting)';
+  schedule();
+};
