@@ -9,7 +9,7 @@
  *   3 sink/       where desired objects go
  *   4 reconcile/  the one loop (and its events, progress, retries)
  *   5 daemon      reactions/, render/ (templates), metrics.ts, status.ts, daemon.ts
- *   6 entry       admin/ (library the CLI calls), cli/, main.ts
+ *   6 entry       admin/ (library the CLI calls), console/ (the web console), cli/, main.ts
  *
  * Also: no cycles; a CLI verb never imports another verb (only cli/common.ts and
  * cli/index.ts are shared).
@@ -21,7 +21,7 @@ const layers = [
   ['sink', '^src/sink/'],
   ['reconcile', '^src/reconcile/'],
   ['daemon', '^src/(reactions/|render/|metrics\\.ts$|status\\.ts$|daemon\\.ts$)'],
-  ['entry', '^src/(admin/|cli/|main\\.ts$)'],
+  ['entry', '^src/(admin/|console/|cli/|main\\.ts$)'],
 ];
 
 const above = (i) => layers.slice(i + 1).map(([, re]) => `(${re})`).join('|');

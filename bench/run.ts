@@ -19,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { burst } from './burst.js';
 import { coldStart } from './cold-start.js';
 import { confd } from './confd.js';
+import { consoleBench } from './console.js';
 import { fanOut } from './fan-out.js';
 import { etcdVersion, flag, fsType, putToFile, spawnText, type ScenarioOptions } from './put-to-file.js';
 import { putToConfigMap } from './put-to-configmap.js';
@@ -34,6 +35,7 @@ const SCENARIOS: { name: string; title: string; run: (o: ScenarioOptions) => Pro
   { name: 'fan-out', title: '6. fan-out: one put, many daemons', run: fanOut },
   { name: 'snapshot', title: '7. fail-safes: snapshot write, mass-delete hold/release, reboot with etcd down', run: snapshotBench },
   { name: 'template', title: '8. templates: render over 1,000 objects; put → rendered file beside put → file', run: templateBench },
+  { name: 'console', title: '9. console: first paint with 50 × 20 nodes and 10,000 objects, a 1,000 events/s stream (chromium)', run: consoleBench },
 ];
 
 const args = process.argv.slice(2);

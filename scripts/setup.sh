@@ -3,7 +3,7 @@
 #  - Debian's etcd (server + etcdctl) and python3-nacl (the envelope interop test)
 #  - npm packages (npm ci) and the TypeScript build (dist/)
 #  - with --test only: what the test suite needs besides — python3-nacl, openssl,
-#    systemd-analyze, jq (apt); a kube-apiserver and kubectl (scripts/kube-apiserver.sh)
+#    systemd-analyze, jq, chromium (apt); a kube-apiserver and kubectl (scripts/kube-apiserver.sh)
 #    for the Kubernetes tests and etcd 3.6 (scripts/etcd.sh) for `npm test`'s etcd 3.6
 #    suites, each from the cache (~/.cache/confsync) or built once from Go modules. When
 #    one is neither cached nor buildable (no Go), it exits 1 with one line naming them.
@@ -28,6 +28,7 @@ if [ "$for_tests" = 1 ]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)         # the unit's security score test
   command -v flock >/dev/null 2>&1 || need_apt+=(util-linux)                # the Go build scripts' lock
   command -v jq >/dev/null 2>&1 || need_apt+=(jq)                           # docs/operations.md's log recipes (test/ops-docs.test.ts)
+  [ -x /usr/bin/chromium ] || need_apt+=(chromium)                           # the console's browser tests (test/console.test.ts, via playwright-core)
 fi
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if [ ${#need_apt[@]} -gt 0 ]; then

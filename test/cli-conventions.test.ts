@@ -89,7 +89,8 @@ test('completion bash: generated from the command tree; sourced in bash, it comp
     assert.equal(r.status, 0, r.stderr);
     return r.stdout.split('\n').filter(Boolean);
   };
-  assert.deepEqual(complete('confsync', 'con'), ['config']);
+  assert.deepEqual(complete('confsync', 'con'), ['config', 'console']);
+  assert.deepEqual(complete('confsync', 'conf'), ['config']);
   assert.deepEqual(complete('confsync', 'config', 's'), ['set']);
   assert.deepEqual(complete('confsync', 'secret', 'l'), ['ls']);
   assert.deepEqual(complete('confsync', 'config', 'get', '--mer'), ['--merged']);
@@ -115,7 +116,7 @@ test('completion zsh and fish: the scripts parse (zsh -n, fish -n) and complete 
     fs.writeFileSync(path.join(dir, 'c.fish'), ok(['completion', 'fish']).stdout);
     const n = spawnSync('fish', ['-n', 'c.fish'], { cwd: dir, encoding: 'utf8' });
     assert.equal(n.status, 0, n.stderr);
-    const r = spawnSync('fish', ['-c', 'source c.fish; complete -C "confsync config s"; complete -C "confsync con"'], { cwd: dir, encoding: 'utf8' });
+    const r = spawnSync('fish', ['-c', 'source c.fish; complete -C "confsync config s"; complete -C "confsync conf"'], { cwd: dir, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(r.stdout.split('\n').filter(Boolean).map((l) => l.split('\t')[0]), ['set', 'config']);
   }

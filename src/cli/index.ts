@@ -19,6 +19,7 @@ import { registerRollout } from './rollout.js';
 import { registerVersion } from './version.js';
 import { registerCompletion } from './completion.js';
 import { registerTemplate } from './template.js';
+import { registerConsole } from './console.js';
 
 export function buildProgram(): Command {
   const program = new Command('confsync')
@@ -49,6 +50,7 @@ Completion: source <(confsync completion bash)   (zsh: the same with zsh; fish: 
   registerVersion(program);
   registerCompletion(program);
   registerTemplate(program);
+  registerConsole(program);
   return program;
 }
 

@@ -1,0 +1,100 @@
+// The page's one EventSource (/api/stream, opened by boot.js) feeds this store; whatever arrives in
+// one animation frame is applied at once and rendered once. No polling.
+import { useEffect, useState } from 'preact/hooks';
+import { listen, source } from './boot.js';
+
+/** Events kept in the page (newest first); older ones fall off. */
+export const KEEP = 5000;
+
+export const store = {
+  state: 'connecting', detail: '', prefix: '', matrix: null, objects: 0,
+  events: [], paused: false, pending: [], pendingCount: 0, rate: 0, version: 0,
+};
+const subscribers = new Set();
+let incoming = [];
+let nextMatrix = null;
+let scheduled = false;
+let arrivals = [];
+
+function changed() {
+  store.version++;
+  for (const fn of subscribers) fn(store.version);
+}
+
+/** Apply everything that arrived since the last frame: one state change, one render. */
+function frame() {
+  scheduled = false;
+  if (nextMatrix) {
+    store.matrix = nextMatrix.matrix;
+    store.objects = nextMatrix.objects;
+    nextMatrix = null;
+  }
+  if (incoming.length > 0) {
+    const batch = incoming.reverse();
+    incoming = [];
+    if (store.paused) {
+      store.pending = batch.concat(store.pending).slice(0, KEEP);
+      store.pendingCount += batch.length;
+    } else {
+      store.events = batch.concat(store.events).slice(0, KEEP);
+    }
+  }
+  const now = performance.now();
+  arrivals = arrivals.filter((a) => now - a.t < 1000);
+  store.rate = arrivals.reduce((s, a) => s + a.n, 0);
+  changed();
+}
+
+function schedule() {
+  if (!scheduled) {
+    scheduled = true;
+    requestAnimationFrame(frame);
+  }
+}
+
+export function setPaused(paused) {
+  store.paused = paused;
+  if (!paused) {
+    store.events = store.pending.concat(store.events).slice(0, KEEP);
+    store.pending = [];
+    store.pendingCount = 0;
+  }
+  changed();
+}
+
+/** One stream message into the store (boot.js opened the stream and hands them over in order). */
+function receive(type, data) {
+  const msg = JSON.parse(data);
+  if (type === 'hello') {
+    performance.mark('hello-parsed');
+    store.prefix = msg.prefix;
+    store.state = msg.state;
+    nextMatrix = { matrix: msg.matrix, objects: msg.objects };
+    // A reconnect starts afresh: the server's recent events replace ours.
+    store.events = msg.recent.slice().reverse();
+  } else if (type === 'events') {
+    for (const e of msg.events) incoming.push(e);
+    arrivals.push({ t: performance.now(), n: msg.events.length });
+  } else if (type === 'matrix') {
+    nextMatrix = msg;
+  } else if (type === 'state') {
+    store.state = msg.state;
+    store.detail = msg.detail || '';
+  }
+  schedule();
+}
+
+export function useStore() {
+  const [, set] = useState(0);
+  useEffect(() => {
+    subscribers.add(set);
+    return () => subscribers.delete(set);
+  }, []);
+  return store;
+}
+
+listen(receive);
+source.onerror = () => {
+  store.state = 'disconnected (reconnecting)';
+  schedule();
+};
