@@ -8,7 +8,7 @@
  * node stopped with SIGTERM turns "gone"; the object view shows scopes, the winning
  * override and history; no response body holds a secret value or an envelope; every
  * response has the CSP. How fast: the delays are printed, bench/console.ts measures.
- * The run writes docs/console/*.png (the screenshots docs/console.md shows).
+ * The run takes the screenshots docs/console.md shows (into docs/console/ with CONFSYNC_SCREENSHOTS=docs).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +27,9 @@ import { startEtcd } from './harness/etcd.js';
 import { CHROMIUM, launchChromium, startConsole } from './harness/console.js';
 
 const P = '/confsync';
-const SHOTS = fileURLToPath(new URL('../../docs/console/', import.meta.url));
+// docs/console/*.png when CONFSYNC_SCREENSHOTS=docs (to refresh the committed ones); else a temp dir,
+// so that `npm test` leaves the work tree clean. The screenshots are taken either way.
+const SHOTS = process.env.CONFSYNC_SCREENSHOTS === 'docs' ? fileURLToPath(new URL('../../docs/console/', import.meta.url)) : fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-shots-'));
 const skip = fs.existsSync(CHROMIUM) ? false : `chromium not found at ${CHROMIUM}: browser tests skipped (scripts/setup.sh --test installs Debian's chromium)`;
 
 test('console: matrix, stream, pause, filter, object view, XSS as text, stopped node, no secret in any response', { skip }, async () => {

@@ -1,5 +1,8 @@
 /**
- * Fault: the daemon is SIGKILLed at 200 random points and restarted each time,
+ * Fault: the daemon is SIGKILLed at 200 random points and restarted each time
+ * (120 kills starting from etcd's list, 80 with an identity, so each start reads
+ * the local snapshot and its journal — one a kill may have cut mid-append — and
+ * resumes the watch from it when etcd still holds its revision),
  * while a writer keeps changing a 5-key object (self-checking, versioned values)
  * and creates/deletes 8 other objects. The kill lands a random 0–150 ms after
  * one of three points of the new process's life, in turn: its first log line,
@@ -20,14 +23,21 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { generateIdentity, writeIdentityFile } from '../../src/envelope/identity.js';
 import { startEtcd } from '../harness/etcd.js';
 import { DaemonProcess, until } from '../harness/daemon.js';
 import { commit, commitUntilAcked, faultValue, logLines, parseFaultValue, startSampler, writerClient } from './etcd-cluster.js';
 
 const P = '/confsync';
-const KILLS = Number(process.env.CONFSYNC_CRASH_KILLS ?? 200);
+/** Kills of the run without a snapshot; the run with one gets two thirds as many. */
+const KILLS = Number(process.env.CONFSYNC_CRASH_KILLS ?? 120);
+const VARIANTS = [
+  { snapshot: false, kills: KILLS },
+  { snapshot: true, kills: Math.max(1, Math.round((KILLS * 2) / 3)) },
+];
 const MAX_DELAY_MS = 150;
 const PACE_MS = 25;
 const BUSY_KEYS = ['alpha', 'beta', 'gamma', 'delta', 'epsilon'];
@@ -71,20 +81,23 @@ function leftovers(dir: string, keys: string[]): string[] {
 
 function phaseOf(log: string): { phase: Phase; written: number } {
   const lines = logLines(log);
-  const listed = lines.find((l) => l.msg === 'listed etcd; reconciling everything');
+  const listed = lines.find((l) => l.msg === 'listed etcd; reconciling everything' || l.msg === 'caught up from the local snapshot; reconciling everything');
   const written = lines.filter((l) => l.msg === 'object written');
-  if (!lines.some((l) => l.msg === 'etcd source state' && l.state === 'listing')) return { phase: 'boot', written: written.length };
+  if (!lines.some((l) => l.msg === 'etcd source state')) return { phase: 'boot', written: written.length };
   if (!listed) return { phase: 'listing', written: written.length };
   // A projection of a revision newer than the snapshot came from the watch.
   if (written.some((l) => l.revision > listed.revision)) return { phase: 'watching', written: written.length };
   return { phase: 'initial reconcile', written: written.length };
 }
 
-test(`daemon SIGKILLed at ${KILLS} random points under writes: 0 torn or mixed reads, restart converges (deletions included)`, async (t) => {
+for (const { snapshot, kills: KILLS } of VARIANTS)
+test(`daemon SIGKILLed at ${KILLS} random points under writes${snapshot ? ', each start from its local snapshot + journal' : ''}: 0 torn or mixed reads, restart converges (deletions included)`, async (t) => {
   const started = Date.now();
   const etcd = await startEtcd();
   const writer = writerClient([etcd.endpoint]);
-  const config = { cluster: 'eu', etcd: { endpoints: [etcd.endpoint] } };
+  const idDir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-crash-id-'));
+  if (snapshot) await writeIdentityFile(path.join(idDir, 'identity.key'), generateIdentity());
+  const config = { cluster: 'eu', etcd: { endpoints: [etcd.endpoint] }, ...(snapshot ? { identity: path.join(idDir, 'identity.key') } : {}) };
   const d = new DaemonProcess(config);
   let last: DaemonProcess | undefined;
   const spawned: DaemonProcess[] = [];
@@ -138,6 +151,8 @@ test(`daemon SIGKILLed at ${KILLS} random points under writes: 0 torn or mixed r
     let untouched = 0;
     let projections = 0;
     let removedBusy = 0;
+    let resumed = 0;
+    let journalCut = 0;
     const bootMs: number[] = [];
     const objects = ['busy', ...CHURN];
     const signature = (o: string) => {
@@ -161,7 +176,7 @@ test(`daemon SIGKILLed at ${KILLS} random points under writes: 0 torn or mixed r
           const onData = () => p.log.includes(text) && (proc.stdout!.off('data', onData), resolve());
           proc.stdout!.on('data', onData);
         });
-      const listed = seen('"msg":"listed etcd');
+      const listed = Promise.race([seen('"msg":"listed etcd'), seen('"msg":"caught up from the local snapshot')]);
       const projected = seen('"msg":"object written"');
       const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
       return { p, spawnedAt, first, listed, projected, exited };
@@ -191,6 +206,8 @@ test(`daemon SIGKILLed at ${KILLS} random points under writes: 0 torn or mixed r
       else untouched++;
       for (const l of left) cutShort[l] = (cutShort[l] ?? 0) + 1;
       before = after;
+      if (cur.p.log.includes('"msg":"caught up from the local snapshot')) resumed++;
+      if (cur.p.log.includes('snapshot journal read up to a bad record')) journalCut++;
       const { phase, written } = phaseOf(cur.p.log);
       phases[phase]++;
       projections += written;
@@ -265,6 +282,10 @@ test(`daemon SIGKILLed at ${KILLS} random points under writes: 0 torn or mixed r
     assert.equal(removedBusy, 0, 'processes that removed the busy object');
     assert.equal(busy.absent + busy.linksPending, 0, 'reader passes without the busy object or its key links');
     assert.equal(Object.values(phases).reduce((a, b) => a + b), KILLS);
+    if (snapshot) {
+      t.diagnostic(`killed processes that resumed from the local snapshot (no list): ${resumed}; that found the journal cut by the kill before them: ${journalCut}`);
+      assert.ok(resumed > 0, 'some starts resumed from the snapshot');
+    }
     assert.ok(last.running);
   } finally {
     writing = false;
@@ -273,6 +294,7 @@ test(`daemon SIGKILLed at ${KILLS} random points under writes: 0 torn or mixed r
     writer.close();
     for (const p of spawned) if (p.running) await p.signal('SIGKILL');
     await d.cleanup();
+    fs.rmSync(idDir, { recursive: true, force: true });
     await etcd.stop();
   }
 });
