@@ -81,7 +81,9 @@ export class Renderer {
 
   /** A reconcile observer: (1), (2). */
   readonly observe = (e: ReconcileEvent): void => {
-    if (e.type === 'desired') this.changed.add(e.id);
+    if (e.type === 'desired') {
+      if (this.states.length) this.changed.add(e.id); // no templates: nothing will ever read the set
+    }
     else if (e.type === 'idle' && this.states.length && this.opts.source.synced()) this.renderDue();
   };
 
