@@ -251,10 +251,15 @@ test('a template file that reads secrets into a world-readable file is refused a
     { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/x' }, { name: 'x', etcd: 'y', dest: '/tmp/x' }], want: /field templates\[1\]\.name: same name as templates\[0\]; field templates\[1\]\.dest: same dest as templates\[0\]/ },
     { templates: [{ name: 'Bad_Name', etcd: 'x', dest: '/tmp/x' }], want: /field templates\[0\]\.name: template name "Bad_Name" is not a DNS-1123 label/ },
     { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/x', mode: 644 }], want: /field templates\[0\]\.mode: must be a quoted octal mode/ },
+    // A directory dest (destFile): a plain name inside, nothing else inside it, not where the file sink keeps its objects.
+    { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: '../etc/passwd' }], want: /field templates\[0\]\.destFile: must be a plain file name/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: '..data' }], want: /field templates\[0\]\.destFile: must not be "\." or start with "\.\."/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: 'x.conf' }, { name: 'y', etcd: 'y', dest: '/tmp/d/y.conf' }], want: /field templates\[1\]\.dest: is inside templates\[0\]'s directory dest \/tmp\/d$/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: path.join(dir, 'out', 'secrets', 'app', 'env'), destFile: 'x.env' }], want: /field templates\[0\]\.dest: .*: a directory dest inside the file sink's .*secrets must be directly below it/ },
   ];
   for (const c of cases) assert.match(load(c.templates), c.want);
   // The same template is fine where its file is private: under the secrets root, or 0600/0400.
-  for (const t of [{ dest: path.join(dir, 'out', 'secrets', 'leak.conf') }, { dest: '/tmp/x', mode: '0400' }]) {
+  for (const t of [{ dest: path.join(dir, 'out', 'secrets', 'leak.conf') }, { dest: '/tmp/x', mode: '0400' }, { dest: path.join(dir, 'out', 'secrets', 'app'), destFile: 'leak.env' }]) {
     assert.equal(prepareTemplates(parseConfig(config([{ ...leak[0], ...t }]), 'c.yaml', {}, {}))[0]!.secrets, true);
   }
 });

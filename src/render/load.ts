@@ -25,6 +25,28 @@ export function secretsRoot(cfg: Config): string | undefined {
   return files ? (files.secretsRoot ?? path.join(files.root, 'secrets')) : undefined;
 }
 
+/** The path a service opens: dest, or <dest>/<destFile> (a link into `..data`) in the directory form. */
+export function renderedPath(t: TemplateConfig): string {
+  return t.destFile === undefined ? t.dest : path.join(t.dest, t.destFile);
+}
+
+/**
+ * Why a directory dest would clash with the file sink, if it would: the sink
+ * takes any `..data` dir two levels below a kind root for one of its objects
+ * (`<kind root>/<namespace>/<name>`) and prunes it, and writes inside those.
+ */
+function sinkClash(cfg: Config, t: TemplateConfig): string | undefined {
+  const files = cfg.sinks.files;
+  if (t.destFile === undefined || !files) return undefined;
+  for (const root of [path.join(files.root, 'configmaps'), secretsRoot(cfg)!]) {
+    const rel = path.relative(path.resolve(root), path.resolve(t.dest));
+    if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel) && rel.split(path.sep).length > 1)) {
+      return `a directory dest inside the file sink's ${root} must be directly below it (deeper, the sink takes it for its own object dirs and prunes it)`;
+    }
+  }
+  return undefined;
+}
+
 /**
  * A template may read secrets only when its file is as private as the secrets
  * files are: `dest` under the secrets root (0700 dirs, on tmpfs) or mode 0600/0400.
@@ -47,6 +69,8 @@ export function prepareTemplates(cfg: Config): PreparedTemplate[] {
     const field = `field templates[${index}]`;
     let engine = engines.get(t.missing);
     if (!engine) engines.set(t.missing, (engine = createEngine(t.missing)));
+    const clash = sinkClash(cfg, t);
+    if (clash) throw new UserError(`${field}.dest: ${t.dest}: ${clash}`);
     const secrets = secretsAllowed(cfg, t);
     if (!t.source) return { index, cfg: t, engine, secrets };
     let text: string;
