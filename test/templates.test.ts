@@ -125,6 +125,9 @@ test('check before the swap, reload after it; a failing check keeps the old file
   await level('info');
 
   const dest = path.join(dir, 'app.env');
+  // A second template in the directory form (destFile): it reads only the secret, so it renders once.
+  const envDir = path.join(dir, 'envdir');
+  fs.writeFileSync(path.join(dir, 'pw.tmpl'), 'DB_PASSWORD={{ secrets["default/db"].keys.password }}\n');
   const events = path.join(dir, 'events');
   fs.writeFileSync(
     path.join(dir, 'env.tmpl'),
@@ -155,6 +158,7 @@ test('check before the swap, reload after it; a failing check keeps the old file
           check: sh(`echo check >> '${events}'; cat '${dest}' > '${dir}/at-check' 2>/dev/null; ! grep -q BAD "$CONFSYNC_RENDERED_FILE"`),
           reload: { command: sh(`cp "$CONFSYNC_RENDERED_FILE" '${dir}/at-reload'; echo reload >> '${events}'`) },
         },
+        { name: 'pw', source: path.join(dir, 'pw.tmpl'), dest: envDir, destFile: 'pw.env', mode: '0400' },
       ],
     },
     dir,
@@ -167,6 +171,12 @@ test('check before the swap, reload after it; a failing check keeps the old file
     assert.equal(mode(dest), '600');
     await until(() => lines(events).length === 2, 'check and reload');
     assert.deepEqual(lines(events), ['check', 'reload']);
+    await until(() => readOr(path.join(envDir, 'pw.env')), 'the directory-form template');
+    assert.equal(readOr(path.join(envDir, 'pw.env')), `DB_PASSWORD=${secret}\n`);
+    const payloadDir = fs.readlinkSync(path.join(envDir, '..data'));
+    assert.deepEqual(fs.readdirSync(envDir).sort(), [payloadDir, '..data', 'pw.env'].sort());
+    assert.equal(fs.readlinkSync(path.join(envDir, 'pw.env')), '..data/pw.env');
+    assert.deepEqual([mode(envDir), mode(path.join(envDir, payloadDir)), mode(path.join(envDir, payloadDir, 'pw.env'))], ['700', '700', '400']);
 
     await level('debug');
     await until(() => lines(events).length === 4, 'second check and reload');
@@ -205,7 +215,8 @@ test('check before the swap, reload after it; a failing check keeps the old file
     const plan = cli(['plan', '--config', d.configFile]);
     assert.equal(plan.code, 0, plan.stderr);
     assert.match(plan.stdout, new RegExp(`^unchanged template env ${dest}$`, 'm'));
-    assert.match(plan.stdout, /0 of 1 template\(s\) would change/);
+    assert.match(plan.stdout, new RegExp(`^unchanged template pw ${envDir}/pw.env$`, 'm'));
+    assert.match(plan.stdout, /0 of 2 template\(s\) would change/);
 
     // Counted by template and result; the status key counts the refused check as an error and names the template.
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
