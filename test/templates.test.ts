@@ -266,11 +266,12 @@ test('a template file that reads secrets into a world-readable file is refused a
     { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: '../etc/passwd' }], want: /field templates\[0\]\.destFile: must be a plain file name/ },
     { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: '..data' }], want: /field templates\[0\]\.destFile: must not be "\." or start with "\.\."/ },
     { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: 'x.conf' }, { name: 'y', etcd: 'y', dest: '/tmp/d/y.conf' }], want: /field templates\[1\]\.dest: is inside templates\[0\]'s directory dest \/tmp\/d$/ },
-    { templates: [{ name: 'x', etcd: 'x', dest: path.join(dir, 'out', 'secrets', 'app', 'env'), destFile: 'x.env' }], want: /field templates\[0\]\.dest: .*: a directory dest inside the file sink's .*secrets must be directly below it/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: path.join(dir, 'out', 'secrets', 'app'), destFile: 'x.env' }], want: /field templates\[0\]\.dest: .*: a directory dest must not be inside the file sink's .*\/out\/secrets \(/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: path.join(dir, 'out', 'configmaps', 'a', 'b'), destFile: 'x.env' }], want: /field templates\[0\]\.dest: .*: a directory dest must not be inside the file sink's .*\/out\/configmaps \(/ },
   ];
   for (const c of cases) assert.match(load(c.templates), c.want);
   // The same template is fine where its file is private: under the secrets root, or 0600/0400.
-  for (const t of [{ dest: path.join(dir, 'out', 'secrets', 'leak.conf') }, { dest: '/tmp/x', mode: '0400' }, { dest: path.join(dir, 'out', 'secrets', 'app'), destFile: 'leak.env' }]) {
+  for (const t of [{ dest: path.join(dir, 'out', 'secrets', 'leak.conf') }, { dest: '/tmp/x', mode: '0400' }, { dest: path.join(dir, 'app'), destFile: 'leak.env', mode: '0400' }]) {
     assert.equal(prepareTemplates(parseConfig(config([{ ...leak[0], ...t }]), 'c.yaml', {}, {}))[0]!.secrets, true);
   }
 });

@@ -31,17 +31,19 @@ export function renderedPath(t: TemplateConfig): string {
 }
 
 /**
- * Why a directory dest would clash with the file sink, if it would: the sink
- * takes any `..data` dir two levels below a kind root for one of its objects
- * (`<kind root>/<namespace>/<name>`) and prunes it, and writes inside those.
+ * Why a directory dest would clash with the file sink, if it would. The sink
+ * reads everything below its kind roots as its own layout: a `<dir>/<file>`
+ * there is `<namespace>/<name>` to its drift watch (a hint for an object that
+ * does not exist, whose removal then meets our link and fails), and a dir two
+ * levels down is an object dir it prunes. So a directory dest stays outside
+ * them; mode "0600"/"0400" lets it read secrets anywhere.
  */
 function sinkClash(cfg: Config, t: TemplateConfig): string | undefined {
   const files = cfg.sinks.files;
   if (t.destFile === undefined || !files) return undefined;
   for (const root of [path.join(files.root, 'configmaps'), secretsRoot(cfg)!]) {
-    const rel = path.relative(path.resolve(root), path.resolve(t.dest));
-    if (rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel) && rel.split(path.sep).length > 1)) {
-      return `a directory dest inside the file sink's ${root} must be directly below it (deeper, the sink takes it for its own object dirs and prunes it)`;
+    if (isInside(t.dest, root)) {
+      return `a directory dest must not be inside the file sink's ${root} (the sink takes what is there for its own objects); choose a dir elsewhere (with mode "0600"/"0400" it may still read secrets)`;
     }
   }
   return undefined;
