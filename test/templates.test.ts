@@ -125,6 +125,9 @@ test('check before the swap, reload after it; a failing check keeps the old file
   await level('info');
 
   const dest = path.join(dir, 'app.env');
+  // A second template in the directory form (destFile): it reads only the secret, so it renders once.
+  const envDir = path.join(dir, 'envdir');
+  fs.writeFileSync(path.join(dir, 'pw.tmpl'), 'DB_PASSWORD={{ secrets["default/db"].keys.password }}\n');
   const events = path.join(dir, 'events');
   fs.writeFileSync(
     path.join(dir, 'env.tmpl'),
@@ -155,6 +158,7 @@ test('check before the swap, reload after it; a failing check keeps the old file
           check: sh(`echo check >> '${events}'; cat '${dest}' > '${dir}/at-check' 2>/dev/null; ! grep -q BAD "$CONFSYNC_RENDERED_FILE"`),
           reload: { command: sh(`cp "$CONFSYNC_RENDERED_FILE" '${dir}/at-reload'; echo reload >> '${events}'`) },
         },
+        { name: 'pw', source: path.join(dir, 'pw.tmpl'), dest: envDir, destFile: 'pw.env', mode: '0400' },
       ],
     },
     dir,
@@ -167,6 +171,12 @@ test('check before the swap, reload after it; a failing check keeps the old file
     assert.equal(mode(dest), '600');
     await until(() => lines(events).length === 2, 'check and reload');
     assert.deepEqual(lines(events), ['check', 'reload']);
+    await until(() => readOr(path.join(envDir, 'pw.env')), 'the directory-form template');
+    assert.equal(readOr(path.join(envDir, 'pw.env')), `DB_PASSWORD=${secret}\n`);
+    const payloadDir = fs.readlinkSync(path.join(envDir, '..data'));
+    assert.deepEqual(fs.readdirSync(envDir).sort(), [payloadDir, '..data', 'pw.env'].sort());
+    assert.equal(fs.readlinkSync(path.join(envDir, 'pw.env')), '..data/pw.env');
+    assert.deepEqual([mode(envDir), mode(path.join(envDir, payloadDir)), mode(path.join(envDir, payloadDir, 'pw.env'))], ['700', '700', '400']);
 
     await level('debug');
     await until(() => lines(events).length === 4, 'second check and reload');
@@ -205,7 +215,8 @@ test('check before the swap, reload after it; a failing check keeps the old file
     const plan = cli(['plan', '--config', d.configFile]);
     assert.equal(plan.code, 0, plan.stderr);
     assert.match(plan.stdout, new RegExp(`^unchanged template env ${dest}$`, 'm'));
-    assert.match(plan.stdout, /0 of 1 template\(s\) would change/);
+    assert.match(plan.stdout, new RegExp(`^unchanged template pw ${envDir}/pw.env$`, 'm'));
+    assert.match(plan.stdout, /0 of 2 template\(s\) would change/);
 
     // Counted by template and result; the status key counts the refused check as an error and names the template.
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -251,10 +262,16 @@ test('a template file that reads secrets into a world-readable file is refused a
     { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/x' }, { name: 'x', etcd: 'y', dest: '/tmp/x' }], want: /field templates\[1\]\.name: same name as templates\[0\]; field templates\[1\]\.dest: same dest as templates\[0\]/ },
     { templates: [{ name: 'Bad_Name', etcd: 'x', dest: '/tmp/x' }], want: /field templates\[0\]\.name: template name "Bad_Name" is not a DNS-1123 label/ },
     { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/x', mode: 644 }], want: /field templates\[0\]\.mode: must be a quoted octal mode/ },
+    // A directory dest (destFile): a plain name inside, nothing else inside it, not where the file sink keeps its objects.
+    { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: '../etc/passwd' }], want: /field templates\[0\]\.destFile: must be a plain file name/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: '..data' }], want: /field templates\[0\]\.destFile: must not be "\." or start with "\.\."/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: '/tmp/d', destFile: 'x.conf' }, { name: 'y', etcd: 'y', dest: '/tmp/d/y.conf' }], want: /field templates\[1\]\.dest: is inside templates\[0\]'s directory dest \/tmp\/d$/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: path.join(dir, 'out', 'secrets', 'app'), destFile: 'x.env' }], want: /field templates\[0\]\.dest: .*: a directory dest must not be inside the file sink's .*\/out\/secrets \(/ },
+    { templates: [{ name: 'x', etcd: 'x', dest: path.join(dir, 'out', 'configmaps', 'a', 'b'), destFile: 'x.env' }], want: /field templates\[0\]\.dest: .*: a directory dest must not be inside the file sink's .*\/out\/configmaps \(/ },
   ];
   for (const c of cases) assert.match(load(c.templates), c.want);
   // The same template is fine where its file is private: under the secrets root, or 0600/0400.
-  for (const t of [{ dest: path.join(dir, 'out', 'secrets', 'leak.conf') }, { dest: '/tmp/x', mode: '0400' }]) {
+  for (const t of [{ dest: path.join(dir, 'out', 'secrets', 'leak.conf') }, { dest: '/tmp/x', mode: '0400' }, { dest: path.join(dir, 'app'), destFile: 'leak.env', mode: '0400' }]) {
     assert.equal(prepareTemplates(parseConfig(config([{ ...leak[0], ...t }]), 'c.yaml', {}, {}))[0]!.secrets, true);
   }
 });

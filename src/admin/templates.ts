@@ -1,12 +1,13 @@
 import fs from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
 import type { Reconciler } from '../reconcile/reconciler.js';
-import { prepareTemplates } from '../render/load.js';
+import { prepareTemplates, renderedPath } from '../render/load.js';
 import { parseTemplate, renderTemplate, type SecretsAccess } from '../render/template.js';
 
 /** One template rendered off-line (`template render`, `plan`): its text, or why not. */
 export interface OfflineRender {
   name: string;
+  /** The path a service opens: dest, or <dest>/<destFile> for a directory dest. */
   dest: string;
   mode: string;
   text?: string;
@@ -26,7 +27,7 @@ export async function renderOffline(cfg: Config, reconciler: Reconciler, secrets
   for (const t of prepareTemplates(cfg)) {
     const c = t.cfg;
     if (only !== undefined && c.name !== only) continue;
-    const r: OfflineRender = { name: c.name, dest: c.dest, mode: `0${c.mode.toString(8)}` };
+    const r: OfflineRender = { name: c.name, dest: renderedPath(c), mode: `0${c.mode.toString(8)}` };
     results.push(r);
     let parsed = t.parsed;
     if (c.etcd) {
@@ -52,7 +53,7 @@ export async function renderOffline(cfg: Config, reconciler: Reconciler, secrets
     const { deps } = out;
     const readSecrets = deps.kinds.has('secrets') || deps.globs.some((g) => g.kind === 'secrets') || [...deps.ids].some((id) => id.startsWith('secrets/'));
     if (access === 'mask' && readSecrets) continue; // placeholders: no comparison with the real file
-    const current = await fs.readFile(c.dest).catch(() => undefined);
+    const current = await fs.readFile(r.dest).catch(() => undefined);
     r.action = !current ? 'create' : current.equals(Buffer.from(out.text, 'utf8')) ? 'unchanged' : 'update';
   }
   return results;

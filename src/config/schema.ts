@@ -1,7 +1,7 @@
 import os from 'node:os';
 import { z } from 'zod';
 import { clusterError, templateNameError } from '../keyspace.js';
-import { DEFAULT_STATE_DIR } from '../state/location.js';
+import { DEFAULT_STATE_DIR, isInside } from '../state/location.js';
 
 /**
  * The daemon's configuration, declared once: name, type, default and description
@@ -50,7 +50,15 @@ const template = z
     dest: z
       .string()
       .regex(/^\/[^\0]*[^/]$/, 'must be an absolute file path (only this config chooses where files go, never etcd)')
-      .describe('The file written (temp file beside it, fsync, rename). Secrets may be read only where dest is under the secrets root or mode is "0600"/"0400".'),
+      .describe(
+        'The file written (temp file beside it, fsync, rename); with destFile, the directory confsync manages kubelet-style (..data swap). Secrets may be read only where dest is under the secrets root or mode is "0600"/"0400".',
+      ),
+    destFile: z
+      .string()
+      .regex(/^[-._a-zA-Z0-9]{1,253}$/, 'must be a plain file name: letters, digits, "-", "_", "." (no "/"), at most 253')
+      .refine((s) => s !== '.' && !s.startsWith('..'), { message: 'must not be "." or start with ".." (names starting with ".." are the directory\'s own)' })
+      .optional()
+      .describe('Makes dest a directory: the file <dest>/<destFile> is a link into a payload dir swapped atomically via <dest>/..data, check running against the new payload before the swap.'),
     mode: mode.prefault('0644').describe('Mode of the written file.'),
     owner: z.number().int().min(0).optional().describe('Owner uid of the written file (default: the daemon user).'),
     group: z.number().int().min(0).optional().describe('Group gid of the written file.'),
@@ -153,6 +161,11 @@ export const configSchema = z.strictObject({
           if (first !== undefined) ctx.addIssue({ code: 'custom', path: [i, field], message: `same ${field} as templates[${first}]` });
           else seen.set(`${field}:${value}`, i);
         }
+      });
+      // A directory dest is confsync's alone: anything else written inside it is refused there, or pruned.
+      list.forEach((t, i) => {
+        const owner = list.findIndex((d, j) => j !== i && d.destFile !== undefined && isInside(t.dest, d.dest) && t.dest !== d.dest);
+        if (owner >= 0) ctx.addIssue({ code: 'custom', path: [i, 'dest'], message: `is inside templates[${owner}]'s directory dest ${list[owner]!.dest}` });
       });
     })
     .describe('Files rendered from keys with Liquid templates (README "Templates").'),

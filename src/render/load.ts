@@ -25,6 +25,30 @@ export function secretsRoot(cfg: Config): string | undefined {
   return files ? (files.secretsRoot ?? path.join(files.root, 'secrets')) : undefined;
 }
 
+/** The path a service opens: dest, or <dest>/<destFile> (a link into `..data`) in the directory form. */
+export function renderedPath(t: TemplateConfig): string {
+  return t.destFile === undefined ? t.dest : path.join(t.dest, t.destFile);
+}
+
+/**
+ * Why a directory dest would clash with the file sink, if it would. The sink
+ * reads everything below its kind roots as its own layout: a `<dir>/<file>`
+ * there is `<namespace>/<name>` to its drift watch (a hint for an object that
+ * does not exist, whose removal then meets our link and fails), and a dir two
+ * levels down is an object dir it prunes. So a directory dest stays outside
+ * them; mode "0600"/"0400" lets it read secrets anywhere.
+ */
+function sinkClash(cfg: Config, t: TemplateConfig): string | undefined {
+  const files = cfg.sinks.files;
+  if (t.destFile === undefined || !files) return undefined;
+  for (const root of [path.join(files.root, 'configmaps'), secretsRoot(cfg)!]) {
+    if (isInside(t.dest, root)) {
+      return `a directory dest must not be inside the file sink's ${root} (the sink takes what is there for its own objects); choose a dir elsewhere (with mode "0600"/"0400" it may still read secrets)`;
+    }
+  }
+  return undefined;
+}
+
 /**
  * A template may read secrets only when its file is as private as the secrets
  * files are: `dest` under the secrets root (0700 dirs, on tmpfs) or mode 0600/0400.
@@ -47,6 +71,8 @@ export function prepareTemplates(cfg: Config): PreparedTemplate[] {
     const field = `field templates[${index}]`;
     let engine = engines.get(t.missing);
     if (!engine) engines.set(t.missing, (engine = createEngine(t.missing)));
+    const clash = sinkClash(cfg, t);
+    if (clash) throw new UserError(`${field}.dest: ${t.dest}: ${clash}`);
     const secrets = secretsAllowed(cfg, t);
     if (!t.source) return { index, cfg: t, engine, secrets };
     let text: string;

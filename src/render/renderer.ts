@@ -6,9 +6,9 @@ import { printable, type ObjectId } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import { runCommand, sendSignal } from '../reactions/hooks.js';
 import type { ReconcileEvent } from '../reconcile/events.js';
-import type { PreparedTemplate } from './load.js';
+import { renderedPath, type PreparedTemplate } from './load.js';
 import { parseTemplate, renderTemplate, type Deps, type RenderOutcome } from './template.js';
-import { writeChecked } from './write.js';
+import { writeChecked, writeCheckedDir, type WriteOptions } from './write.js';
 
 /** What the renderer reads from the reconcile loop. */
 export interface RenderSource {
@@ -61,7 +61,8 @@ interface State {
  *      template whose source changed, or whose last render read one of those
  *      objects (`Deps`), is rendered, synchronously, from that one state;
  *  (3) its output is written (render/write.ts: identical bytes skipped, `check`
- *      before the atomic swap) and then `reload` runs; writes of one template
+ *      before the atomic swap — a rename, or for a directory dest the `..data`
+ *      link) and then `reload` runs; writes of one template
  *      are serial and only the latest output waits, so a slow check never
  *      queues stale files;
  *  (4) any failure keeps the old file and is reported by template name, never
@@ -163,7 +164,8 @@ export class Renderer {
   private async write(s: State, data: Buffer, scrub: (t: string) => string): Promise<void> {
     const c = s.t.cfg;
     const check = c.check;
-    const result = await writeChecked(c.dest, data, {
+    const live = renderedPath(c);
+    const opts: WriteOptions = {
       mode: c.mode,
       dirMode: s.t.secrets ? 0o700 : 0o755,
       uid: c.owner,
@@ -175,17 +177,18 @@ export class Renderer {
             return ok ? undefined : `check ${c.check![0]} refused the new file (${describe(fields, scrub)})`;
           }
         : undefined,
-    });
+    };
+    const result = c.destFile === undefined ? await writeChecked(c.dest, data, opts) : await writeCheckedDir(c.dest, c.destFile, data, opts);
     if (typeof result === 'object') return this.fail(s, result.refused);
     this.count(s, result);
     if (result === 'unchanged') return;
-    this.opts.logger.info({ template: c.name, dest: c.dest, bytes: data.length }, `template "${c.name}" written to ${c.dest}`);
+    this.opts.logger.info({ template: c.name, dest: live, bytes: data.length }, `template "${c.name}" written to ${live}`);
     if (!c.reload) return;
-    const env = { CONFSYNC_TEMPLATE: c.name, CONFSYNC_RENDERED_FILE: c.dest };
+    const env = { CONFSYNC_TEMPLATE: c.name, CONFSYNC_RENDERED_FILE: live };
     const { ok, fields } = c.reload.command ? await runCommand(c.reload.command, env, c.reload.timeoutSeconds * 1000) : await sendSignal(c.reload.signal!.pidFile, c.reload.signal!.name);
     if (ok) return;
     this.count(s, 'reloadFailed');
-    this.opts.logger.warn({ template: c.name, dest: c.dest, reload: describe(fields, scrub) }, `template "${c.name}": reload failed; ${c.dest} has the new content`);
+    this.opts.logger.warn({ template: c.name, dest: live, reload: describe(fields, scrub) }, `template "${c.name}": reload failed; ${live} has the new content`);
   }
 
   /** (4) */

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { AtomicWriter } from '../sink/atomic-writer.js';
+import { lstatOrUndefined } from '../sink/fs-safe.js';
 
 export interface WriteOptions {
   mode: number;
@@ -61,6 +63,56 @@ export async function writeChecked(dest: string, data: Buffer, opts: WriteOption
     return 'written';
   } catch (err) {
     await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** How a `check` refusal leaves the atomic writer: it removes the new payload dir and rethrows. */
+class CheckRefused extends Error {}
+
+/**
+ * The directory form (`dest` + `destFile`): `dir` is projected the way the file
+ * sink projects an object (sink/atomic-writer.ts), with one file in it:
+ *
+ *   <dir>/..2026_12_05_14_03_00_123.<hash>.Ab3dEf/<name>   the payload: mode and owner set before any byte
+ *   <dir>/..data -> ..2026_12_05_14_03_00_123.<hash>.Ab3dEf
+ *   <dir>/<name> -> ..data/<name>                          what the service opens
+ *
+ *  (1) `dir` is lstat-ed: a symbolic link there is refused, never followed (so
+ *      is a file, or a dir holding anything but confsync's own entries);
+ *  (2) identical bytes, mode and owner already live: nothing is written;
+ *  (3) a new payload dir with the file, written and fsynced;
+ *  (4) `check` runs against the file in the new payload dir; a failure removes
+ *      that dir and the old payload stays live;
+ *  (5) `..data` is swapped (temp link + rename: a reader opening `<dir>/<name>`
+ *      gets the whole old or the whole new file), `<name>` linked, the old
+ *      payload dir removed.
+ *
+ * (2)-(5) are the AtomicWriter's steps (1)-(6); `check` is its `beforeSwap`.
+ * Node has no openat(): a link swapped in for `dir` between (1) and the writer's
+ * own lstat is not caught — only whoever can write dest's parent can do that.
+ */
+export async function writeCheckedDir(dir: string, name: string, data: Buffer, opts: WriteOptions): Promise<WriteResult> {
+  // (1)
+  const st = lstatOrUndefined(dir);
+  if (st?.isSymbolicLink()) return { refused: `${dir} is a symbolic link; a directory dest is never followed (remove the link or choose another dest)` };
+  if (st && !st.isDirectory()) return { refused: `${dir} exists and is not a directory (a directory dest needs one confsync manages, or none)` };
+  const writer = new AtomicWriter({ fileMode: opts.mode, dirMode: opts.dirMode, uid: opts.uid, gid: opts.gid });
+  let refused: string | undefined;
+  try {
+    // (2)-(5)
+    return await writer.write(dir, new Map([[name, data]]), {
+      absent: !st,
+      ensureParent: async () => {
+        await fs.mkdir(path.dirname(dir), { recursive: true, mode: opts.dirMode });
+      },
+      beforeSwap: async (payloadDir) => {
+        refused = await opts.check?.(path.join(payloadDir, name));
+        if (refused !== undefined) throw new CheckRefused(refused);
+      },
+    });
+  } catch (err) {
+    if (err instanceof CheckRefused && refused !== undefined) return { refused };
     throw err;
   }
 }

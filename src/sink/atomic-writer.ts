@@ -37,7 +37,11 @@
  *      can be in its way, so steps 3-6 skip what only an old dir needs), then a
  *      new `..<timestamp>.<hash>.<random>` dir (mkdtemp); write each file
  *      (O_EXCL|O_NOFOLLOW create, write, chmod, chown, fsync; all files in
- *      parallel), fsync the dir.
+ *      parallel), fsync the dir. Then `beforeSwap`, if given, runs against the
+ *      complete new dir (a template's `check`): if it throws, the new dir (and
+ *      an object dir created by this call) is removed and the error rethrown —
+ *      nothing was swapped, so the old payload stays live. A failure in any
+ *      other part of (2) is handled the same way.
  *  (3) Point a temporary link `..data_tmp` at the new dir (relative) and rename
  *      it over `..data`: the atomic swap (fresh: the key links of step 4 are
  *      made first, then `..data` in place — a symlink appears whole — so the
@@ -83,6 +87,12 @@ export interface WriteOptions {
    * page-cache state, and a power loss takes the whole filesystem with it.
    */
   volatile?: boolean;
+  /**
+   * Runs at the end of step (2) with the new payload dir complete and fsynced,
+   * before anything is swapped. Throwing removes the new dir and rethrows: the
+   * old payload stays live (render/write.ts runs a template's `check` here).
+   */
+  beforeSwap?: (payloadDir: string) => Promise<void>;
 }
 
 export const DATA = '..data';
@@ -130,8 +140,18 @@ export class AtomicWriter {
       const failed = writes.find((w) => w.status === 'rejected');
       if (failed) throw failed.reason;
       if (durable) await fsyncDir(tsDir);
+      await opts.beforeSwap?.(tsDir);
     } catch (err) {
       rmSync(tsDir, { recursive: true, force: true });
+      // A dir made by this call holds nothing else now: leave no empty, unowned dir behind
+      // (if something appeared in it meanwhile, rmdir fails and the next write adopts it).
+      if (fresh) {
+        try {
+          rmdirSync(dir);
+        } catch {
+          /* not empty any more: adopted by the next write */
+        }
+      }
       throw err;
     }
     const tsName = path.basename(tsDir);
