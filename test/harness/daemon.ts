@@ -48,7 +48,10 @@ export class DaemonProcess {
   }
 
   start(): this {
-    this.proc = spawn(process.execPath, [MAIN, 'run', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // CONFSYNC_DAEMON_NODE_ARGS: Node flags for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+    // to profile a bench's daemon (Node refuses --cpu-prof in NODE_OPTIONS).
+    const nodeArgs = (process.env.CONFSYNC_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    this.proc = spawn(process.execPath, [...nodeArgs, MAIN, 'run', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.on('data', (d) => (this.log += d));
     this.proc.stderr!.on('data', (d) => (this.log += d));
     const p = this.proc;
