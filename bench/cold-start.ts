@@ -137,6 +137,7 @@ export async function coldStart(opts: ScenarioOptions & { objects?: number }): P
       daemon,
       port,
       target: { key: `/confsync/global/configmaps/${first.ns}/${first.name}/k0`, file: path.join(daemon.root, 'configmaps', first.ns, first.name, 'k0') },
+      settleSeconds: opts.quick ? 5 : 15,
       idleSeconds: opts.quick ? 10 : 60,
       puts: opts.quick ? 50 : 200,
     });

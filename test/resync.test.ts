@@ -23,6 +23,7 @@ function passes(sinks: Partial<Sink>[], applied = ALL.slice(0, 3)) {
     sinks: sinks as Sink[],
     logger,
     applied: () => applied.map(obj),
+    isApplied: (id) => applied.includes(id),
     check: (suspect, deep) => {
       runs.push({ checked: ALL.filter((id) => suspect(id as ObjectId)), deep });
       done();

@@ -218,7 +218,7 @@ export const configSchema = z.strictObject({
     .number()
     .positive()
     .prefault(600)
-    .describe("How often the resync also looks at each file's metadata (an edit in place is restored then) and prunes; at most every resyncSeconds."),
+    .describe("How often the resync also looks at each payload dir's and file's metadata (a file added, removed or edited in place is restored then) and prunes; at most every resyncSeconds."),
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).prefault('info'),

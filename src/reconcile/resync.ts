@@ -18,8 +18,10 @@ import type { Sink } from '../sink/types.js';
 export interface ResyncPassOptions {
   sinks: Sink[];
   logger: Logger;
-  /** Objects applied with their desired state as it is now: the ones a sink can vouch for. */
-  applied: () => DesiredObject[];
+  /** Objects applied with their desired state as it is now: the ones a sink can vouch for (walked once per sink). */
+  applied: () => Iterable<DesiredObject>;
+  /** Whether `id` is one of `applied` now (asked at the end of the sweep). */
+  isApplied: (id: ObjectId) => boolean;
   /** Queue the full checks: `suspect(id)` says which objects need one. */
   check: (suspect: (id: ObjectId) => boolean, deep: boolean) => void;
 }
@@ -61,10 +63,9 @@ export class ResyncPasses {
   private async suspects(deep: boolean): Promise<(id: ObjectId) => boolean> {
     const { sinks } = this.opts;
     if (!sinks.every((s) => s.suspects)) return () => true;
-    const applied = this.opts.applied();
-    const vouched = new Set(applied.map((o) => o.id));
     const suspects = new Set<ObjectId>();
-    for (const sink of sinks) for (const id of await sink.suspects!(applied, deep)) suspects.add(id);
-    return (id) => suspects.has(id) || !vouched.has(id);
+    for (const sink of sinks) for (const id of await sink.suspects!(this.opts.applied(), deep)) suspects.add(id);
+    // An object applied while the sweep ran was checked by that apply; one changed since is dirty anyway.
+    return (id) => suspects.has(id) || !this.opts.isApplied(id);
   }
 }

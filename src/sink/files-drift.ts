@@ -10,8 +10,8 @@
  * that whole dir, so watching object dirs cost a rescan per write (once ~40 %
  * of the daemon's CPU per put), all for events that are our own anyway. A hand
  * change inside an object dir is found by the periodic resync: links and names
- * each `resyncSeconds` (FileSink.suspects: two lstats per object), an edit in
- * place each `verifySeconds` (an lstat per file) — where kubelet, which watches
+ * each `resyncSeconds` (FileSink.suspects: an lstat per object), a payload file
+ * added, removed or edited in place each `verifySeconds` (an lstat per file) — where kubelet, which watches
  * nothing, reads every file at its next sync. Our own writes never chmod an existing object dir
  * (atomic-writer.ts): that would be an event in the namespace dir.
  *

@@ -165,9 +165,9 @@ export class FileSink implements Sink {
   }
 
   /**
-   * The resync's cheap pass (Sink.suspects): per object two lstats (object dir,
-   * payload dir) against what the writer saw when it last found the object up to
-   * date; `deep`: also each file's. Synchronous calls in slices, so a put waits
+   * The resync's cheap pass (Sink.suspects): per object one lstat (the object
+   * dir) against what the writer saw when it last found the object up to date;
+   * `deep`: also the payload dir's and each file's. Synchronous calls in slices, so a put waits
    * at most one slice. An object whose apply is in flight, whose desired hash is
    * not the one applied, or that was never found up to date is a suspect.
    */
