@@ -84,10 +84,17 @@ function receive(type, data) {
   schedule();
 }
 
+/**
+ * The store, and a re-render on every change. Effects run after the browser paints, so a
+ * change can land between this render and the subscription (the matrix arriving while the
+ * first screen paints): the effect compares versions and renders again if it missed one.
+ */
 export function useStore() {
   const [, set] = useState(0);
+  const rendered = store.version;
   useEffect(() => {
     subscribers.add(set);
+    if (store.version !== rendered) set(store.version);
     return () => subscribers.delete(set);
   }, []);
   return store;
