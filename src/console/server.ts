@@ -1,7 +1,8 @@
 /**
  * The console's HTTP side (node:http, no framework: seven routes). Read-only.
  *
- *   GET  /                      the page (web/index.html)
+ *   GET  /                      the page (web/index.html) with its first screenful of the
+ *                               matrix inside, as a JSON data block (page.ts)
  *   GET  /assets/<file>         the page's script and style, preact, preact/hooks, htm
  *   GET  /api/stream            server-sent events: `hello` (matrix, recent events), then
  *                               `events`, `matrix`, `state` as the feed (feed.ts) sends them
@@ -10,6 +11,8 @@
  *
  * Every response carries a strict Content-Security-Policy (no inline script but the
  * import map, allowed by its hash; no inline style, no eval, no framing) and nosniff.
+ * The page's data block is not script to the browser (never executed), so the policy
+ * stays as it is; page.ts escapes it so that nothing in it can end the element.
  * With a token (non-loopback), every route but /login and its style needs
  * `Authorization: Bearer <token>` or the session cookie /login set; comparisons are
  * constant-time. Without one (loopback), the Host header must name the loopback
@@ -27,6 +30,7 @@ import { printable, type Keyspace } from '../keyspace.js';
 import type { Logger } from '../log.js';
 import type { Feed, FeedMessage } from './feed.js';
 import { readObject, refFrom } from './objects.js';
+import { firstScreen, pageParts, renderPage } from './page.js';
 
 export interface ConsoleServerOptions {
   host: string;
@@ -55,10 +59,10 @@ const SESSIONS_MAX = 1000;
 const WEB = new URL('./web/', import.meta.url);
 const TYPES: Record<string, string> = { js: 'text/javascript; charset=utf-8', mjs: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8', html: 'text/html; charset=utf-8' };
 
-function loadAssets(): { assets: Map<string, Asset>; index: Buffer; login: Buffer; importMapHash: string } {
+function loadAssets(): { assets: Map<string, Asset>; index: { before: Buffer; after: Buffer }; login: Buffer; importMapHash: string } {
   const read = (url: URL | string) => fs.readFileSync(typeof url === 'string' ? url : fileURLToPath(url));
   const assets = new Map<string, Asset>();
-  for (const file of ['app.js', 'boot.js', 'store.js', 'events.js', 'matrix.js', 'object.js', 'style.css']) {
+  for (const file of ['app.js', 'store.js', 'events.js', 'matrix.js', 'object.js', 'style.css']) {
     assets.set(file, { body: read(new URL(file, WEB)), type: TYPES[file.split('.').pop()!]! });
   }
   // The libraries' ES module builds, straight from node_modules (no bundler).
@@ -69,7 +73,7 @@ function loadAssets(): { assets: Map<string, Asset>; index: Buffer; login: Buffe
   const index = read(new URL('index.html', WEB));
   const map = /<script type="importmap">([\s\S]*?)<\/script>/.exec(index.toString());
   if (!map) throw new Error('console: web/index.html has no import map');
-  return { assets, index, login: read(new URL('login.html', WEB)), importMapHash: createHash('sha256').update(map[1]!).digest('base64') };
+  return { assets, index: pageParts(index), login: read(new URL('login.html', WEB)), importMapHash: createHash('sha256').update(map[1]!).digest('base64') };
 }
 
 const sha = (s: string | Buffer) => createHash('sha256').update(s).digest();
@@ -116,6 +120,9 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<{ url
   let allowedHosts = new Set<string>();
   const hostOk = (req: http.IncomingMessage) => tokenHash !== undefined || allowedHosts.has((req.headers.host ?? '').toLowerCase());
 
+  /** Where things stand: the page's first screen (cut to its first rows) and the stream's hello. */
+  const current = () => ({ prefix: o.ks.prefix, state: o.feed.state, matrix: o.feed.model.matrix(Date.now()), objects: o.feed.model.objectCount });
+
   const stream = (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (streams.size >= SSE_MAX_CLIENTS) return json(res, 503, { error: `${SSE_MAX_CLIENTS} pages are open already; close one` });
     res.writeHead(200, headers('text/event-stream; charset=utf-8', { Connection: 'keep-alive' }));
@@ -127,9 +134,7 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<{ url
       }
     };
     res.write('retry: 1000\n\n');
-    write('hello', {
-      prefix: o.ks.prefix, state: o.feed.state, matrix: o.feed.model.matrix(Date.now()), objects: o.feed.model.objectCount, recent: o.feed.recent,
-    });
+    write('hello', { ...current(), recent: o.feed.recent });
     const off = o.feed.subscribe((m: FeedMessage) => write(m.type, m));
     const ping = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
     streams.add(res);
@@ -173,7 +178,7 @@ export async function startConsoleServer(o: ConsoleServerOptions): Promise<{ url
       return json(res, 401, { error: 'a bearer token is required (Authorization: Bearer …, or sign in at /login)' });
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'the console is read-only' });
-    if (url.pathname === '/') return send(res, 200, TYPES.html!, index);
+    if (url.pathname === '/') return send(res, 200, TYPES.html!, renderPage(index, firstScreen(current())));
     if (url.pathname.startsWith('/assets/')) {
       const a = assets.get(url.pathname.slice('/assets/'.length));
       return a ? send(res, 200, a.type, a.body) : json(res, 404, { error: 'no such asset' });

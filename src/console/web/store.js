@@ -1,7 +1,9 @@
-// The page's one EventSource (/api/stream, opened by boot.js) feeds this store; whatever arrives in
-// one animation frame is applied at once and rendered once. No polling.
+// The page's one EventSource (/api/stream) feeds this store; whatever arrives in one animation
+// frame is applied at once and rendered once. No polling. Until the stream's first message,
+// the store holds the page's first screen: the data block the server put in the page
+// (page.ts: the first rows of the matrix and the header's fields), so the page paints
+// those without waiting for the stream.
 import { useEffect, useState } from 'preact/hooks';
-import { listen, source } from './boot.js';
 
 /** Events kept in the page (newest first); older ones fall off. */
 export const KEEP = 5000;
@@ -10,6 +12,16 @@ export const store = {
   state: 'connecting', detail: '', prefix: '', matrix: null, objects: 0,
   events: [], paused: false, pending: [], pendingCount: 0, rate: 0, version: 0,
 };
+// The data block's text is JSON (never executed: type application/json). A matrix from it
+// carries `rowsTotal` beyond its rows: the view knows the rest is still to come. The state
+// stays "connecting" until the stream answers: what the block shows is not live yet.
+const first = document.getElementById('first-screen');
+if (first) {
+  const screen = JSON.parse(first.textContent);
+  store.prefix = screen.prefix;
+  store.objects = screen.objects;
+  store.matrix = screen.matrix;
+}
 const subscribers = new Set();
 let incoming = [];
 let nextMatrix = null;
@@ -62,7 +74,7 @@ export function setPaused(paused) {
   changed();
 }
 
-/** One stream message into the store (boot.js opened the stream and hands them over in order). */
+/** One stream message into the store. */
 function receive(type, data) {
   const msg = JSON.parse(data);
   if (type === 'hello') {
@@ -84,16 +96,29 @@ function receive(type, data) {
   schedule();
 }
 
+/**
+ * The store, and a re-render on every change. Effects run after the browser paints, so a
+ * change can land between this render and the subscription (the matrix arriving while the
+ * first screen paints): the effect compares versions and renders again if it missed one.
+ */
 export function useStore() {
   const [, set] = useState(0);
+  const rendered = store.version;
   useEffect(() => {
     subscribers.add(set);
+    if (store.version !== rendered) set(store.version);
     return () => subscribers.delete(set);
   }, []);
   return store;
 }
 
-listen(receive);
+const source = new EventSource('/api/stream');
+for (const type of ['hello', 'events', 'matrix', 'state']) {
+  source.addEventListener(type, (m) => {
+    if (type === 'hello') performance.mark('hello-received');
+    receive(type, m.data);
+  });
+}
 source.onerror = () => {
   store.state = 'disconnected (reconnecting)';
   schedule();
