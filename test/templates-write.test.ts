@@ -154,6 +154,8 @@ test('a directory dest: the file goes live by a ..data swap, check runs on the n
 
     t.set('two');
     await until(() => readOr(t.dest) === 'v=two\n', 'second file');
+    // The new file is readable from the ..data swap on; the old payload dir goes after it, then the reload runs.
+    await until(() => t.counts().written === 2 && lines('reloads').length === 2, 'the second render and its reload done');
     assert.equal(readOr(path.join(t.dir, 'at-check')), 'v=one\n', 'the check ran while the old file was live');
     assert.notEqual(target(), first);
     assert.deepEqual(entries(t.out), [target(), '..data', 't.conf'].sort(), 'the old payload dir is gone');
