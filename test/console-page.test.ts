@@ -19,7 +19,7 @@ import { dataBlockText, FIRST_ROWS, FIRST_SCREEN_ID } from '../src/console/page.
 import { startConsoleServer } from '../src/console/server.js';
 import { Keyspace } from '../src/keyspace.js';
 import { createLogger } from '../src/log.js';
-import { CHROMIUM, launchChromium } from './harness/console.js';
+import { CHROMIUM, launchChromium, watchPage } from './harness/console.js';
 
 const BREAKOUT = '</script><script>alert(1)</script>';
 
@@ -92,13 +92,7 @@ test('the page in chromium, its stream refused: the block\'s names render as tex
   try {
     const page = await chrome.newPage({ viewport: { width: 1280, height: 800 } });
     page.setDefaultTimeout(10_000);
-    const dialogs: string[] = [];
-    page.on('dialog', (d) => {
-      dialogs.push(d.message());
-      void d.dismiss();
-    });
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
+    const { dialogs, errors } = watchPage(page);
     // No stream: what the page shows can only come from the data block.
     await page.route('**/api/stream', (r) => r.abort());
     await page.goto(server.url);

@@ -24,7 +24,7 @@ import { seal } from '../src/envelope/envelope.js';
 import { generateIdentity, recipientOf, writeIdentityFile } from '../src/envelope/identity.js';
 import { DaemonProcess, MAIN, until } from './harness/daemon.js';
 import { startEtcd } from './harness/etcd.js';
-import { CHROMIUM, launchChromium, startConsole } from './harness/console.js';
+import { CHROMIUM, launchChromium, startConsole, watchPage } from './harness/console.js';
 
 const P = '/confsync';
 // docs/console/*.png when CONFSYNC_SCREENSHOTS=docs (to refresh the committed ones); else a temp dir,
@@ -84,13 +84,7 @@ test('console: matrix, stream, pause, filter, object view, XSS as text, stopped 
     chrome = await launchChromium();
     const page: Page = await chrome.newPage({ viewport: { width: 1280, height: 720 } });
     page.setDefaultTimeout(10_000);
-    const dialogs: string[] = [];
-    page.on('dialog', (d) => {
-      dialogs.push(d.message());
-      void d.dismiss();
-    });
-    const pageErrors: string[] = [];
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    const { dialogs, errors: pageErrors } = watchPage(page);
     page.on('response', async (res) => {
       if (res.url().endsWith('/api/stream')) return;
       const h = res.headers();

@@ -5,7 +5,7 @@
  * (a closed network: no background requests, no QUIC, no first-run work).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { MAIN, until } from './daemon.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
@@ -28,4 +28,15 @@ export async function launchChromium(): Promise<Browser> {
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
+}
+
+/** What a page did that a test of untrusted text forbids: dialogs opened (each dismissed) and script errors. */
+export function watchPage(page: Page): { dialogs: string[]; errors: string[] } {
+  const seen = { dialogs: [] as string[], errors: [] as string[] };
+  page.on('dialog', (d) => {
+    seen.dialogs.push(d.message());
+    void d.dismiss();
+  });
+  page.on('pageerror', (e) => seen.errors.push(e.message));
+  return seen;
 }

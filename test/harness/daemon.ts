@@ -80,10 +80,7 @@ export class DaemonProcess {
 
   async cleanup(): Promise<void> {
     // A profiled daemon writes its profile on a clean exit: ask first (5 s), then kill.
-    if (this.running && process.env.CONFSYNC_DAEMON_NODE_ARGS) {
-      this.proc!.kill('SIGTERM');
-      await Promise.race([this.exited, new Promise((r) => setTimeout(r, 5000))]);
-    }
+    if (this.running && process.env.CONFSYNC_DAEMON_NODE_ARGS) await Promise.race([this.signal('SIGTERM'), new Promise((r) => setTimeout(r, 5000))]);
     if (this.running) await this.signal('SIGKILL');
     // Fault loops (scripts/loop-test.sh) keep every daemon's log for a failed run's post-mortem.
     const keep = process.env.CONFSYNC_KEEP_DAEMON_LOGS;
