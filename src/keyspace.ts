@@ -234,7 +234,11 @@ export function printable(s: string): string {
   });
 }
 
-/** Parse a logical path (a key without its `PREFIX/`). */
+/**
+ * Parse a logical path (a key without its `PREFIX/`). A data, meta or template
+ * key's `logicalPath` is `rest` itself — the checks below prove it is the
+ * canonical form — so a store of 110,000 keys holds no rebuilt copy of each.
+ */
 export function parseKey(rest: string): ParsedKey {
   const parts = rest.split('/');
   let scope: Scope;
@@ -264,7 +268,7 @@ export function parseKey(rest: string): ParsedKey {
   if (parts[i] === TEMPLATES_DIR) {
     if (parts.length !== i + 2) return { type: 'invalid', reason: `expected ${scopePath(scope)}/${TEMPLATES_DIR}/<name>` };
     const err = templateNameError(parts[i + 1]!);
-    return err ? { type: 'invalid', reason: err } : { type: 'template', scope, name: parts[i + 1]!, logicalPath: templatePath(scope, parts[i + 1]!) };
+    return err ? { type: 'invalid', reason: err } : { type: 'template', scope, name: parts[i + 1]!, logicalPath: rest };
   }
   const [kind, namespace, name, key, ...extra] = parts.slice(i);
   if (!isKind(kind)) return { type: 'invalid', reason: `kind must be ${OBJECT_KINDS.join(' or ')}, not "${printable((kind ?? '').slice(0, 80))}"` };
@@ -274,10 +278,10 @@ export function parseKey(rest: string): ParsedKey {
   const err = namespaceError(namespace) ?? nameError(name);
   if (err) return { type: 'invalid', reason: err };
   const ref = { kind, namespace, name };
-  if (key === META_KEY) return { type: 'meta', scope, ...ref, logicalPath: logicalPath(scope, ref, key) };
+  if (key === META_KEY) return { type: 'meta', scope, ...ref, logicalPath: rest };
   const keyErr = dataKeyError(key);
   if (keyErr) return { type: 'invalid', reason: keyErr };
-  return { type: 'data', scope, ...ref, key, logicalPath: logicalPath(scope, ref, key) };
+  return { type: 'data', scope, ...ref, key, logicalPath: rest };
 }
 
 /** A rollout id as `confsync rollout start` makes it (`20261205-142100-3fa2`): safe in a key and on a terminal. */

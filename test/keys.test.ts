@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { clusterError, dataKeyError, nameError, namespaceError, parseKey, printable, type ParsedKey } from '../src/keyspace.js';
+import { clusterError, dataKeyError, logicalPath, META_KEY, nameError, namespaceError, parseKey, printable, templatePath, type ParsedKey } from '../src/keyspace.js';
 
 /**
  * The key layout is the public API (SPEC §1): one table of keys relative to the
@@ -167,6 +167,21 @@ test('parseKey: a data key parses to exactly the documented fields', () => {
     key: 'password',
     logicalPath: 'clusters/a/secrets/ns/db/password',
   });
+});
+
+test('parseKey: every valid data, meta and template key of the table has the canonical logical path (the store keeps the input as it)', () => {
+  let checked = 0;
+  for (const c of cases) {
+    const got = parseKey(c.key);
+    if (got.type === 'data' || got.type === 'meta') {
+      assert.equal(got.logicalPath, logicalPath(got.scope, got, got.type === 'meta' ? META_KEY : got.key), c.name);
+      checked++;
+    } else if (got.type === 'template') {
+      assert.equal(got.logicalPath, templatePath(got.scope, got.name), c.name);
+      checked++;
+    }
+  }
+  assert.ok(checked >= 8, `only ${checked} valid keys in the table`);
 });
 
 // Reasons end up in logs, status JSON and metrics labels: one line, no raw control bytes.

@@ -25,8 +25,7 @@
  *      outgrows half the full snapshot (so a start never reads more than ~1.5×);
  *  (3) a full write takes every key and mark, encodes and seals them a slice at
  *      a time with a fresh file key and id, the event loop getting a turn
- *      between slices (each key's JSON is built once while the key is
- *      unchanged: FragmentCache), writes `snapshot.tmp-<pid>` (0600), fsync,
+ *      between slices, writes `snapshot.tmp-<pid>` (0600), fsync,
  *      rename over `snapshot`, fsync the dir — a crash leaves the old file or the
  *      new one — then removes the old journal (it names the old id: left behind,
  *      it is ignored, never applied to the new snapshot). The first record after
@@ -44,7 +43,7 @@ import type { Logger } from '../log.js';
 import type { Kv, SourceEvent } from '../source/types.js';
 import { writeDurably } from './durable-file.js';
 import { SNAPSHOT_FILE } from './location.js';
-import { encodeSnapshotAsync, openSnapshot, SnapshotUnusable, type FragmentCache, type SnapshotContent } from './snapshot-format.js';
+import { encodeSnapshotAsync, openSnapshot, SnapshotUnusable, type SnapshotContent } from './snapshot-format.js';
 import { decodeJournal, encodeRecord, journalHeader } from './snapshot-journal.js';
 
 export { SNAPSHOT_FILE };
@@ -217,7 +216,6 @@ export class SnapshotWriter {
   private warned = false;
   private closed = false;
   private closing = false;
-  private readonly fragments: FragmentCache = new WeakMap();
 
   constructor(private readonly opts: SnapshotWriterOptions) {
     this.file = path.join(opts.stateDir, SNAPSHOT_FILE);
@@ -309,7 +307,7 @@ export class SnapshotWriter {
     const id = randomBytes(16).toString('hex');
     const fileKey = new Uint8Array(randomBytes(32));
     try {
-      const bytes = await encodeSnapshotAsync({ id, cluster: this.opts.cluster, prefix: this.opts.prefix, savedAt: new Date().toISOString(), ...state }, this.opts.publicKeys, { fragments: this.fragments, fileKey });
+      const bytes = await encodeSnapshotAsync({ id, cluster: this.opts.cluster, prefix: this.opts.prefix, savedAt: new Date().toISOString(), ...state }, this.opts.publicKeys, { fileKey });
       // dir 0700 only when we create it: an operator's own mode on an existing dir stays.
       await fs.mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
       await writeDurably(this.file, bytes);
