@@ -202,7 +202,15 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     });
     if (snapshot) writer.loaded(snapshot.revision);
   }
+  // Two clients (one TCP connection per member still: grpc-js shares it between
+  // channels of the same target and options): etcd3 closes every channel of a member
+  // when one of its own calls fails (the status lease's keepalive in an outage), and a
+  // closed channel's streams die at its next keepalive ping, up to 10 s later. With the
+  // watch on a client of its own, the status lease's troubles never end the watch, and
+  // the watch's never end the lease; together they once took turns killing each other's
+  // stream every 10 s after one etcd stall, for good.
   const client = createEtcdClient(cfg.etcd);
+  const statusClient = createEtcdClient(cfg.etcd);
   const source = new EtcdSource({
     client,
     prefixes: watchedPrefixes(cfg),
@@ -257,7 +265,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   const server = cfg.metrics.listen ? await serveMetrics(cfg.metrics.listen, metrics, health, () => metrics.sample(reconciler), logger) : undefined;
   const base = { cluster: cfg.cluster, node: cfg.node, startedAt: new Date().toISOString(), version: VERSION };
   status = new StatusReporter({
-    client,
+    client: statusClient,
     key: new Keyspace(cfg.etcd.prefix).statusKey(cfg.cluster, cfg.node),
     ttlSeconds: cfg.status.leaseTtlSeconds,
     intervalSeconds: cfg.status.intervalSeconds,
@@ -280,6 +288,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       server?.close();
       await source.close();
       client.close();
+      statusClient.close();
       // (5) of state/snapshot.ts: the last applied state, so the next start resumes from it.
       await writer?.close();
       await reconciler.close();

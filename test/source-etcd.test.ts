@@ -229,13 +229,13 @@ test('EtcdMembers: members in turn, a suspected one last (the longest-suspected 
     const members = new EtcdMembers(client, 10_000, () => now);
     const picks = (n: number) => Array.from({ length: n }, () => members.pick());
     assert.deepEqual(new Set(picks(3)), new Set([0, 1, 2]), 'each member in turn');
-    members.suspect(1, false);
+    members.suspect(1);
     assert.ok(!picks(6).includes(1), 'a suspected member is not used while others are fine');
     now += 1000;
-    members.suspect(0, false);
+    members.suspect(0);
     assert.deepEqual(picks(4), [2, 2, 2, 2]);
     now += 1000;
-    members.suspect(2, false);
+    members.suspect(2);
     assert.equal(members.pick(), 1, 'all suspected: the one suspected longest ago');
     now += 8000; // member 1 suspected 10 s ago: usable again
     assert.equal(members.pick(), 1);

@@ -57,10 +57,17 @@ export class EtcdMembers {
     return oldest;
   }
 
-  /** (a) Member `i` failed us. `dropChannel`: its connection may be stuck (a hung process keeps TCP up). */
-  suspect(i: number, dropChannel: boolean): void {
+  /**
+   * (a) Member `i` failed us. Its channel is kept: closing it (etcd3's
+   * resetAllServices) only half-closes the connection, and grpc-js ends every
+   * stream still on it at the next keepalive ping, up to 10 s later — a stream we
+   * had opened again meanwhile. A connection that is really dead (a hung host that
+   * keeps TCP up) is ended by the keepalive itself (10 s without traffic, then a
+   * ping unanswered for 5 s: etcd-client.ts), and a watch moves to another member
+   * at once anyway.
+   */
+  suspect(i: number): void {
     this.suspectedAt[i] = this.now();
-    if (dropChannel) this.pool.hosts[i]!.resetAllServices();
   }
 
   /** (c) A Watch stream on member `i`. */

@@ -25,8 +25,6 @@ export interface WatchSession {
   checkAtStart?: boolean;
 }
 
-/** Thrown when the member itself failed (not just the stream): suspect it, drop its channel. */
-export class MemberFailed extends Error {}
 
 /**
  * One Watch stream on one member: steps (2)–(6) of EtcdSource.
@@ -162,7 +160,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
       const check = (why: string) =>
         confirmAll().catch((err: Error) => {
           if (/OutOfRange|compacted/i.test(`${err.name} ${err.message}`)) return resolve('compacted');
-          fail(new MemberFailed(`${why}; a read on the same member failed too: ${err.message}`));
+          fail(new Error(`${why}; a read on the same member failed too: ${err.message}`));
         });
       stream.on('data', (res: IWatchResponse) => {
         lastAnswer = Date.now();
@@ -170,7 +168,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           logger.warn({ compactRevision: Number(res.compact_revision), wanted: Math.min(...revs) + 1 }, 'etcd compacted past our revision; re-listing');
           return resolve('compacted');
         }
-        if (res.canceled) return fail(new MemberFailed(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
+        if (res.canceled) return fail(new Error(`watch canceled by etcd: ${res.cancel_reason || 'no reason given'}`));
         if (res.created) return void ids.set(res.watch_id, ids.size); // creates are answered in the order sent
         if (res.events.length > 0) {
           const i = ids.get(res.watch_id);
@@ -212,7 +210,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
         s.onProgress();
         release(header);
       });
-      stream.on('error', (err: Error) => (members.noteError(err), fail(new MemberFailed(err.message))));
+      stream.on('error', (err: Error) => (members.noteError(err), fail(new Error(err.message))));
       stream.on('end', () => (signal.aborted ? resolve('closed') : fail(new Error('watch stream ended'))));
       onAbort = () => resolve('closed');
       signal.addEventListener('abort', onAbort, { once: true });
@@ -239,7 +237,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           stream.write({ progress_request: {} }); // liveness; progress where (c) allows, else a read when etcd is ahead
           return;
         }
-        if (progressAnswered) return fail(new MemberFailed(`etcd stopped answering on the watch stream for ${Math.round(silentMs / 1000)} s`));
+        if (progressAnswered) return fail(new Error(`etcd stopped answering on the watch stream for ${Math.round(silentMs / 1000)} s`));
         // Never answered on this stream: a silent member, or an endpoint without progress answers. A read tells which.
         readMode = true;
         void check('no answer to watch progress requests');

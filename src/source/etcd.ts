@@ -4,7 +4,7 @@ import type { Logger } from '../log.js';
 import { prefixEnd } from './etcd-client.js';
 import { EtcdMembers } from './etcd-members.js';
 import { isOutOfRange, isRefusal } from './etcd-errors.js';
-import { MemberFailed, runWatch, toKv } from './etcd-watch.js';
+import { runWatch, toKv } from './etcd-watch.js';
 import type { ConnectionState, Kv, Source, SourceEvent } from './types.js';
 
 /** How a start went: resumed from the local snapshot, listed, or served offline from it first. */
@@ -204,8 +204,8 @@ export class EtcdSource implements Source {
           this.opts.onStartMode?.('offline');
           emit({ type: 'snapshot', revision: resume.revision, kvs: resume.kvs, offline: true });
         }
-        // (4) Another member next time; a member that failed itself also loses its connection.
-        if (member !== undefined) this.members.suspect(member, err instanceof MemberFailed);
+        // (4) Another member next time.
+        if (member !== undefined) this.members.suspect(member);
         failures++;
         const ms = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(failures - 1, 10)) * (0.5 + Math.random() / 2);
         const reason = (err as Error).message;

@@ -52,8 +52,10 @@ export class DaemonProcess {
     // to profile a bench's daemon (Node refuses --cpu-prof in NODE_OPTIONS).
     const nodeArgs = (process.env.CONFSYNC_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean);
     this.proc = spawn(process.execPath, [...nodeArgs, MAIN, 'run', '--config', this.configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc.stdout!.on('data', (d) => (this.log += d));
-    this.proc.stderr!.on('data', (d) => (this.log += d));
+    // CONFSYNC_DAEMON_LOG_COPY: also append the daemon's output to this file (a bench's daemon log, with --trace-gc lines).
+    const copy = process.env.CONFSYNC_DAEMON_LOG_COPY ? fs.createWriteStream(process.env.CONFSYNC_DAEMON_LOG_COPY, { flags: 'a' }) : undefined;
+    this.proc.stdout!.on('data', (d) => ((this.log += d), copy?.write(d)));
+    this.proc.stderr!.on('data', (d) => ((this.log += d), copy?.write(d)));
     const p = this.proc;
     this.exited = new Promise((r) => p.once('exit', (code) => r(code)));
     return this;
