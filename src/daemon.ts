@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Config } from './config/schema.js';
 import { openVersioned } from './envelope/envelope.js';
@@ -13,7 +14,7 @@ import { Reconciler } from './reconcile/reconciler.js';
 import { replayGuarded } from './reconcile/secrets.js';
 import { HighWater } from './state/highwater.js';
 import { ensurePrivateDir } from './state/durable-file.js';
-import { DEFAULT_STATE_DIR, isInside, stateDirToRead } from './state/location.js';
+import { DEFAULT_STATE_DIR, FILE_STAMPS_FILE, isInside, stateDirToRead } from './state/location.js';
 import { loadSnapshot, SnapshotWriter, SourceKeys } from './state/snapshot.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
@@ -38,7 +39,8 @@ export function watchedPrefixes(cfg: Config): string[] {
 }
 
 /** Build the sinks a config asks for. Shared by the daemon and `plan`. */
-export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => boolean, kubeConfig?: KubeConfig): Promise<Sink[]> {
+/** `stampsFile`: the file sink keeps its stamps there across a restart (the daemon's; `plan` keeps none). */
+export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => boolean, kubeConfig?: KubeConfig, stampsFile?: string): Promise<Sink[]> {
   const sinks: Sink[] = [];
   const files = cfg.sinks.files;
   if (files) {
@@ -50,6 +52,7 @@ export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => 
       uid: files.uid,
       gid: files.gid,
       logger: logger.child({ sink: 'files' }),
+      stampsFile,
     });
     sinks.push(sink);
   }
@@ -134,7 +137,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   const kube = cfg.sinks.kubernetes;
   const kubeMod = kube?.enabled ? await import('./sink/kubernetes.js') : undefined;
   const kc = kube && kubeMod ? kubeMod.kubeConfigFor(kube) : undefined;
-  const sinks = await createSinks(cfg, logger, () => elector?.leader ?? true, kc);
+  const sinks = await createSinks(cfg, logger, () => elector?.leader ?? true, kc, path.join(cfg.stateDir, FILE_STAMPS_FILE));
   // `confsync dev` keeps its throw-away secrets next to its data and says so itself.
   if (files && !opts.secretsOnDiskOk) {
     const secretsRoot = files.secretsRoot ?? `${files.root}/secrets`;
@@ -177,6 +180,12 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     }, cfg.resyncSeconds * 1000);
     resync.unref();
     void (async () => {
+      // After the first local snapshot is written (saveSnapshot runs on this same idle
+      // step): both are one-off heaps of short-lived objects — the full snapshot's
+      // encode, the watch's first scan of every object dir — and one after the other
+      // the daemon's peak RSS is the larger of them, not their sum.
+      await new Promise((r) => setImmediate(r));
+      await writer?.flush();
       const started = Date.now();
       const late = sinks.filter((s) => s.watchDrift && s.driftFrom === 'firstSync');
       for (const sink of late) await sink.watchDrift!(reconciler.markDrift);

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rename, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
-import { statfsSync } from 'node:fs';
+import fs, { statfsSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -181,6 +182,52 @@ test('restart: the content hash in the payload dir name answers the first check 
   await writeFile(path.join(dir2, '..data/b'), 'BETA-2');
   assert.equal(await sink().apply(objs[2]!), 'written');
   assert.equal(await readFile(path.join(dir2, 'b'), 'utf8'), 'beta-2');
+});
+
+test('restart with stamps: one lstat answers each unchanged dir (no readdir of it); dirs changed while down are repaired; the file is used once', async (t) => {
+  const { parent, root, sink } = await scratch(t);
+  const stampsFile = path.join(parent, 'state', 'files-stamps.json');
+  const objs = Array.from({ length: 20 }, (_, i) => desired(i % 2 ? 'secrets' : 'configmaps', 'default', `app-${i}`, { a: `alpha-${i}`, b: `beta-${i}` }));
+  const first = sink({ stampsFile });
+  for (const o of objs) assert.equal(await first.apply(o), 'written');
+  await first.close();
+  assert.equal((await stat(stampsFile)).mode & 0o777, 0o600);
+
+  // While "down": a key link replaced by a file (the dir's mtime moves), a dir chmod-ed (its ctime and mode).
+  const dir0 = path.join(root, 'configmaps/default/app-0');
+  await unlink(path.join(dir0, 'a'));
+  await writeFile(path.join(dir0, 'a'), 'planted');
+  const dir2 = path.join(root, 'configmaps/default/app-2');
+  await chmod(dir2, 0o777);
+
+  // Every readdir the restarted sink makes (the writer's named import, kept in step by syncBuiltinESMExports).
+  const read: string[] = [];
+  const real = fs.readdirSync;
+  (fs as { readdirSync: unknown }).readdirSync = ((p: string, o?: unknown) => (read.push(String(p)), real(p as never, o as never))) as typeof fs.readdirSync;
+  syncBuiltinESMExports();
+  t.after(() => {
+    (fs as { readdirSync: unknown }).readdirSync = real;
+    syncBuiltinESMExports();
+  });
+  const restarted = sink({ stampsFile });
+  for (const o of objs) assert.equal(await restarted.apply(o), o.name === 'app-0' || o.name === 'app-2' ? 'written' : 'unchanged', o.id);
+  assert.equal(await readFile(path.join(dir0, 'a'), 'utf8'), 'alpha-0');
+  assert.equal(await mode(dir2), 0o755);
+  const untouched = objs.filter((o) => o.name !== 'app-0' && o.name !== 'app-2').map((o) => path.join(o.kind === 'secrets' ? path.join(root, 'secrets') : path.join(root, 'configmaps'), o.namespace, o.name));
+  assert.deepEqual(read.filter((p) => untouched.includes(p)), [], 'an unchanged dir with a matching stamp is not read');
+  await assert.rejects(stat(stampsFile), /ENOENT/, 'a stamp is good for one start');
+
+  // Without stamps (the file was used): every dir is read again, which is what the spy above would have seen.
+  read.length = 0;
+  const third = sink({ stampsFile });
+  for (const o of objs) assert.equal(await third.apply(o), 'unchanged', o.id);
+  assert.ok(untouched.every((d) => read.includes(d)), 'without stamps each dir is read');
+
+  // A malformed stamps file is ignored: every dir checked in full, nothing rewritten.
+  await third.close();
+  await writeFile(stampsFile, '{"v":1,"configmaps":[["x","y",[1],[2]]],"secrets":[]}');
+  const fourth = sink({ stampsFile });
+  for (const o of objs) assert.equal(await fourth.apply(o), 'unchanged', o.id);
 });
 
 test('key removed, object removed, list() only sees owned dirs', async (t) => {

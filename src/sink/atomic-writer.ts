@@ -33,6 +33,13 @@
  *      If it matches and nothing stale is left, return 'unchanged' having
  *      written nothing. A directory without `..data` is adopted only if it holds
  *      nothing but our own leftovers (a crash before the first swap).
+ *      After a restart the first quick check of a dir can rest on the previous
+ *      process's stamp (`carry`): the dir's lstat unchanged since that process
+ *      found it up to date (no entry added, removed, renamed or replaced, no
+ *      chmod or chown: each moves mtime or ctime) and the hash in its `..data`
+ *      target is this payload's — the quick check's answer, from one lstat
+ *      instead of a readdir and a readlink per key. What neither sees (a payload
+ *      file edited in place) waits for the deep pass, as between restarts.
  *  (2) Create the object dir if needed (one created now is "fresh": nothing
  *      can be in its way, so steps 3-6 skip what only an old dir needs), then a
  *      new `..<timestamp>.<hash>.<random>` dir (mkdtemp); write each file
@@ -105,13 +112,28 @@ interface Stamp {
   payloadDir: StatMark;
 }
 
+/** A stamp as handed to the next process (FileSink saves them at stop): object dir, `..data` target, the two lstat marks. */
+export type SavedStamp = [dir: string, target: string, dirMark: number[], payloadDirMark: number[]];
+
 export class AtomicWriter {
   /** Object dir -> its `..data` target and a digest of its files' lstat when their bytes last matched. */
   private readonly verified = new Map<string, string>();
   /** Object dir -> its stamp when it was last found up to date (dropped by any write or clear). */
   private readonly stamps = new Map<string, Stamp>();
+  /** Stamps of the previous process, each used at most once, by its dir's first quick check here (1). */
+  private readonly carried = new Map<string, Stamp>();
 
   constructor(private readonly opts: AtomicWriterOptions) {}
+
+  /** The stamps of the dirs found or left up to date, for the next process. */
+  savedStamps(): SavedStamp[] {
+    return Array.from(this.stamps, ([dir, s]) => [dir, s.target, [...s.dir], [...s.payloadDir]]);
+  }
+
+  /** Stamps the previous process saved (checked for shape by the caller). */
+  carry(saved: Iterable<SavedStamp>): void {
+    for (const [dir, target, dirMark, payloadDirMark] of saved) this.carried.set(dir, { dir: dirMark as unknown as StatMark, target, payloadDir: payloadDirMark as unknown as StatMark });
+  }
 
   /** Metadata calls are synchronous and only the fsyncs wait in the thread pool: fs-safe.ts says why. */
   async write(dir: string, payload: Payload, opts: WriteOptions = {}): Promise<'written' | 'unchanged'> {
@@ -219,6 +241,14 @@ export class AtomicWriter {
     const dirStat = lstatOrUndefined(dir);
     if (!dirStat) return false;
     notRealDir(dir, dirStat);
+    const carried = this.carried.get(dir);
+    if (carried) {
+      this.carried.delete(dir);
+      if (!deep && hashInName(carried.target) === hash && sameStat(carried.dir, dirStat) && modeOwnerOk(dirStat, dirMode, this.opts)) {
+        this.stamps.set(dir, carried);
+        return true;
+      }
+    }
     const entries = readdirSync(dir, { withFileTypes: true });
     const target = readlinkOrUndefined(path.join(dir, DATA));
     if (target === undefined) {

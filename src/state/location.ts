@@ -16,6 +16,8 @@ import type { Logger } from '../log.js';
 /** The files in a state dir (state/snapshot.ts, state/highwater.ts). */
 export const SNAPSHOT_FILE = 'snapshot';
 export const HIGHWATER_FILE = 'highwater.json';
+/** The file sink's stamps across a restart (sink/files.ts): object dirs' lstat, no content. */
+export const FILE_STAMPS_FILE = 'files-stamps.json';
 
 export const DEFAULT_STATE_DIR = '/var/lib/confsync-state';
 /** The default up to 0.1.0 (the files root of the shipped unit and manifests). */
