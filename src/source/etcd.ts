@@ -204,7 +204,9 @@ export class EtcdSource implements Source {
           this.opts.onStartMode?.('offline');
           emit({ type: 'snapshot', revision: resume.revision, kvs: resume.kvs, offline: true });
         }
-        // (4) Another member next time.
+        // (4) Another member next time. A lost auth token (etcd restarted: its simple
+        // tokens are gone), whichever call or stream said so, is fetched anew.
+        this.members.noteError(err as Error);
         if (member !== undefined) this.members.suspect(member);
         failures++;
         const ms = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(failures - 1, 10)) * (0.5 + Math.random() / 2);
