@@ -38,8 +38,10 @@ export function watchedPrefixes(cfg: Config): string[] {
   return new Keyspace(cfg.etcd.prefix).watchedPrefixes(cfg.cluster);
 }
 
-/** Build the sinks a config asks for. Shared by the daemon and `plan`. */
-/** `stampsFile`: the file sink keeps its stamps there across a restart (the daemon's; `plan` keeps none). */
+/**
+ * Build the sinks a config asks for. Shared by the daemon and `plan`.
+ * `stampsFile`: the file sink keeps its stamps there across a restart (the daemon's; `plan` keeps none).
+ */
 export async function createSinks(cfg: Config, logger: Logger, isLeader?: () => boolean, kubeConfig?: KubeConfig, stampsFile?: string): Promise<Sink[]> {
   const sinks: Sink[] = [];
   const files = cfg.sinks.files;

@@ -113,7 +113,7 @@ interface Stamp {
 }
 
 /** A stamp as handed to the next process (FileSink saves them at stop): object dir, `..data` target, the two lstat marks. */
-export type SavedStamp = [dir: string, target: string, dirMark: number[], payloadDirMark: number[]];
+export type SavedStamp = [dir: string, target: string, dirMark: StatMark, payloadDirMark: StatMark];
 
 export class AtomicWriter {
   /** Object dir -> its `..data` target and a digest of its files' lstat when their bytes last matched. */
@@ -127,12 +127,12 @@ export class AtomicWriter {
 
   /** The stamps of the dirs found or left up to date, for the next process. */
   savedStamps(): SavedStamp[] {
-    return Array.from(this.stamps, ([dir, s]) => [dir, s.target, [...s.dir], [...s.payloadDir]]);
+    return Array.from(this.stamps, ([dir, s]) => [dir, s.target, s.dir, s.payloadDir]);
   }
 
   /** Stamps the previous process saved (checked for shape by the caller). */
   carry(saved: Iterable<SavedStamp>): void {
-    for (const [dir, target, dirMark, payloadDirMark] of saved) this.carried.set(dir, { dir: dirMark as unknown as StatMark, target, payloadDir: payloadDirMark as unknown as StatMark });
+    for (const [dir, target, dirMark, payloadDir] of saved) this.carried.set(dir, { dir: dirMark, target, payloadDir });
   }
 
   /** Metadata calls are synchronous and only the fsyncs wait in the thread pool: fs-safe.ts says why. */
@@ -344,7 +344,7 @@ export class AtomicWriter {
  * pass: comparing them is what a pass over 20,000 dirs does 20,000 times, and
  * formatting a string each time was a third of that pass's CPU.
  */
-type StatMark = readonly [number, number, number, number, number, number, number, number];
+export type StatMark = readonly [number, number, number, number, number, number, number, number];
 
 function statMark(st: Stats): StatMark {
   return [st.ino, st.size, st.mtimeMs, st.ctimeMs, st.mode, st.uid, st.gid, st.nlink];

@@ -25,7 +25,6 @@ export interface WatchSession {
   checkAtStart?: boolean;
 }
 
-
 /**
  * One Watch stream on one member: steps (2)–(6) of EtcdSource.
  *
@@ -210,7 +209,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
         s.onProgress();
         release(header);
       });
-      stream.on('error', (err: Error) => (members.noteError(err), fail(new Error(err.message))));
+      stream.on('error', (err: Error) => fail(new Error(err.message))); // a lost auth token: EtcdSource tells the members
       stream.on('end', () => (signal.aborted ? resolve('closed') : fail(new Error('watch stream ended'))));
       onAbort = () => resolve('closed');
       signal.addEventListener('abort', onAbort, { once: true });
