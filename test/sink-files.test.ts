@@ -544,3 +544,49 @@ test('warnIfPersistent: longest mount prefix decides', async () => {
   if (fsTypeAt(real, '/dev/shm') === 'tmpfs') assert.equal(await warnIfPersistent('/dev/shm/confsync/not/yet/there'), false);
   if (!['tmpfs', 'ramfs'].includes(fsTypeAt(real, os.tmpdir()) ?? '')) assert.equal(await warnIfPersistent(os.tmpdir()), true);
 });
+
+test('bulk (first sync): the writes in flight share file-system syncs, and every file is right', async (t) => {
+  const { root, sink } = await scratch(t);
+  const cp = await import('node:child_process');
+  const real = cp.default.execFile;
+  const syncs: string[][] = [];
+  // Every `sync -f` the sink runs (sync-batch.ts's named import, kept in step by syncBuiltinESMExports).
+  (cp.default as { execFile: unknown }).execFile = ((file: string, args: string[], ...rest: unknown[]) => {
+    if (file === 'sync') syncs.push(args);
+    return (real as (...a: unknown[]) => unknown)(file, args, ...rest);
+  }) as typeof real;
+  syncBuiltinESMExports();
+  t.after(() => {
+    (cp.default as { execFile: unknown }).execFile = real;
+    syncBuiltinESMExports();
+  });
+  const s = sink();
+  const objs = Array.from({ length: 40 }, (_, i) => desired('configmaps', `ns${i % 3}`, `app${i}`, { a: `a${i}`, b: `b${i}` }));
+  assert.deepEqual(await Promise.all(objs.map((o) => s.apply(o, { bulk: true }))), objs.map(() => 'written'));
+  for (const [i, o] of objs.entries()) {
+    assert.equal(await readFile(path.join(root, 'configmaps', o.namespace, o.name, 'a'), 'utf8'), `a${i}`);
+    assert.equal(await readFile(path.join(root, 'configmaps', o.namespace, o.name, 'b'), 'utf8'), `b${i}`);
+  }
+  // Per object: one sync before its swap, one after; shared, 80 waits take a handful of syncs.
+  assert.ok(syncs.length >= 2 && syncs.length <= 8, `${syncs.length} syncs for 40 objects`);
+  assert.ok(syncs.every((a) => a[0] === '-f' && a[1] === path.join(root, 'configmaps')), 'each syncs the kind root’s file system');
+  // A single change (not bulk) fsyncs its own files: no process.
+  syncs.length = 0;
+  assert.equal(await s.apply(desired('configmaps', 'ns0', 'app0', { a: 'new' })), 'written');
+  assert.equal(syncs.length, 0);
+});
+
+test('bulk without a sync command: that write fails once with a warning, then every file is fsynced as before', async (t) => {
+  const { root, sink } = await scratch(t);
+  const lines: string[] = [];
+  const s = sink({ logger: createLogger('warn', { write: (l: string) => (lines.push(l), true) } as unknown as NodeJS.WritableStream) });
+  const path0 = process.env.PATH;
+  process.env.PATH = path.join(root, 'no-such-bin');
+  t.after(() => void (process.env.PATH = path0));
+  await assert.rejects(s.apply(desired('configmaps', 'default', 'app', { a: '1' }), { bulk: true }), /sync of the file system of .* failed/);
+  assert.equal((await readdir(path.join(root, 'configmaps/default'))).length, 0, 'the failed write left nothing behind');
+  assert.equal(await s.apply(desired('configmaps', 'default', 'app', { a: '1' }), { bulk: true }), 'written');
+  assert.equal(await readFile(path.join(root, 'configmaps/default/app/a'), 'utf8'), '1');
+  const warned = lines.filter((l) => l.includes('no file-system-wide sync'));
+  assert.equal(warned.length, 1, lines.join(''));
+});

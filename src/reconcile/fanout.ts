@@ -24,34 +24,43 @@ export interface SinkFanoutOptions {
 export class SinkFanout {
   constructor(private readonly opts: SinkFanoutOptions) {}
 
+  /**
+   * Every sink at once: they share nothing, and one after the other the API
+   * server's round trip waited for the file sink's fsyncs (put → ConfigMap
+   * paid for put → file).
+   */
   async apply(obj: DesiredObject, dirtySince: number | undefined, synced: boolean): Promise<void> {
-    for (const sink of this.opts.sinks) {
-      try {
-        if ((await sink.apply(obj)) === 'written') {
-          this.opts.stats.writes++;
-          const fields = { sink: sink.name, object: obj.id, revision: obj.revision, keys: obj.data.size };
-          // One line per write is what an operator wants on a running node; 10,000 of them during a cold start is noise.
-          if (synced) this.opts.logger.info(fields, 'object written');
-          else this.opts.logger.debug(fields, 'object written');
-          this.opts.emit({ type: 'written', sink: sink.name, object: obj, dirtySince });
+    await Promise.all(
+      this.opts.sinks.map(async (sink) => {
+        try {
+          if ((await sink.apply(obj, { bulk: !synced })) === 'written') {
+            this.opts.stats.writes++;
+            const fields = { sink: sink.name, object: obj.id, revision: obj.revision, keys: obj.data.size };
+            // One line per write is what an operator wants on a running node; 10,000 of them during a cold start is noise.
+            if (synced) this.opts.logger.info(fields, 'object written');
+            else this.opts.logger.debug(fields, 'object written');
+            this.opts.emit({ type: 'written', sink: sink.name, object: obj, dirtySince });
+          }
+          this.succeeded(sink, obj.id);
+        } catch (err) {
+          this.failed(sink, obj.id, err);
         }
-        this.succeeded(sink, obj.id);
-      } catch (err) {
-        this.failed(sink, obj.id, err);
-      }
-    }
+      }),
+    );
   }
 
   async remove(id: ObjectId): Promise<void> {
-    for (const sink of this.opts.sinks) {
-      try {
-        await sink.remove(id);
-        this.succeeded(sink, id);
-        this.opts.emit({ type: 'removed', sink: sink.name, id });
-      } catch (err) {
-        this.failed(sink, id, err);
-      }
-    }
+    await Promise.all(
+      this.opts.sinks.map(async (sink) => {
+        try {
+          await sink.remove(id);
+          this.succeeded(sink, id);
+          this.opts.emit({ type: 'removed', sink: sink.name, id });
+        } catch (err) {
+          this.failed(sink, id, err);
+        }
+      }),
+    );
   }
 
   /** Remove what each sink owns that `keep` does not claim. Only ever after a complete snapshot was reconciled. */

@@ -41,7 +41,8 @@ interface Entry extends Taken {
 }
 
 export interface WorkQueueOptions {
-  concurrency: number;
+  /** Workers at most; a function is asked at each pump (the reconciler allows more during a first sync). */
+  concurrency: number | (() => number);
   work: (id: ObjectId, taken: Taken) => Promise<void>;
   onError: (id: ObjectId, err: unknown) => void;
   onIdle: () => Promise<void>;
@@ -89,14 +90,15 @@ export class WorkQueue {
   /** (2) */
   pump(): void {
     if (this.closed || this.idling) return;
+    const limit = typeof this.opts.concurrency === 'number' ? this.opts.concurrency : this.opts.concurrency();
     for (const [id, entry] of this.queued) {
-      if (this.inFlight.size >= this.opts.concurrency) return;
+      if (this.inFlight.size >= limit) return;
       if (this.inFlight.has(id)) continue;
       this.queued.delete(id);
       this.start(id, entry.before, entry);
     }
     // (4) Here every queued change has started or waits for its own id's worker.
-    if (this.checking === 0 && this.inFlight.size < this.opts.concurrency) {
+    if (this.checking === 0 && this.inFlight.size < limit) {
       for (const id of this.checks) {
         if (this.inFlight.has(id)) continue;
         this.checks.delete(id);

@@ -19,6 +19,8 @@ export type { ReconcileStats } from './events.js';
 
 /** How often the first full sync logs how far along it is. */
 const COLD_START_LOG_MS = 3000;
+/** (2) Workers during the first sync (at least): its writes share their syncs, so more in flight means fewer syncs (sink/sync-batch.ts). */
+const FIRST_SYNC_CONCURRENCY = 256;
 
 /** 10000 → "10,000": counts in log messages are read by people. */
 const count = (n: number): string => n.toLocaleString('en-US');
@@ -31,7 +33,7 @@ export type { ReconcilerOptions } from './options.js';
  *  (1) a source event updates the KeyStore and marks the objects it touched dirty;
  *      a snapshot marks every object dirty and asks for a prune;
  *  (2) workers take dirty objects one at a time (at most `concurrency` at once,
- *      never two for one object), open their secrets and rebuild them (pure core):
+ *      FIRST_SYNC_CONCURRENCY until the first sync is done; never two for one object), open their secrets and rebuild them (pure core):
  *      a huge object occupies one worker while the others keep flowing;
  *  (3) a changed object goes to every sink; one whose hash did not change is
  *      skipped unless forced (drift hint, resync, retry);
@@ -112,7 +114,8 @@ export class Reconciler {
     });
     this.buildContext = { cluster: opts.cluster, labels: opts.labels, secret: () => ({ error: 'secret not opened' }), limits: opts.limits };
     this.queue = new WorkQueue({
-      concurrency: opts.concurrency ?? 8,
+      // A first sync writes thousands of new dirs that share their syncs (FileSink, bulk): the more in flight, the fewer syncs.
+      concurrency: () => (this.progress.synced ? (opts.concurrency ?? 8) : Math.max(opts.concurrency ?? 8, FIRST_SYNC_CONCURRENCY)),
       work: (id, since) =>
         this.reconcileObject(id, since).finally(() => {
           if (!this.progress.synced) this.progress.firstSync.done++;

@@ -44,7 +44,7 @@
  *      can be in its way, so steps 3-6 skip what only an old dir needs), then a
  *      new `..<timestamp>.<hash>.<random>` dir (mkdtemp); write each file
  *      (O_EXCL|O_NOFOLLOW create, write, chmod, chown, fsync; all files in
- *      parallel), fsync the dir. Then `beforeSwap`, if given, runs against the
+ *      parallel), fsync the dir (or, given `durable`, one shared sync for both). Then `beforeSwap`, if given, runs against the
  *      complete new dir (a template's `check`): if it throws, the new dir (and
  *      an object dir created by this call) is removed and the error rethrown —
  *      nothing was swapped, so the old payload stays live. A failure in any
@@ -94,6 +94,12 @@ export interface WriteOptions {
    * page-cache state, and a power loss takes the whole filesystem with it.
    */
   volatile?: boolean;
+  /**
+   * Durability shared with other writes (a first full sync: sync-batch.ts): the
+   * new payload's files and dir are made durable by awaiting this, once before
+   * the swap and once after it, instead of an fsync each. Ignored when `volatile`.
+   */
+  durable?: () => Promise<void>;
   /**
    * Runs at the end of step (2) with the new payload dir complete and fsynced,
    * before anything is swapped. Throwing removes the new dir and rethrows: the
@@ -158,10 +164,11 @@ export class AtomicWriter {
       setModeOwner(tsDir, dirMode, this.opts);
       // allSettled: no fsync may still be running when the catch below removes the dir.
       const durable = !opts.volatile;
-      const writes = await Promise.allSettled([...payload].map(([key, value]) => this.writeFile(path.join(tsDir, key), value, durable)));
+      const shared = durable ? opts.durable : undefined;
+      const writes = await Promise.allSettled([...payload].map(([key, value]) => this.writeFile(path.join(tsDir, key), value, durable && !shared)));
       const failed = writes.find((w) => w.status === 'rejected');
       if (failed) throw failed.reason;
-      if (durable) await fsyncDir(tsDir);
+      if (durable) await (shared ? shared() : fsyncDir(tsDir));
       await opts.beforeSwap?.(tsDir);
     } catch (err) {
       rmSync(tsDir, { recursive: true, force: true });
@@ -190,7 +197,7 @@ export class AtomicWriter {
       symlinkSync(tsName, path.join(dir, DATA_TMP));
       renameSync(path.join(dir, DATA_TMP), dataLink);
     }
-    if (!opts.volatile) await fsyncDir(dir);
+    if (!opts.volatile) await (opts.durable ? opts.durable() : fsyncDir(dir));
 
     // (4)
     if (fresh) return this.stamped(dir, tsName); // made in (3); (5) and (6): nothing stale in a new dir

@@ -24,7 +24,9 @@
  *  (2) Check that kind root, namespace and object dir are real dirs or absent.
  *  (3) Hand the payload to the kind's AtomicWriter; only when it has something
  *      to write are the kind root and the namespace dir created (and their
- *      modes fixed). The first apply of an id in this process trusts the
+ *      modes fixed). In bulk (the first full sync), the writes in flight share
+ *      one file-system-wide sync before their swaps and one after (sync-batch.ts)
+ *      instead of three fsyncs each; a single change fsyncs its own files. The first apply of an id in this process trusts the
  *      content hash in the payload dir's name (a restart re-checks every object
  *      without reading a file); every later one (resync, drift hint, retry)
  *      also compares the files, so an in-place edit is restored then.
@@ -42,13 +44,14 @@
  * in full, as before.
  */
 import { chmod, lstat, mkdir, readdir, readFile, realpath, rm, rmdir } from 'node:fs/promises';
-import { statfsSync, type Stats } from 'node:fs';
+import { lstatSync, statfsSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import { type DesiredObject } from '../desired/types.js';
 import { objectId, type ObjectId, type ObjectKind } from '../keyspace.js';
 import { UserError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ApplyResult, Sink } from './types.js';
+import type { ApplyOptions, ApplyResult, Sink } from './types.js';
+import { SyncBatch } from './sync-batch.js';
 import { isWithin, segmentProblem, validateObject } from './files-paths.js';
 import { startDriftWatch, type DriftWatch } from './files-drift.js';
 import { writeDurably } from '../state/durable-file.js';
@@ -97,6 +100,9 @@ export class FileSink implements Sink {
   private readonly resolved = new Map<ObjectKind, string>();
   /** Kind roots on tmpfs (no fsync needed), once known. */
   private readonly volatile = new Map<ObjectKind, boolean>();
+  /** Per file system (st_dev): the sync that a first full sync's writes share. */
+  private readonly batches = new Map<number, SyncBatch>();
+  private noSyncfs = false;
   /** Ids applied at least once by this process: their next apply compares file bytes too. */
   private readonly seen = new Set<ObjectId>();
   /** Id -> the hash of the desired object its last apply left in place. */
@@ -126,16 +132,18 @@ export class FileSink implements Sink {
     this.writers = { configmaps: writer('configmaps'), secrets: writer('secrets') };
   }
 
-  async apply(obj: DesiredObject): Promise<ApplyResult> {
+  async apply(obj: DesiredObject, how: ApplyOptions = {}): Promise<ApplyResult> {
     validateObject(obj.id, obj.kind, obj.namespace, obj.name, obj.data.keys()); // (1)
     if (this.opts.stampsFile) await (this.stampsLoaded ??= this.loadStamps(this.opts.stampsFile));
     return this.exclusive(obj.id, async () => {
       const { dir, found } = await this.checkedDir(obj.kind, obj.namespace, obj.name); // (2)
+      const volatile = this.onTmpfs(obj.kind);
       const result = await this.writers[obj.kind].write(dir, obj.data, {
         deep: this.seen.has(obj.id),
         absent: found.length < 3,
         ensureParent: () => this.ensureParents(obj.kind, dir, found),
-        volatile: this.onTmpfs(obj.kind),
+        volatile,
+        durable: how.bulk && !volatile && !this.noSyncfs ? () => this.syncShared(obj.kind, dir) : undefined,
       }); // (3)
       this.seen.add(obj.id);
       this.applied.set(obj.id, obj.hash);
@@ -259,6 +267,32 @@ export class FileSink implements Sink {
       await writeDurably(file, JSON.stringify(saved));
     } catch (err) {
       this.opts.logger.warn({ file, code: (err as NodeJS.ErrnoException).code, err: (err as Error).message }, 'file stamps not saved; the next start checks every object dir in full');
+    }
+  }
+
+  /**
+   * (3) in bulk: wait for a sync of the file system holding object dir `dir`
+   * shared with the other writes in flight (sync-batch.ts). The dir exists (the
+   * writer made its payload dir in it). Where `sync -f` cannot run, this write
+   * fails once (retried) and every later one fsyncs its own files.
+   */
+  private async syncShared(kind: ObjectKind, dir: string): Promise<void> {
+    const dev = lstatSync(dir).dev;
+    let batch = this.batches.get(dev);
+    if (!batch) {
+      // The kind root, which no removal takes away, unless a mount sits between it and the object.
+      const root = this.resolved.get(kind);
+      batch = new SyncBatch(root !== undefined && lstatSync(root).dev === dev ? root : path.dirname(dir));
+      this.batches.set(dev, batch);
+    }
+    try {
+      await batch.sync();
+    } catch (err) {
+      if (batch.unavailable && !this.noSyncfs) {
+        this.noSyncfs = true;
+        this.opts.logger.warn({ reason: batch.unavailable }, 'file sink: no file-system-wide sync for the first full sync; each file is fsynced instead (slower)');
+      }
+      throw err;
     }
   }
 

@@ -3,6 +3,14 @@ import type { ObjectId } from '../keyspace.js';
 
 export type ApplyResult = 'written' | 'unchanged';
 
+export interface ApplyOptions {
+  /**
+   * Part of the first full sync: many objects are applied at once, and a sink may
+   * share work between them (the file sink makes them durable in batches).
+   */
+  bulk?: boolean;
+}
+
 /** Which materialization a sink does; reactions subscribe by this (typed), never by a free string. */
 export type SinkKind = 'files' | 'kubernetes';
 
@@ -16,7 +24,7 @@ export type SinkKind = 'files' | 'kubernetes';
 export interface Sink {
   readonly name: SinkKind;
   /** Make the object exist exactly as desired; does nothing when it already does. */
-  apply(obj: DesiredObject): Promise<ApplyResult>;
+  apply(obj: DesiredObject, how?: ApplyOptions): Promise<ApplyResult>;
   /** What `apply` would do, doing nothing (for `confsync plan`). */
   plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'>;
   /** Remove an object this sink owns; does nothing when it is absent. */

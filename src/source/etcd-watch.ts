@@ -80,7 +80,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   let readMode = false;
   let confirming: Promise<void> | undefined;
   let timer: NodeJS.Timeout | undefined;
-  let soon: NodeJS.Timeout | undefined;
+  let soon: NodeJS.Immediate | undefined;
   let onAbort = () => {};
   // (d) Per prefix, revision ranges (from, to] confirmed by a read whose events are still to be dropped.
   const gaps: { from: number; to: number }[][] = ranges.map(() => []);
@@ -184,13 +184,15 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           if (behind[i] && revs[i]! >= behind[i]!.target) behind[i] = undefined;
           s.onProgress();
           release(Number(res.header.revision));
-          // (b) Ask now (coalesced) whether the other watchers are past these events.
+          // (b) Ask now whether the other watchers are past these events: once, after every
+          // response already read (setImmediate; a 0 ms timeout waits a whole millisecond,
+          // and this question is the larger part of put → file: docs/BENCHMARKS.md).
           if (ranges.length > 1 && pending.length > 0 && !soon) {
-            soon = setTimeout(() => {
+            soon = setImmediate(() => {
               soon = undefined;
               if (readMode || !synchronised) void check('confirming reads');
               else stream.write({ progress_request: {} });
-            }, 0);
+            });
           }
           return;
         }
@@ -218,11 +220,11 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
         stream.write({ create_request: { key: range.key, range_end: range.end, start_revision: revs[i]! + 1, progress_notify: true } }),
       );
       if (s.checkAtStart) {
-        soon = setTimeout(() => {
+        soon = setImmediate(() => {
           soon = undefined;
           if (!synchronised) void check('confirming reads');
           else stream.write({ progress_request: {} });
-        }, 0);
+        });
       }
       // (e) A hung member keeps TCP up and answers nothing; a gRPC proxy answers events but never progress.
       if (s.everyMs > 0) timer = setInterval(() => {
@@ -248,7 +250,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
     // the last revision that was, so nothing is lost and nothing repeats.
     revs.fill(Math.min(...revs));
     clearInterval(timer);
-    clearTimeout(soon);
+    clearImmediate(soon);
     signal.removeEventListener('abort', onAbort);
     stream.removeAllListeners();
     stream.on('error', () => undefined); // a late error on a stream we dropped is not news
