@@ -548,16 +548,20 @@ test('warnIfPersistent: longest mount prefix decides', async () => {
 test('bulk (first sync): the writes in flight share file-system syncs, and every file is right', async (t) => {
   const { root, sink } = await scratch(t);
   const cp = await import('node:child_process');
-  const real = cp.default.execFile;
-  const syncs: string[][] = [];
-  // Every `sync -f` the sink runs (sync-batch.ts's named import, kept in step by syncBuiltinESMExports).
-  (cp.default as { execFile: unknown }).execFile = ((file: string, args: string[], ...rest: unknown[]) => {
-    if (file === 'sync') syncs.push(args);
-    return (real as (...a: unknown[]) => unknown)(file, args, ...rest);
+  const real = cp.default.spawn;
+  const syncs: string[] = [];
+  // Every dir the sink hands its sync shell (sync-batch.ts's named import, kept in step by syncBuiltinESMExports).
+  (cp.default as { spawn: unknown }).spawn = ((...args: unknown[]) => {
+    const child = (real as (...a: unknown[]) => import('node:child_process').ChildProcessWithoutNullStreams)(...args);
+    if (args[0] === 'sh') {
+      const write = child.stdin.write.bind(child.stdin) as (chunk: string) => boolean;
+      (child.stdin as { write: unknown }).write = (chunk: string) => (syncs.push(chunk.trimEnd()), write(chunk));
+    }
+    return child;
   }) as typeof real;
   syncBuiltinESMExports();
   t.after(() => {
-    (cp.default as { execFile: unknown }).execFile = real;
+    (cp.default as { spawn: unknown }).spawn = real;
     syncBuiltinESMExports();
   });
   const s = sink();
@@ -569,7 +573,7 @@ test('bulk (first sync): the writes in flight share file-system syncs, and every
   }
   // Per object: one sync before its swap, one after; shared, 80 waits take a handful of syncs.
   assert.ok(syncs.length >= 2 && syncs.length <= 8, `${syncs.length} syncs for 40 objects`);
-  assert.ok(syncs.every((a) => a[0] === '-f' && a[1] === path.join(root, 'configmaps')), 'each syncs the kind root’s file system');
+  assert.ok(syncs.every((d) => d === path.join(root, 'configmaps')), `each syncs the kind root’s file system: ${syncs.join(', ')}`);
   // A single change (not bulk) fsyncs its own files: no process.
   syncs.length = 0;
   assert.equal(await s.apply(desired('configmaps', 'ns0', 'app0', { a: 'new' })), 'written');

@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { SyncBatch } from '../src/sink/sync-batch.js';
@@ -68,4 +69,25 @@ test('the real sync -f: a dir on this file system syncs; a missing dir is an err
   await Promise.all(Array.from({ length: 5 }, () => new SyncBatch(dir).sync()));
   const missing = path.join(dir, 'gone');
   await assert.rejects(new SyncBatch(missing).sync(), (err: Error) => err.message.includes(missing) && !err.message.includes('\n'));
+});
+
+test('the real sync -f runs in one shell for the syncs that follow each other, and a new one after it went idle', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'confsync-syncfs-'));
+  const cp = await import('node:child_process');
+  const real = cp.default.spawn;
+  const spawned: unknown[][] = [];
+  (cp.default as { spawn: unknown }).spawn = (...args: unknown[]) => (spawned.push(args), (real as (...a: unknown[]) => unknown)(...args));
+  syncBuiltinESMExports();
+  t.after(async () => {
+    (cp.default as { spawn: unknown }).spawn = real;
+    syncBuiltinESMExports();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const batch = new SyncBatch(dir);
+  for (let i = 0; i < 5; i++) await batch.sync();
+  assert.equal(spawned.length, 1, 'five syncs, one shell');
+  assert.equal(spawned[0]![0], 'sh');
+  await new Promise((r) => setTimeout(r, 1500)); // the shell ends after 1 s without work
+  await batch.sync();
+  assert.equal(spawned.length, 2, 'a new shell after the idle one ended');
 });

@@ -143,6 +143,7 @@ export class FileSink implements Sink {
         absent: found.length < 3,
         ensureParent: () => this.ensureParents(obj.kind, dir, found),
         volatile,
+        dirStat: found[2],
         durable: how.bulk && !volatile && !this.noSyncfs ? () => this.syncShared(obj.kind, dir) : undefined,
       }); // (3)
       this.seen.add(obj.id);
@@ -182,7 +183,7 @@ export class FileSink implements Sink {
       // subdirs() keeps real dirs only: list never descends through a link.
       for (const ns of await subdirs(root)) {
         for (const name of await subdirs(path.join(root, ns))) {
-          if (isOwned(path.join(root, ns, name))) ids.push(objectId(kind, ns, name));
+          if (isOwned(path.join(root, ns, name), true)) ids.push(objectId(kind, ns, name));
         }
       }
     }
