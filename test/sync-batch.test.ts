@@ -91,3 +91,11 @@ test('the real sync -f runs in one shell for the syncs that follow each other, a
   await batch.sync();
   assert.equal(spawned.length, 2, 'a new shell after the idle one ended');
 });
+
+test('a dir whose path holds a newline (the shell reads one per line): unavailable, so the first sync falls back to fsync instead of failing for good', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'confsync-syncfs-\nline-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const batch = new SyncBatch(dir);
+  await assert.rejects(batch.sync(), /holds a newline/);
+  assert.match(batch.unavailable ?? '', /^cannot run 'sync -f' \(the path ".*\\nline-.*" holds a newline\): each file is fsynced instead$/);
+});

@@ -63,8 +63,10 @@ export class SyncBatch {
       for (const w of batch) w.resolve();
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { stderr?: string };
-      if (e.code === 'ENOENT' || /invalid option|unrecognized option/i.test(e.stderr ?? '')) {
-        this.unavailable = `cannot run 'sync -f' (${e.code === 'ENOENT' ? 'no sh or no sync command' : 'sync has no -f'}): each file is fsynced instead`;
+      // Causes that every later sync would meet too: the caller stops asking (fsyncs per file).
+      const why = e.code === 'ENOENT' ? 'no sh or no sync command' : e.code === 'ENOTSUP' ? e.message : /invalid option|unrecognized option/i.test(e.stderr ?? '') ? 'sync has no -f' : undefined;
+      if (why) {
+        this.unavailable = `cannot run 'sync -f' (${why}): each file is fsynced instead`;
       }
       const reason = new Error(`sync of the file system of ${this.dir} failed: ${(e.stderr ?? '').trim() || e.message}`);
       for (const w of batch) w.reject(reason);
@@ -91,7 +93,8 @@ class SyncfsShell {
   private idle?: NodeJS.Timeout;
 
   run(dir: string): Promise<void> {
-    if (dir.includes('\n')) return Promise.reject(new Error(`a newline in ${JSON.stringify(dir)}`));
+    // The shell reads one dir per line.
+    if (dir.includes('\n')) return Promise.reject(Object.assign(new Error(`the path ${JSON.stringify(dir)} holds a newline`), { code: 'ENOTSUP' }));
     clearTimeout(this.idle);
     const child = this.child ?? this.start();
     return new Promise((resolve, reject) => {
