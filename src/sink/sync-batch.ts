@@ -27,7 +27,7 @@ export class SyncBatch {
   private waiting: Waiter[] = [];
   private running = false;
   private scheduled = false;
-  /** Set when `sync -f` cannot run here (no coreutils `sync`, or too old for -f): callers fsync per file instead. */
+  /** Set when `sync -f` cannot run here (no `sh` or `sync`, a `sync` without -f, a dir the shell cannot be given): callers fsync per file instead. */
   unavailable?: string;
 
   constructor(
