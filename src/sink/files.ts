@@ -144,7 +144,7 @@ export class FileSink implements Sink {
         ensureParent: () => this.ensureParents(obj.kind, dir, found),
         volatile,
         dirStat: found[2],
-        durable: how.bulk && !volatile && !this.noSyncfs ? () => this.syncShared(obj.kind, dir) : undefined,
+        durable: how.bulk && !volatile && !this.noSyncfs ? this.sharedSync(obj.kind, dir) : undefined,
       }); // (3)
       this.seen.add(obj.id);
       this.applied.set(obj.id, obj.hash);
@@ -272,12 +272,19 @@ export class FileSink implements Sink {
   }
 
   /**
-   * (3) in bulk: wait for a sync of the file system holding object dir `dir`
-   * shared with the other writes in flight (sync-batch.ts). The dir exists (the
-   * writer made its payload dir in it). Where `sync -f` cannot run, this write
-   * fails once (retried) and every later one fsyncs its own files.
+   * (3) in bulk: the writer's `durable` for object dir `dir`, called before and
+   * after its swap: each call waits for a sync of the file system holding `dir`
+   * shared with the other writes in flight (sync-batch.ts). The dir exists by the
+   * first call (the writer made its payload dir in it); its file system is looked
+   * up once. Where `sync -f` cannot run, this write fails once (retried) and every
+   * later one fsyncs its own files.
    */
-  private async syncShared(kind: ObjectKind, dir: string): Promise<void> {
+  private sharedSync(kind: ObjectKind, dir: string): () => Promise<void> {
+    let batch: SyncBatch | undefined;
+    return () => this.waitForSync((batch ??= this.batchFor(kind, dir)));
+  }
+
+  private batchFor(kind: ObjectKind, dir: string): SyncBatch {
     const dev = lstatSync(dir).dev;
     let batch = this.batches.get(dev);
     if (!batch) {
@@ -286,6 +293,10 @@ export class FileSink implements Sink {
       batch = new SyncBatch(root !== undefined && lstatSync(root).dev === dev ? root : path.dirname(dir));
       this.batches.set(dev, batch);
     }
+    return batch;
+  }
+
+  private async waitForSync(batch: SyncBatch): Promise<void> {
     try {
       await batch.sync();
     } catch (err) {

@@ -89,7 +89,7 @@ const IDLE_MS = 1000;
 
 class SyncfsShell {
   private child?: ChildProcessWithoutNullStreams;
-  private waiting: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private waiting: Waiter[] = [];
   private idle?: NodeJS.Timeout;
 
   run(dir: string): Promise<void> {
