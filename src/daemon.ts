@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Config } from './config/schema.js';
-import { openVersioned } from './envelope/envelope.js';
 import { loadKeyring, type Keyring } from './envelope/identity.js';
+import { OpenPool } from './envelope/open-pool.js';
 import { Keyspace } from './keyspace.js';
 import type { Logger } from './log.js';
 import { Hooks } from './reactions/hooks.js';
@@ -87,6 +87,7 @@ export function createReconciler(
   observers: ReconcileObserver[] = [],
   marks: HighWater = HighWater.inMemory(logger),
 ): Reconciler {
+  const pool = keyring && new OpenPool(keyring, { logger });
   return new Reconciler({
     prefix: `${cfg.etcd.prefix}/`,
     cluster: cfg.cluster,
@@ -95,7 +96,9 @@ export function createReconciler(
     labels: cfg.labels,
     sinks,
     logger,
-    openSecret: keyring ? replayGuarded((path, value) => openVersioned(value, path, keyring), marks) : undefined,
+    // Many opens at once (a start, a rewrap) go to a worker thread; one changed secret opens here.
+    openSecret: pool ? replayGuarded(pool.open, marks) : undefined,
+    closeOpener: pool && (() => pool.close()),
     retryMaxMs: cfg.limits.retryMaxSeconds * 1000,
     limits: { maxKeys: cfg.limits.maxObjectKeys, maxBytes: cfg.limits.maxObjectBytes },
     observers,

@@ -113,6 +113,11 @@ export class Keyring {
     return this.#byFingerprint.get(Buffer.from(fp).toString('hex')) ?? [];
   }
 
+  /** Copies of every key pair, for a keyring in a worker thread (envelope/open-pool.ts); the caller zeroes them. */
+  copies(): Identity[] {
+    return this.#identities.map((i) => ({ publicKey: Uint8Array.from(i.publicKey), privateKey: Uint8Array.from(i.privateKey) }));
+  }
+
   /** Zeroes the private keys; the keyring opens nothing afterwards. */
   dispose(): void {
     for (const identity of this.#identities) sodium.memzero(identity.privateKey);

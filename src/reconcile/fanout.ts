@@ -63,12 +63,16 @@ export class SinkFanout {
     );
   }
 
-  /** Remove what each sink owns that `keep` does not claim. Only ever after a complete snapshot was reconciled. */
-  async prune(keep: (id: ObjectId) => boolean): Promise<void> {
+  /**
+   * Remove what each sink owns that `keep` does not claim. Only ever after a
+   * complete snapshot was reconciled. `listed`: a sink's listing taken earlier
+   * that still covers everything it may remove (the first sync's); the others list now.
+   */
+  async prune(keep: (id: ObjectId) => boolean, listed?: Map<Sink, ObjectId[]>): Promise<void> {
     for (const sink of this.opts.sinks) {
       let owned: ObjectId[];
       try {
-        owned = await sink.list();
+        owned = listed?.get(sink) ?? (await sink.list());
         this.succeeded(sink, '*');
       } catch (err) {
         this.failed(sink, '*', err);

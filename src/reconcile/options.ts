@@ -18,6 +18,8 @@ export interface ReconcilerOptions {
   sinks: Sink[];
   logger: Logger;
   openSecret?: OpenSecret;
+  /** Ends what `openSecret` runs on (envelope/open-pool.ts's worker thread); called by close(). */
+  closeOpener?: () => Promise<void>;
   /** Objects reconciled at once; one slow object never blocks the rest. */
   concurrency?: number;
   /** First retry delay after a sink failed on an object; doubles up to `retryMaxMs`. */

@@ -68,14 +68,19 @@ export class SecretCache {
   async refresh(id: ObjectId, keys: Iterable<Kv & { path: string }>): Promise<Buffer[]> {
     const old = this.byObject.get(id) ?? new Map<string, Entry>();
     const next = new Map<string, Entry>();
+    const opening: Promise<void>[] = [];
     for (const kv of keys) {
       const cached = old.get(kv.path);
       if (cached?.rev === kv.modRevision) {
         next.set(kv.path, cached);
         continue;
       }
-      next.set(kv.path, { rev: kv.modRevision, result: await this.openOne(kv) });
+      // All of the object's new values at once (distinct paths): asked in one turn, they open as one batch.
+      const entry: Entry = { rev: kv.modRevision, result: { error: 'secret not opened' } };
+      next.set(kv.path, entry);
+      opening.push(this.openOne(kv).then((r) => void (entry.result = r)));
     }
+    await Promise.all(opening);
     if (next.size > 0) this.byObject.set(id, next);
     else this.byObject.delete(id);
     const dropped: Buffer[] = [];
