@@ -65,9 +65,10 @@ export class Reconciler {
   /** Objects a sink held before our first snapshot: their last good secrets may be only there. */
   private seenInSinks?: Set<ObjectId>;
   /**
-   * Each sink's listing at the first snapshot, for the first sync's prune: what it
-   * can remove is there (whatever appeared since is ours, and desired), and a
-   * second listing of 20,000 dirs was ~0.15 s of a restart. Later prunes list afresh.
+   * Each stable sink's listing at the first snapshot (Sink.stableListing), for the
+   * first sync's prune: what it can remove is there (whatever appeared since is
+   * ours, and desired), and a second listing of 20,000 dirs was ~0.15 s of a
+   * restart. Later prunes, and the other sinks, list afresh.
    */
   private startListing?: Map<Sink, ObjectId[]>;
   private readonly queue: WorkQueue;
@@ -319,7 +320,7 @@ export class Reconciler {
     const listed = new Map<Sink, ObjectId[]>();
     for (const sink of this.opts.sinks) {
       const ids = await sink.list().catch(() => undefined);
-      if (ids) listed.set(sink, ids);
+      if (ids && sink.stableListing) listed.set(sink, ids);
       for (const id of ids ?? []) seen.add(id);
     }
     this.seenInSinks = seen;

@@ -113,6 +113,7 @@ export class FileSink implements Sink {
   private drift?: DriftWatch;
   private stampsLoaded?: Promise<void>;
   readonly driftFrom = 'firstSync';
+  readonly stableListing = true;
   private closed = false;
 
   constructor(private readonly opts: FileSinkOptions) {

@@ -32,6 +32,13 @@ export interface Sink {
   /** Ids of every object this sink currently owns, for pruning after a full sync. */
   list(): Promise<ObjectId[]>;
   /**
+   * Whether a listing stays good while only this daemon changes the sink: one
+   * taken at the first snapshot then still holds everything the first sync's prune
+   * may remove (the file sink). Not the Kubernetes sink: it lists nothing until it
+   * leads, and it may come to lead during the first sync.
+   */
+  readonly stableListing?: boolean;
+  /**
    * The periodic resync's cheap pass: of these objects (each applied before),
    * which may differ from what this sink last found in place? Without it every
    * object gets a full `apply`. `deep` also checks what the sink checks less often
