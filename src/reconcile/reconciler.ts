@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { buildObject, type BuildContext } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject } from '../desired/types.js';
-import { isSealed, Keyspace, printable, type ObjectId } from '../keyspace.js';
+import { isSealed, Keyspace, printable, type ObjectId, type ObjectKind } from '../keyspace.js';
 import type { SourceEvent } from '../source/types.js';
 import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
 import { ResyncPasses } from './resync.js';
@@ -22,6 +22,26 @@ export type { ReconcileStats } from './events.js';
 const COLD_START_LOG_MS = 3000;
 /** (2) Workers during the first sync (at least): its writes share their syncs, so more in flight means fewer syncs (sink/sync-batch.ts). */
 const FIRST_SYNC_CONCURRENCY = 256;
+
+/**
+ * A snapshot's objects in the order the workers take them: sealed and unsealed
+ * alternating. In key order every config map comes before every secret, and a
+ * secret waits for its envelope to open (on the worker thread, when many do:
+ * envelope/open-pool.ts): the secrets' opens then ran while this thread had
+ * nothing else to do. Alternating, they overlap this thread's work on the config
+ * maps. Order within one snapshot means nothing: every object is marked at once.
+ */
+export function interleaveSealed(ids: Iterable<ObjectId>): ObjectId[] {
+  const sealed: ObjectId[] = [];
+  const plain: ObjectId[] = [];
+  for (const id of ids) (isSealed(id.slice(0, id.indexOf('/')) as ObjectKind) ? sealed : plain).push(id);
+  const out: ObjectId[] = [];
+  for (let i = 0; i < Math.max(sealed.length, plain.length); i++) {
+    if (i < sealed.length) out.push(sealed[i]!);
+    if (i < plain.length) out.push(plain[i]!);
+  }
+  return out;
+}
 
 /** 10000 → "10,000": counts in log messages are read by people. */
 const count = (n: number): string => n.toLocaleString('en-US');
@@ -153,7 +173,7 @@ export class Reconciler {
         const gone = new Set([...this.desired.keys(), ...(this.seenInSinks ?? [])].filter((id) => !this.store.objects.has(id)));
         if (!event.offline) this.guard.check([...gone], this.materialized(), event.revision);
         this.queue.requestIdle();
-        for (const id of dirty) this.upToDate.delete(id), this.queue.mark(id, before, false);
+        for (const id of interleaveSealed(dirty)) this.upToDate.delete(id), this.queue.mark(id, before, false);
         this.pump();
       };
       if (first) this.starting = this.noteSinkContents().then(afterListing);

@@ -1,5 +1,6 @@
 /**
- * The first full sync's prune (pure logic, fake sinks): a sink whose listing is
+ * The first full sync (pure logic, fake sinks). The order its objects are taken
+ * in: sealed and unsealed alternating. Its prune: a sink whose listing is
  * stable (the file sink) is pruned from its listing at the first snapshot, not
  * listed twice; any other sink (the Kubernetes sink lists nothing until it leads,
  * and may come to lead meanwhile) is listed again. The file sink's own pruning
@@ -7,7 +8,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Reconciler } from '../src/reconcile/reconciler.js';
+import { interleaveSealed, Reconciler } from '../src/reconcile/reconciler.js';
 import type { DesiredObject } from '../src/desired/types.js';
 import type { ObjectId } from '../src/keyspace.js';
 import type { Sink } from '../src/sink/types.js';
@@ -46,4 +47,13 @@ test('first sync: a stable sink is pruned from its start listing (listed once), 
   await r.whenIdle();
   assert.equal(files.calls.list, 2);
   await r.close();
+});
+
+test('first sync: sealed and unsealed objects alternate, whatever their counts; none lost or repeated', () => {
+  const cms = Array.from({ length: 5 }, (_, i) => `configmaps/a/c${i}` as ObjectId);
+  const secrets = Array.from({ length: 2 }, (_, i) => `secrets/a/s${i}` as ObjectId);
+  assert.deepEqual(interleaveSealed([...cms, ...secrets]), ['secrets/a/s0', 'configmaps/a/c0', 'secrets/a/s1', 'configmaps/a/c1', 'configmaps/a/c2', 'configmaps/a/c3', 'configmaps/a/c4']);
+  assert.deepEqual(interleaveSealed(secrets), secrets);
+  assert.deepEqual(interleaveSealed(new Set(cms)), cms);
+  assert.deepEqual(interleaveSealed([]), []);
 });
