@@ -103,3 +103,23 @@ test('open pool: a worker that cannot run → one warning naming it, every open 
     keyring.dispose();
   }
 });
+
+test('open pool: close() while slices are under way → every open is still answered, then the worker ends at once (no idle wait)', async () => {
+  const keyring = keyringOf();
+  const pool = new OpenPool(keyring, { logger: createLogger('silent') });
+  const good = await envelopes(100);
+  const opens = Promise.all(good.map((e, i) => pool.open(path(i), e)));
+  await new Promise((r) => setImmediate(r)); // the first turn: slices sent to the worker
+  const state = pool as unknown as { worker?: { once(e: string, f: () => void): void } };
+  const worker = state.worker;
+  assert.ok(worker, 'a worker took slices');
+  const exited = new Promise<void>((r) => worker.once('exit', r));
+  await pool.close();
+  const opened = await opens;
+  assert.deepEqual(opened.map((o) => o.plaintext.toString()), good.map((_, i) => `value-${i}-\u00e9`));
+  const t = Date.now();
+  await exited;
+  assert.ok(Date.now() - t < 1_000, 'ended once answered, not after the 2 s idle timer');
+  assert.equal(state.worker, undefined);
+  keyring.dispose();
+});

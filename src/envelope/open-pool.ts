@@ -15,8 +15,9 @@
  *      The plaintexts come back transferred (moved, not copied: no second copy
  *      stays in the worker's heap);
  *  (4) the worker starts on first need, with a copy of the keyring's private
- *      keys, and ends after IDLE_MS without work or at close(), zeroing its
- *      keys first; it keeps the process alive only while opens are under way;
+ *      keys, and ends after IDLE_MS without work or at close() (with slices
+ *      under way then: once they are answered), zeroing its keys first; it
+ *      keeps the process alive only while opens are under way;
  *  (5) a worker that cannot start, errors or exits while opens are under way:
  *      one warning, its unanswered requests and every later one open inline.
  *
@@ -158,12 +159,13 @@ export class OpenPool {
       else p.reject(new EnvelopeError(a?.reason ?? 'corrupt'));
     });
     if (this.queued.length > 0 && !this.closed) this.feedWorker();
-    if (this.inFlight.size === 0) {
-      this.worker?.unref();
-      clearTimeout(this.idleTimer);
-      this.idleTimer = setTimeout(() => void this.stopWorker(), IDLE_MS);
-      this.idleTimer.unref();
-    }
+    if (this.inFlight.size > 0) return;
+    // Closed while these were under way: close() could not end it then (its keys are zeroed now).
+    if (this.closed) return void this.stopWorker();
+    this.worker?.unref();
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => void this.stopWorker(), IDLE_MS);
+    this.idleTimer.unref();
   }
 
   /** (5) The worker we did not stop is gone (an 'error', then its 'exit'): the rest opens here. */

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import { buildObject, type BuildContext } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject } from '../desired/types.js';
-import { isSealed, Keyspace, printable, type ObjectId, type ObjectKind } from '../keyspace.js';
+import { isSealed, Keyspace, parseObjectId, printable, type ObjectId } from '../keyspace.js';
 import type { SourceEvent } from '../source/types.js';
 import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
 import { ResyncPasses } from './resync.js';
@@ -34,7 +34,10 @@ const FIRST_SYNC_CONCURRENCY = 256;
 export function interleaveSealed(ids: Iterable<ObjectId>): ObjectId[] {
   const sealed: ObjectId[] = [];
   const plain: ObjectId[] = [];
-  for (const id of ids) (isSealed(id.slice(0, id.indexOf('/')) as ObjectKind) ? sealed : plain).push(id);
+  for (const id of ids) {
+    const ref = parseObjectId(id);
+    (ref && isSealed(ref.kind) ? sealed : plain).push(id);
+  }
   const out: ObjectId[] = [];
   for (let i = 0; i < Math.max(sealed.length, plain.length); i++) {
     if (i < sealed.length) out.push(sealed[i]!);
