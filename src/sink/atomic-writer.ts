@@ -157,13 +157,16 @@ export class AtomicWriter {
 
     // (2)
     await opts.ensureParent?.();
-    const fresh = ensureDir(dir, dirMode, this.opts);
+    // The caller's lstat (just taken, a real dir) saves a mkdir that fails with
+    // EEXIST (an exception built and caught) and two more lstats on every update.
+    const known = !opts.absent ? opts.dirStat : undefined;
+    const fresh = known ? false : ensureDir(dir, dirMode, this.opts);
     if (!fresh) {
       // It appeared after the caller looked: check (and refuse a foreign dir) after all.
       if (opts.absent && this.isUpToDate(dir, payload, true, hash)) return 'unchanged';
       // Only when wrong: a chmod is an inotify event in the namespace dir, and every
       // watcher there (ours too) re-reads that dir — O(objects) per write.
-      if (!modeOwnerOk(lstatSync(dir), dirMode, this.opts)) setModeOwner(dir, dirMode, this.opts);
+      if (!modeOwnerOk(known ?? lstatSync(dir), dirMode, this.opts)) setModeOwner(dir, dirMode, this.opts);
     }
     const tsDir = mkdtempSync(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
     try {
@@ -171,10 +174,14 @@ export class AtomicWriter {
       // allSettled: no fsync may still be running when the catch below removes the dir.
       const durable = !opts.volatile;
       const shared = durable ? opts.durable : undefined;
-      const writes = await Promise.allSettled([...payload].map(([key, value]) => this.writeFile(path.join(tsDir, key), value, durable && !shared)));
-      const failed = writes.find((w) => w.status === 'rejected');
+      // Every file is created before its fsync is awaited (writeFile's synchronous
+      // part), so the payload dir's fsync runs beside theirs, not after them: the
+      // swap waits for the slowest one rather than for a file's and then the dir's.
+      const writes = [...payload].map(([key, value]) => this.writeFile(path.join(tsDir, key), value, durable && !shared));
+      const settled = await Promise.allSettled(durable && !shared ? [...writes, fsyncDir(tsDir)] : writes);
+      const failed = settled.find((w) => w.status === 'rejected');
       if (failed) throw failed.reason;
-      if (durable) await (shared ? shared() : fsyncDir(tsDir));
+      if (shared) await shared();
       await opts.beforeSwap?.(tsDir);
     } catch (err) {
       rmSync(tsDir, { recursive: true, force: true });
@@ -199,7 +206,8 @@ export class AtomicWriter {
       symlinkSync(tsName, dataLink);
     } else {
       if (!lstatOrUndefined(dataLink)?.isSymbolicLink()) rmSync(dataLink, { recursive: true, force: true });
-      rmSync(path.join(dir, DATA_TMP), { force: true });
+      // Left only by a crash between the two calls below: no rmSync (an ENOENT caught) per update.
+      if (lstatOrUndefined(path.join(dir, DATA_TMP))) rmSync(path.join(dir, DATA_TMP), { force: true });
       symlinkSync(tsName, path.join(dir, DATA_TMP));
       renameSync(path.join(dir, DATA_TMP), dataLink);
     }
@@ -262,8 +270,12 @@ export class AtomicWriter {
         return true;
       }
     }
-    const entries = readdirSync(dir, { withFileTypes: true });
     const target = readlinkOrUndefined(path.join(dir, DATA));
+    // An update's new hash is not the one in the live payload dir's name: the
+    // answer is known before listing the dir.
+    const named = target === undefined ? undefined : hashInName(target);
+    if (named !== undefined && named !== hash && isPayloadDirName(target!)) return false;
+    const entries = readdirSync(dir, { withFileTypes: true });
     if (target === undefined) {
       for (const e of entries) {
         if (!e.name.startsWith('..') && !isKeyLink(dir, e.name)) {
@@ -274,7 +286,6 @@ export class AtomicWriter {
     }
     if (!modeOwnerOk(dirStat, dirMode, this.opts)) return false;
     if (!isPayloadDirName(target)) return false; // hand-made or foreign target: replace it
-    const named = hashInName(target);
     if (named !== undefined && named !== hash) return false;
     let payloadDir: Stats | undefined;
     if (named === undefined || deep) {
