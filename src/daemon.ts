@@ -186,9 +186,9 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     resync.unref();
     void (async () => {
       // After the first local snapshot is written (saveSnapshot runs on this same idle
-      // step): both are one-off heaps of short-lived objects — the full snapshot's
-      // encode, the watch's first scan of every object dir — and one after the other
-      // the daemon's peak RSS is the larger of them, not their sum.
+      // step): its encode is a one-off heap of short-lived objects, and the drift
+      // watch's start (a listing of the kind roots, a watch per namespace dir) waits
+      // for nothing else.
       await new Promise((r) => setImmediate(r));
       await writer?.flush();
       const started = Date.now();

@@ -221,6 +221,10 @@ export class FileSink implements Sink {
       roots: await Promise.all(KINDS.map(async (kind) => ({ kind, dir: await this.kindRoot(kind) }))),
       onDrift,
       isQuiet: (id) => (this.busy.get(id) ?? 0) > 0 || Date.now() < (this.quietUntil.get(id) ?? 0),
+      objectsIn: (kind, namespace) => {
+        const prefix = `${kind}/${namespace === undefined ? '' : `${namespace}/`}`;
+        return [...this.applied.keys()].filter((id) => id.startsWith(prefix));
+      },
       logger: this.opts.logger,
     });
     // Closed while chokidar was still scanning: a watcher left open would keep the process alive.
