@@ -167,8 +167,10 @@ export async function putToFile(opts: ScenarioOptions & { puts?: number }): Prom
 }
 
 let cachedEtcdVersion: string | undefined;
+export const etcdBin = (): string => process.env.CONFSYNC_ETCD_BIN || 'etcd';
 export function etcdVersion(): string {
-  cachedEtcdVersion ??= spawnText('etcd', ['--version']).match(/etcd Version: (\S+)/)?.[1] ?? 'unknown';
+  // The binary the harness starts (CONFSYNC_ETCD_BIN, as `npm run test:etcd36` sets it), else the one on PATH.
+  cachedEtcdVersion ??= spawnText(etcdBin(), ['--version']).match(/etcd Version: (\S+)/)?.[1] ?? 'unknown';
   return cachedEtcdVersion;
 }
 

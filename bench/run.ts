@@ -21,7 +21,7 @@ import { coldStart } from './cold-start.js';
 import { confd } from './confd.js';
 import { consoleBench } from './console.js';
 import { fanOut } from './fan-out.js';
-import { etcdVersion, flag, fsType, putToFile, spawnText, type ScenarioOptions } from './put-to-file.js';
+import { etcdBin, etcdVersion, flag, fsType, putToFile, spawnText, type ScenarioOptions } from './put-to-file.js';
 import { putToConfigMap } from './put-to-configmap.js';
 import { snapshotBench } from './snapshot.js';
 import { templateBench } from './template.js';
@@ -80,7 +80,7 @@ function machineFacts(quick: boolean): string {
     ['memory', `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`],
     ['kernel', `${os.type()} ${os.release()}`],
     ['node', process.version],
-    ['etcd', `${etcdVersion()} (${spawnText('etcd', ['--version']).match(/Go Version: (\S+)/)?.[1] ?? '?'})`],
+    ['etcd', `${etcdVersion()} (${spawnText(etcdBin(), ['--version']).match(/Go Version: (\S+)/)?.[1] ?? '?'})`],
     ['etcdctl', spawnText('etcdctl', ['version']).match(/etcdctl version: (\S+)/)?.[1] ?? 'unknown'],
     ['kube-apiserver', kube],
     ['load average', `${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (1/5/15 min, at start: other processes on the machine skew every number)`],
