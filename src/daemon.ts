@@ -15,7 +15,7 @@ import { replayGuarded } from './reconcile/secrets.js';
 import { HighWater } from './state/highwater.js';
 import { ensurePrivateDir } from './state/durable-file.js';
 import { DEFAULT_STATE_DIR, FILE_STAMPS_FILE, isInside, stateDirToRead } from './state/location.js';
-import { loadSnapshot, SnapshotWriter, SourceKeys } from './state/snapshot.js';
+import { loadSnapshot, SnapshotWriter, SourceKeys, type LoadedBase } from './state/snapshot.js';
 import { StatusReporter, statusSnapshot } from './status.js';
 import { VERSION } from './version.js';
 import { FileSink, warnIfPersistent } from './sink/files.js';
@@ -133,7 +133,11 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   // Replay marks matter only to a daemon that opens secrets: no state dir otherwise.
   const marks = keyring ? await HighWater.load(cfg.stateDir, logger, readFrom) : HighWater.inMemory(logger);
   // The local snapshot is sealed to our identity: none without one (nothing to seal it to).
-  const snapshot = keyring ? await loadSnapshot(readFrom, { cluster: cfg.cluster, prefix: cfg.etcd.prefix, keyring }, logger) : undefined;
+  // Its journal goes on from where it is (SnapshotWriter.adopt) when it is read from our own state dir.
+  let loadedBase: LoadedBase | undefined;
+  const snapshot = keyring
+    ? await loadSnapshot(readFrom, { cluster: cfg.cluster, prefix: cfg.etcd.prefix, keyring }, logger, readFrom === cfg.stateDir ? (b) => (loadedBase = b) : undefined)
+    : undefined;
   if (!keyring) logger.info('no identity configured: no local snapshot is kept (it is sealed to the identity), so a start with etcd down serves nothing new and every start lists etcd');
   // Marks only go up: the snapshot's cover a lost or older highwater.json.
   if (snapshot) marks.merge(snapshot.marks);
@@ -215,7 +219,11 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       onWritten: (ms, _bytes, full) => metrics.snapshotWrite.observe({ kind: full ? 'full' : 'journal' }, ms / 1000),
     });
     if (snapshot) writer.loaded(snapshot.revision);
+    // The source's first snapshot (offline, or resumed after its catch-up) is then a record of what moved, not a full write.
+    if (snapshot && loadedBase && writer.adopt(loadedBase)) sourceKeys.seed(snapshot.kvs, snapshot.revision);
   }
+  loadedBase?.fileKey.fill(0); // adopt() zeroed it already; here for a start without a writer
+  loadedBase = undefined;
   // Two clients (one TCP connection per member still: grpc-js shares it between
   // channels of the same target and options): etcd3 closes every channel of a member
   // when one of its own calls fails (the status lease's keepalive in an outage), and a

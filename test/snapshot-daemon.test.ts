@@ -137,9 +137,13 @@ test('etcd down at start: served from the snapshot; etcd back with the revision 
 
     // The snapshot follows the new state; nothing secret in the state dir, ever.
     const rev = etcd.revision();
-    await until(() => fs.statSync(snapshotFile(d)).mtimeMs > st.mtimeMs, 'snapshot rewritten after the catch-up');
+    // What the catch-up moved is appended to the journal of the snapshot this start loaded: the full file is not written again.
+    const journal = `${snapshotFile(d)}.journal`;
+    await until(() => fs.existsSync(journal) && fs.statSync(journal).mtimeMs > st.mtimeMs, 'the catch-up recorded in the snapshot journal');
     assert.ok(rev > 0);
     await stopCleanly(d);
+    assert.equal(fs.statSync(snapshotFile(d)).mtimeMs, st.mtimeMs, 'the full snapshot was written again after a start that loaded it');
+    assert.equal((fs.statSync(journal).mode & 0o777).toString(8), '600');
     assert.deepEqual(grepDir(path.join(d.dir, 'state'), [...Object.values(SECRETS), ...Object.values(CONFIG)]), []);
     assert.deepEqual(Object.values(SECRETS).filter((s) => d.log.includes(s)), [], 'no plaintext in the log');
   } finally {

@@ -14,7 +14,7 @@ import { Writable } from 'node:stream';
 import { generateIdentity, Keyring } from '../src/envelope/identity.js';
 import { createLogger } from '../src/log.js';
 import type { Kv, SourceEvent } from '../src/source/types.js';
-import { JOURNAL_FILE, loadSnapshot, SnapshotWriter, SourceKeys } from '../src/state/snapshot.js';
+import { JOURNAL_FILE, loadSnapshot, SnapshotWriter, SourceKeys, type LoadedBase } from '../src/state/snapshot.js';
 import { SNAPSHOT_FILE } from '../src/state/location.js';
 import { decodeJournal, encodeRecord, journalHeader } from '../src/state/snapshot-journal.js';
 
@@ -24,8 +24,7 @@ const P = '/confsync/global/configmaps/default';
 const kv = (name: string, value: string, rev: number): Kv => ({ key: `${P}/${name}/k`, value: Buffer.from(value), modRevision: rev });
 
 /** A writer wired as the daemon wires it, over a SourceKeys fed with events; logs captured. */
-function setup() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-journal-'));
+function setup(dir = fs.mkdtempSync(path.join(os.tmpdir(), 'confsync-journal-')), publicKeys = [id.publicKey]) {
   const lines: string[] = [];
   const logger = createLogger('info', new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
   const keys = new SourceKeys();
@@ -35,7 +34,7 @@ function setup() {
     stateDir: dir,
     cluster: 'eu',
     prefix: '/confsync',
-    publicKeys: [id.publicKey],
+    publicKeys,
     logger,
     take: () => ({ revision: keys.revision, kvs: keys.takeAll(), marks: new Map(marks) }),
     takeChanges: () => {
@@ -51,7 +50,18 @@ function setup() {
     await writer.flush();
   };
   const load = () => loadSnapshot(dir, expect, logger);
-  return { dir, lines, writer, feed, load, writes, marks };
+  /** What the daemon does at start: load, and go on with the loaded snapshot's journal when the writer takes it. */
+  const restart = async () => {
+    let base: LoadedBase | undefined;
+    const content = await loadSnapshot(dir, expect, logger, (b) => (base = b));
+    assert.ok(content);
+    writer.loaded(content.revision);
+    for (const [p, v] of content.marks) marks.set(p, v);
+    const adopted = base !== undefined && writer.adopt(base);
+    if (adopted) keys.seed(content.kvs, content.revision);
+    return { content, adopted, base: base as LoadedBase | undefined };
+  };
+  return { dir, lines, writer, feed, load, restart, writes, marks };
 }
 
 const state = (c: { kvs: Kv[]; revision: number } | undefined) => c && { revision: c.revision, kvs: Object.fromEntries(c.kvs.map((k) => [k.key.slice(P.length + 1), k.value.toString()])) };
@@ -168,4 +178,72 @@ test('the journal is replaced by a full write once it outgrows half the snapshot
   assert.equal(got?.revision, rev);
   assert.equal(got?.kvs.length, 3000);
   assert.equal(state(got)!.kvs['o0/k'].slice(0, 2), 'r7');
+});
+
+test('a restart goes on with the journal it loaded: its catch-up is one record, an unchanged start writes nothing; after an identity change or a bad record the next write is full', async () => {
+  const first = setup();
+  const big = Array.from({ length: 2000 }, (_, i) => kv(`o${i}`, 'x'.repeat(200), i + 1));
+  await first.feed({ type: 'snapshot', kvs: big, revision: 2000 } as SourceEvent);
+  await first.feed({ type: 'changes', revision: 2001, changes: [{ type: 'put', kv: kv('o1', 'one', 2001) }] } as SourceEvent);
+  await first.writer.close();
+  assert.deepEqual(first.writes.map((w) => w.full), [true, false]);
+  const snapshotBytes = fs.readFileSync(path.join(first.dir, SNAPSHOT_FILE));
+
+  // Restart 1: the source serves the loaded state offline (etcd down), then resumes after a
+  // catch-up of one put and one delete: one record, appended after the one already there.
+  const second = setup(first.dir);
+  const r = await second.restart();
+  assert.equal(r.adopted, true);
+  assert.equal(r.base!.records, 1);
+  assert.ok(r.base!.fileKey.every((b) => b === 0), 'the loader\'s copy of the file key is zeroed once the writer took it');
+  await second.feed({ type: 'snapshot', kvs: r.content.kvs, revision: r.content.revision, offline: true } as SourceEvent);
+  assert.equal(second.writes.length, 0, 'the offline snapshot is the loaded state: nothing to write');
+  const caughtUp = r.content.kvs.filter((k) => k.key !== `${P}/o2/k`).map((k) => (k.key === `${P}/o3/k` ? kv('o3', 'three', 2003) : k));
+  await second.feed({ type: 'snapshot', kvs: caughtUp, revision: 2003, resumed: true } as SourceEvent);
+  await second.writer.close();
+  assert.deepEqual(second.writes.map((w) => w.full), [false], 'the catch-up is a record, not a full write');
+  assert.ok(second.writes[0]!.bytes < 2000, `one record: ${second.writes[0]!.bytes} bytes`);
+  assert.ok(fs.readFileSync(path.join(first.dir, SNAPSHOT_FILE)).equals(snapshotBytes), 'the full snapshot file was not rewritten');
+  const got = await second.load();
+  assert.equal(got?.revision, 2003);
+  assert.equal(got?.kvs.length, 1999);
+  assert.equal(state(got)!.kvs['o1/k'], 'one');
+  assert.equal(state(got)!.kvs['o2/k'], undefined);
+  assert.equal(state(got)!.kvs['o3/k'], 'three');
+  assert.equal(first.lines.concat(second.lines).filter((l) => l.includes('"level":40')).length, 0);
+
+  // Restart 2, nothing changed in etcd: nothing is written, at the resume or at the stop.
+  const third = setup(first.dir);
+  const r3 = await third.restart();
+  await third.feed({ type: 'snapshot', kvs: r3.content.kvs, revision: r3.content.revision, resumed: true } as SourceEvent);
+  await third.writer.close();
+  assert.equal(third.writes.length, 0, 'an unchanged restart wrote something');
+
+  // Restart 3 with a second public key in the identity: the file key is not sealed to it, so the next write is full (to both).
+  const other = generateIdentity();
+  const fourth = setup(first.dir, [id.publicKey, other.publicKey]);
+  const r4 = await fourth.restart();
+  assert.equal(r4.adopted, false);
+  await fourth.feed({ type: 'snapshot', kvs: [...r4.content.kvs, kv('new', 'n', 2004)], revision: 2004, resumed: true } as SourceEvent);
+  await fourth.writer.close();
+  assert.deepEqual(fourth.writes.map((w) => w.full), [true]);
+  assert.ok(!fs.existsSync(path.join(first.dir, JOURNAL_FILE)), 'the full write removed the old journal');
+  assert.equal((await fourth.load())?.kvs.length, 2000);
+
+  // A journal with a bad record at its end cannot take more records: not handed on, the next write is full.
+  const fifth = setup(first.dir, [id.publicKey, other.publicKey]);
+  await fifth.restart();
+  await fifth.feed({ type: 'changes', revision: 2005, changes: [{ type: 'put', kv: kv('o4', 'four', 2005) }] } as SourceEvent);
+  await fifth.writer.close();
+  assert.deepEqual(fifth.writes.map((w) => w.full), [false]);
+  const j = path.join(first.dir, JOURNAL_FILE);
+  fs.appendFileSync(j, Buffer.from([0, 0, 0, 9, 1, 2]));
+  const sixth = setup(first.dir, [id.publicKey, other.publicKey]);
+  const r6 = await sixth.restart();
+  assert.equal(r6.base, undefined);
+  assert.equal(r6.adopted, false);
+  await sixth.feed({ type: 'snapshot', kvs: r6.content.kvs, revision: 2006, resumed: true } as SourceEvent);
+  await sixth.writer.close();
+  assert.deepEqual(sixth.writes.map((w) => w.full), [true]);
+  assert.equal(state(await sixth.load())!.kvs['o4/k'], 'four');
 });

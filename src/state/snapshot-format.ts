@@ -194,8 +194,11 @@ export function decodeSnapshot(file: Buffer, expect: SnapshotExpect): SnapshotCo
   return content;
 }
 
-/** decodeSnapshot, also handing back the file key (the caller opens the journal with it, then zeroes it). */
-export function openSnapshot(file: Buffer, expect: SnapshotExpect): { content: SnapshotContent; fileKey: Uint8Array } {
+/**
+ * decodeSnapshot, also handing back the file key (the caller opens the journal with
+ * it, then zeroes it) and the fingerprints of the public keys the file key is sealed to.
+ */
+export function openSnapshot(file: Buffer, expect: SnapshotExpect): { content: SnapshotContent; fileKey: Uint8Array; sealedTo: string[] } {
   // (1) magic and header, in the clear
   if (file.length < MAGIC.length + 4 || !file.subarray(0, MAGIC.length).equals(MAGIC)) throw new SnapshotUnusable('not a confsync snapshot (v1)');
   const hlen = file.readUInt32BE(MAGIC.length);
@@ -250,8 +253,8 @@ export function openSnapshot(file: Buffer, expect: SnapshotExpect): { content: S
   const body = Buffer.concat(parts);
   for (const p of parts) p.fill(0);
   try {
-    const { keys: _stanzas, ...fields } = header;
-    return { content: { ...fields, ...parseBody(body) }, fileKey };
+    const { keys: stanzas, ...fields } = header;
+    return { content: { ...fields, ...parseBody(body) }, fileKey, sealedTo: stanzas.map((k) => k.id) };
   } catch (err) {
     sodium.memzero(fileKey);
     throw err;

@@ -19,10 +19,15 @@
  *  (2) a write appends one journal record — the keys put and deleted since the
  *      last write, the marks that rose, the revision — sealed with the full
  *      snapshot's file key, then fdatasync: its cost is what changed, not the
- *      keyspace. A full write is made instead when there is no full snapshot of
- *      this process yet (the first write after a start), after a re-list (the
- *      source replaced everything), after a failed write, and when the journal
- *      outgrows half the full snapshot (so a start never reads more than ~1.5×);
+ *      keyspace. A start goes on with the snapshot it loaded from its own state
+ *      dir (SnapshotWriter.adopt): its journal read to the end, its file key sealed
+ *      to the identity's public keys as they are now; the source's first snapshot
+ *      of that state (offline, or resumed after its catch-up) is then one record
+ *      of what moved, and an unchanged restart writes nothing. A full write is made
+ *      instead when there is no such snapshot (none, another format, a journal that
+ *      stopped at a bad record, a key added to or removed from the identity), after
+ *      a re-list (the source replaced everything), after a failed write, and when
+ *      the journal outgrows half the full snapshot (so a start never reads more than ~1.5×);
  *  (3) a full write takes every key and mark, encodes and seals them a slice at
  *      a time with a fresh file key and id, the event loop getting a turn
  *      between slices, writes `snapshot.tmp-<pid>` (0600), fsync,
@@ -38,7 +43,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { Keyring } from '../envelope/identity.js';
+import { fingerprint, type Keyring } from '../envelope/identity.js';
 import type { Logger } from '../log.js';
 import type { Kv, SourceEvent } from '../source/types.js';
 import { writeDurably } from './durable-file.js';
@@ -62,7 +67,13 @@ const RETRY_MS = 30_000;
  * starts as without one. A journal that stops early (a crash while appending, a
  * record that does not authenticate) gives the state of its last good record.
  */
-export async function loadSnapshot(stateDir: string, expect: { cluster: string; prefix: string; keyring: Keyring }, logger: Logger): Promise<SnapshotContent | undefined> {
+export async function loadSnapshot(
+  stateDir: string,
+  expect: { cluster: string; prefix: string; keyring: Keyring },
+  logger: Logger,
+  /** Told what SnapshotWriter.adopt needs to go on appending to this snapshot's journal (it owns the key copy). */
+  onBase?: (base: LoadedBase) => void,
+): Promise<SnapshotContent | undefined> {
   const file = path.join(stateDir, SNAPSHOT_FILE);
   let bytes: Buffer;
   try {
@@ -84,30 +95,54 @@ export async function loadSnapshot(stateDir: string, expect: { cluster: string; 
   } finally {
     bytes.fill(0);
   }
-  const { content, fileKey } = opened;
+  const { content, fileKey, sealedTo } = opened;
   try {
-    if (content.id) await applyJournal(path.join(stateDir, JOURNAL_FILE), content, fileKey, logger);
+    if (!content.id) return content;
+    const journal = await applyJournal(path.join(stateDir, JOURNAL_FILE), content, fileKey, logger);
+    // Read whole (or absent, or an older write's): records can follow it. A journal that
+    // stopped early cannot take more (they would follow the bad record): the next write is full.
+    if (journal && onBase) onBase({ id: content.id, fileKey: new Uint8Array(fileKey), bytes: bytes.length, ...journal, sealedTo, marks: new Map(content.marks) });
   } finally {
     fileKey.fill(0);
   }
   return content;
 }
 
-/** Applies the journal of `content` (its records in order) to it, in place. */
-async function applyJournal(file: string, content: SnapshotContent, fileKey: Uint8Array, logger: Logger): Promise<void> {
+/** The snapshot a start loaded, as the writer needs it to append records to its journal instead of writing it anew. */
+export interface LoadedBase {
+  id: string;
+  fileKey: Uint8Array;
+  /** Size of the full snapshot file. */
+  bytes: number;
+  /** Size of the journal and its records (0, 0: none yet, or an older write's, replaced by the first record). */
+  journalBytes: number;
+  records: number;
+  /** Fingerprints of the public keys the file key is sealed to. */
+  sealedTo: string[];
+  /** The marks as the snapshot and its journal hold them. */
+  marks: Map<string, number>;
+}
+
+/**
+ * Applies the journal of `content` (its records in order) to it, in place. Returns
+ * its size and records when more can be appended to it: read to its end, absent,
+ * or another write's (replaced by the next record); undefined otherwise.
+ */
+async function applyJournal(file: string, content: SnapshotContent, fileKey: Uint8Array, logger: Logger): Promise<{ journalBytes: number; records: number } | undefined> {
   let bytes: Buffer;
   try {
     bytes = await fs.readFile(file);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT') logger.warn({ file, code }, 'snapshot journal cannot be read; starting from the full snapshot alone (older: the watch catches up from its revision)');
-    return;
+    return code === 'ENOENT' ? { journalBytes: 0, records: 0 } : undefined;
   }
   const read = decodeJournal(bytes, fileKey, content.id!);
+  const size = bytes.length;
   bytes.fill(0);
   if (!read.matches) {
     if (read.stopped) logger.warn({ file }, `snapshot journal ignored: ${read.stopped}`);
-    return;
+    return read.stopped ? undefined : { journalBytes: 0, records: 0 };
   }
   if (read.records.length) {
     const keys = new Map(content.kvs.map((kv) => [kv.key, kv]));
@@ -119,7 +154,11 @@ async function applyJournal(file: string, content: SnapshotContent, fileKey: Uin
     }
     content.kvs = [...keys.values()];
   }
-  if (read.stopped) logger.warn({ file, records: read.records.length, revision: content.revision }, `snapshot journal read up to a bad record: ${read.stopped}; the state of the record before it is used (the watch catches up from its revision)`);
+  if (read.stopped) {
+    logger.warn({ file, records: read.records.length, revision: content.revision }, `snapshot journal read up to a bad record: ${read.stopped}; the state of the record before it is used (the watch catches up from its revision)`);
+    return undefined;
+  }
+  return { journalBytes: size, records: read.records.length };
 }
 
 /**
@@ -136,8 +175,32 @@ export class SourceKeys {
   /** The source replaced everything since the last takeAll(): only a full write will do. */
   private relisted = true;
 
+  /**
+   * The keys of the snapshot this start loaded, which the writer goes on appending to
+   * (SnapshotWriter.adopt): the source's snapshot of the same state (served offline,
+   * or resumed after its catch-up) is then counted as the changes from it.
+   */
+  seed(kvs: Kv[], revision: number): void {
+    this.keys.clear();
+    for (const kv of kvs) this.keys.set(kv.key, kv);
+    this.changes = new Map();
+    this.relisted = false;
+    this.revision = revision;
+  }
+
   note(e: SourceEvent): void {
-    if (e.type === 'snapshot') {
+    if (e.type === 'snapshot' && (e.resumed || e.offline) && !this.relisted) {
+      // The loaded state moved on by its catch-up (nothing, offline): the difference is a record.
+      const before = new Map(this.keys);
+      this.keys.clear();
+      for (const kv of e.kvs) {
+        this.keys.set(kv.key, kv);
+        const old = before.get(kv.key);
+        before.delete(kv.key);
+        if (old !== kv && !(old && old.modRevision === kv.modRevision && old.value.equals(kv.value))) this.changes.set(kv.key, kv);
+      }
+      for (const key of before.keys()) this.changes.set(key, undefined);
+    } else if (e.type === 'snapshot') {
       this.keys.clear();
       for (const kv of e.kvs) this.keys.set(kv.key, kv);
       this.changes.clear();
@@ -225,6 +288,27 @@ export class SnapshotWriter {
   /** The snapshot on disk is already at `revision` (it was loaded): no write until state moves past it. */
   loaded(revision: number): void {
     this.savedRevision = revision;
+  }
+
+  /**
+   * Goes on appending to the journal of the snapshot this start loaded (from this
+   * writer's own state dir), so that a restart writes what changed, not the whole
+   * state again (a full write is ~0.5 s of CPU and a ~17 MiB file at 110,000 keys).
+   * Only when its file key is sealed to exactly this identity's public keys: after
+   * a key was added or removed, the next write is full and sealed to the new set.
+   * Returns whether it did. `base.fileKey` is zeroed either way (the writer keeps a copy).
+   */
+  adopt(base: LoadedBase): boolean {
+    const want = new Set(this.opts.publicKeys.map((pk) => fingerprint(pk)));
+    const fileKey = new Uint8Array(base.fileKey);
+    base.fileKey.fill(0);
+    if (base.sealedTo.length !== want.size || !base.sealedTo.every((id) => want.has(id))) {
+      fileKey.fill(0);
+      return false;
+    }
+    this.dropBase();
+    this.base = { id: base.id, fileKey, bytes: base.bytes, journalBytes: base.journalBytes, records: base.records, lastAt: Date.now(), marks: new Map(base.marks) };
+    return true;
   }
 
   /** (1) The applied state is now at `revision`. */
