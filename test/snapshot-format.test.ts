@@ -39,6 +39,17 @@ test('round trip, also a body of several chunks and binary values', () => {
   }
 });
 
+test('keys with multi-byte UTF-8 (an invalid key etcd holds is saved as it is) open the same when a character straddles two chunks', () => {
+  // Keys of 3-byte characters in a body over 1 MiB, shifted by 0, 1 and 2 bytes: the chunk
+  // boundary falls inside a character in at least one of them.
+  for (const shift of ['', 'x', 'xy']) {
+    const kvs = Array.from({ length: 2000 }, (_, i) => ({ key: `/confsync/global/${shift}${'€'.repeat(200)}-${String(i).padStart(4, '0')}`, value: Buffer.from([i % 256, 0xff, 0]), modRevision: i + 1 }));
+    assert.ok(Buffer.byteLength(JSON.stringify(kvs.map((k) => k.key))) > 1 << 20, 'the body spans chunks');
+    const out = decodeSnapshot(encodeSnapshot({ ...content(), kvs }, [a.publicKey]), expect());
+    assert.deepEqual(out.kvs, kvs, `shift ${shift.length}`);
+  }
+});
+
 test('the sliced encode (event loop free between slices): opens to the same content, a changed key encoded anew', async () => {
   const c = content(5000, 300); // several slices and several chunks
   const first = decodeSnapshot(await encodeSnapshotAsync(c, [a.publicKey]), expect());

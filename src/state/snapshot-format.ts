@@ -37,6 +37,7 @@
  */
 import sodium from 'libsodium-wrappers';
 import { randomBytes } from 'node:crypto';
+import { StringDecoder } from 'node:string_decoder';
 import { fingerprint, type Keyring } from '../envelope/identity.js';
 import type { Kv } from '../source/types.js';
 
@@ -225,7 +226,11 @@ export function openSnapshot(file: Buffer, expect: SnapshotExpect): { content: S
   if (!fileKey) throw new SnapshotUnusable('sealed to none of the keys in the identity file (identity replaced?)');
   // (4) the stream: every chunk authenticated with the header as AD, FINAL exactly at the end
   const ad = file.subarray(0, adEnd);
-  const parts: Buffer[] = [];
+  // Each chunk's plaintext is decoded to text as it opens and zeroed at once (a decoder
+  // keeps a UTF-8 sequence split between chunks): no second and third copy of the body
+  // (the chunks kept, then concatenated) on the heap of a start — ~35 MiB at 110,000 keys.
+  const decoder = new StringDecoder('utf8');
+  const text: string[] = [];
   try {
     let state;
     try {
@@ -241,7 +246,8 @@ export function openSnapshot(file: Buffer, expect: SnapshotExpect): { content: S
       if (clen < SS_ABYTES || clen > CHUNK + SS_ABYTES || off + 4 + clen > file.length) throw new SnapshotUnusable('truncated or corrupt (chunk length)');
       const r = sodium.crypto_secretstream_xchacha20poly1305_pull(state, file.subarray(off + 4, off + 4 + clen), ad) as { message: Uint8Array; tag: number } | false;
       if (!r) throw new SnapshotUnusable('does not authenticate (tampered, or written by another identity)');
-      parts.push(Buffer.from(r.message));
+      text.push(decoder.write(Buffer.from(r.message.buffer, r.message.byteOffset, r.message.byteLength)));
+      r.message.fill(0);
       final = r.tag === sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL;
       off += 4 + clen;
     }
@@ -250,16 +256,13 @@ export function openSnapshot(file: Buffer, expect: SnapshotExpect): { content: S
     sodium.memzero(fileKey);
     throw err;
   }
-  const body = Buffer.concat(parts);
-  for (const p of parts) p.fill(0);
+  text.push(decoder.end());
   try {
     const { keys: stanzas, ...fields } = header;
-    return { content: { ...fields, ...parseBody(body) }, fileKey, sealedTo: stanzas.map((k) => k.id) };
+    return { content: { ...fields, ...parseBody(text.join('')) }, fileKey, sealedTo: stanzas.map((k) => k.id) };
   } catch (err) {
     sodium.memzero(fileKey);
     throw err;
-  } finally {
-    body.fill(0);
   }
 }
 
@@ -290,10 +293,10 @@ function parseHeader(bytes: Buffer): Header {
   return o as Header;
 }
 
-function parseBody(bytes: Buffer): { kvs: Kv[]; marks: Map<string, number> } {
+function parseBody(text: string): { kvs: Kv[]; marks: Map<string, number> } {
   let b: { kvs?: unknown; marks?: unknown };
   try {
-    b = JSON.parse(bytes.toString('utf8'));
+    b = JSON.parse(text);
   } catch {
     throw new SnapshotUnusable('corrupt (body is not JSON)');
   }
