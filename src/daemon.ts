@@ -219,11 +219,10 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       onWritten: (ms, _bytes, full) => metrics.snapshotWrite.observe({ kind: full ? 'full' : 'journal' }, ms / 1000),
     });
     if (snapshot) writer.loaded(snapshot.revision);
-    // The source's first snapshot (offline, or resumed after its catch-up) is then a record of what moved, not a full write.
+    // The source's first snapshot (offline, or resumed after its catch-up) is then a record of what moved, not a full
+    // write. adopt() zeroes the loader's copy of the file key either way (a loaded base implies a writer: both need the identity).
     if (snapshot && loadedBase && writer.adopt(loadedBase)) sourceKeys.seed(snapshot.kvs, snapshot.revision);
   }
-  loadedBase?.fileKey.fill(0); // adopt() zeroed it already; here for a start without a writer
-  loadedBase = undefined;
   // Two clients (one TCP connection per member still: grpc-js shares it between
   // channels of the same target and options): etcd3 closes every channel of a member
   // when one of its own calls fails (the status lease's keepalive in an outage), and a

@@ -272,9 +272,9 @@ export class AtomicWriter {
     }
     const target = readlinkOrUndefined(path.join(dir, DATA));
     // An update's new hash is not the one in the live payload dir's name: the
-    // answer is known before listing the dir.
+    // answer is known before listing the dir (a name with a hash is a payload dir name).
     const named = target === undefined ? undefined : hashInName(target);
-    if (named !== undefined && named !== hash && isPayloadDirName(target!)) return false;
+    if (named !== undefined && named !== hash) return false;
     const entries = readdirSync(dir, { withFileTypes: true });
     if (target === undefined) {
       for (const e of entries) {
@@ -286,7 +286,6 @@ export class AtomicWriter {
     }
     if (!modeOwnerOk(dirStat, dirMode, this.opts)) return false;
     if (!isPayloadDirName(target)) return false; // hand-made or foreign target: replace it
-    if (named !== undefined && named !== hash) return false;
     let payloadDir: Stats | undefined;
     if (named === undefined || deep) {
       payloadDir = this.filesMatch(dir, target, payload);

@@ -296,7 +296,8 @@ export class SnapshotWriter {
    * state again (a full write is ~0.5 s of CPU and a ~17 MiB file at 110,000 keys).
    * Only when its file key is sealed to exactly this identity's public keys: after
    * a key was added or removed, the next write is full and sealed to the new set.
-   * Returns whether it did. `base.fileKey` is zeroed either way (the writer keeps a copy).
+   * Returns whether it did. `base.fileKey` is zeroed either way (the writer keeps a copy);
+   * `base.marks` (loadSnapshot's own copy) becomes the writer's.
    */
   adopt(base: LoadedBase): boolean {
     const want = new Set(this.opts.publicKeys.map((pk) => fingerprint(pk)));
@@ -307,7 +308,7 @@ export class SnapshotWriter {
       return false;
     }
     this.dropBase();
-    this.base = { id: base.id, fileKey, bytes: base.bytes, journalBytes: base.journalBytes, records: base.records, lastAt: Date.now(), marks: new Map(base.marks) };
+    this.base = { id: base.id, fileKey, bytes: base.bytes, journalBytes: base.journalBytes, records: base.records, lastAt: Date.now(), marks: base.marks };
     return true;
   }
 
