@@ -165,6 +165,8 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     source: { desired: () => reconciler.desiredObjects(), template: (name) => reconciler.store.template(name), synced: () => reconciler.progress.synced },
   });
   metrics.templateCounters = renderer.counters;
+  const fileSink = sinks.find((s): s is FileSink => s instanceof FileSink);
+  if (fileSink) metrics.preparedCounts = () => fileSink.preparedCounts();
   const restarts = kc && kube?.rollingRestarts ? new (await import('./reactions/restarts.js')).KubeRestarts(kc, logger) : undefined;
   let status: StatusReporter | undefined;
   const pokeStatus: ReconcileObserver = (e) => e.type === 'idle' && status?.poke();
@@ -243,6 +245,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   // When etcd went away (the first failed attempt), so that its return can say how long it was gone.
   let downSince: number | undefined;
   source.start((event) => {
+    if (event.type === 'held') return reconciler.handle(event); // a hint: no news of etcd, nothing to snapshot
     if (event.type === 'state') {
       // During an outage each retry passes through listing/watching: those are attempts, not news.
       if (event.state !== progress.state && event.state !== 'backoff') logger[downSince === undefined ? 'info' : 'debug']({ state: event.state }, 'etcd source state');

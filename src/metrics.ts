@@ -50,6 +50,8 @@ export class Metrics {
   readonly ready = new Gauge({ name: 'confsync_ready', help: '1 when /readyz would answer 200.', registers: [this.registry] });
   /** Set by the daemon: the hooks' own counters, read at scrape time. */
   hookCounters?: { runs: readonly number[]; failures: readonly number[] };
+  /** Set by the daemon: the file sink's updates prepared ahead (FileSink.preparedCounts), read at scrape time. */
+  preparedCounts?: () => { swapped: number; discarded: number };
   /** Set by the daemon: each template's results (render/renderer.ts), read at scrape time. */
   templateCounters?: ReadonlyMap<string, Readonly<Record<string, number>>>;
 
@@ -75,6 +77,18 @@ export class Metrics {
       },
     });
   }
+
+  private preparedMetric = new Counter({
+    name: 'confsync_prepared_updates_total',
+    help: 'File sink updates whose payload dir was written ahead, while the watch held the change for ordering: result="swapped" (the apply only swapped it in) or "discarded" (the applied state differed, or none came).',
+    labelNames: ['result'],
+    registers: [this.registry],
+    collect: () => {
+      this.preparedMetric.reset();
+      const c = this.preparedCounts?.();
+      if (c) for (const [result, n] of Object.entries(c)) this.preparedMetric.inc({ result }, n);
+    },
+  });
 
   private templateMetric = new Counter({
     name: 'confsync_template_renders_total',

@@ -53,6 +53,13 @@ test('/healthz, /readyz and /metrics: ready after the first sync, counters move,
       assert.doesNotMatch(name, /(?:^|_)([a-z]+)_\1(?:_|$)/, `${name}: no doubled word`);
     }
 
+    // An update is held for ordering (two watched prefixes) and its payload dir written meanwhile: the apply only swaps it in.
+    await etcdc.put(`${P}/global/configmaps/default/app/k`).value('v2');
+    await until(() => readOr(d.file('configmaps', 'default', 'app', 'k')) === 'v2', 'updated file');
+    const prepared = (await get(`${base}/metrics`)).body;
+    assert.equal(metric(prepared, 'confsync_prepared_updates_total{result="swapped"}'), 1, 'the update was prepared ahead and swapped in');
+    assert.equal(metric(prepared, 'confsync_prepared_updates_total{result="discarded"}'), 0);
+
     await etcd.kill('SIGKILL');
     await until(async () => (await get(`${base}/readyz`)).status === 503, 'not ready while etcd is gone', 10_000);
     assert.match((await get(`${base}/readyz`)).body, /no progress from the etcd watch/);

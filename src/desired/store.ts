@@ -63,6 +63,36 @@ export class KeyStore {
     return { dirty, invalid, removed, templates: this.templateChanges !== templatesBefore };
   }
 
+  /**
+   * What `apply(changes)` would make of the objects they touch, changing nothing:
+   * per object its keys afterwards (copies), or undefined when its last key would
+   * go. Templates and invalid keys are left out.
+   */
+  preview(changes: Change[]): Map<ObjectId, ObjectKeys | undefined> {
+    const out = new Map<ObjectId, ObjectKeys | undefined>();
+    for (const c of changes) {
+      const key = c.type === 'put' ? c.kv.key : c.key;
+      const parsed = parseKey(this.relative(key));
+      if (parsed.type !== 'data' && parsed.type !== 'meta') continue;
+      if (parsed.scope.type === 'cluster' && parsed.scope.cluster !== this.cluster) continue;
+      const id = objectId(parsed.kind, parsed.namespace, parsed.name);
+      const isGlobal = parsed.scope.type === 'global';
+      let obj = out.has(id) ? out.get(id) : copyKeys(this.objects.get(id));
+      if (c.type === 'put') {
+        obj ??= { kind: parsed.kind, namespace: parsed.namespace, name: parsed.name, global: new Map(), cluster: new Map() };
+        const stored = new Stored(c.kv.key, c.kv.value, c.kv.modRevision, parsed.logicalPath);
+        if (parsed.type === 'meta') obj[isGlobal ? 'globalMeta' : 'clusterMeta'] = stored;
+        else (isGlobal ? obj.global : obj.cluster).set(parsed.key, stored);
+      } else if (obj) {
+        if (parsed.type === 'meta') obj[isGlobal ? 'globalMeta' : 'clusterMeta'] = undefined;
+        else (isGlobal ? obj.global : obj.cluster).delete(parsed.key);
+        if (!(obj.global.size || obj.cluster.size || obj.globalMeta || obj.clusterMeta)) obj = undefined;
+      }
+      out.set(id, obj);
+    }
+    return out;
+  }
+
   /** The template stored under `<scope>/templates/<name>` as this cluster sees it: its own scope's wins over global. */
   template(name: string): StoredKv | undefined {
     const t = this.templates.get(name);
@@ -132,4 +162,8 @@ export class KeyStore {
   private relative(key: string): string {
     return key.startsWith(this.prefix) ? key.slice(this.prefix.length) : key;
   }
+}
+
+function copyKeys(o: ObjectKeys | undefined): ObjectKeys | undefined {
+  return o && { ...o, global: new Map(o.global), cluster: new Map(o.cluster) };
 }

@@ -49,6 +49,20 @@ export class SinkFanout {
     );
   }
 
+  /** Sinks that can prepare an update ahead of it (Sink.prepare). */
+  get canPrepare(): boolean {
+    return this.opts.sinks.some((s) => s.prepare);
+  }
+
+  /** Sink.prepare on every sink that has it; a failure there is nobody's business (the apply decides). */
+  async prepare(obj: DesiredObject): Promise<void> {
+    await Promise.all(this.opts.sinks.map((s) => s.prepare?.(obj).catch(() => undefined)));
+  }
+
+  discard(id: ObjectId): void {
+    for (const s of this.opts.sinks) s.discard?.(id);
+  }
+
   async remove(id: ObjectId): Promise<void> {
     await Promise.all(
       this.opts.sinks.map(async (sink) => {

@@ -40,7 +40,7 @@ export class Progress {
   }
 
   /** A source event arrived (the reconciler calls this before acting on it). */
-  noteEvent(event: SourceEvent): void {
+  noteEvent(event: Exclude<SourceEvent, { type: 'held' }>): void {
     if (event.type === 'state') {
       this.state = event.state;
       if (event.state === 'offline') this.offline = { since: new Date().toISOString(), revision: 0 };

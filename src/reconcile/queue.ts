@@ -79,6 +79,11 @@ export class WorkQueue {
     }
   }
 
+  /** Queued or being worked on (a change or a check). */
+  has(id: ObjectId): boolean {
+    return this.queued.has(id) || this.inFlight.has(id) || this.checks.has(id);
+  }
+
   /** (4) */
   check(id: ObjectId): void {
     this.changed = true;

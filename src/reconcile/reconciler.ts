@@ -3,7 +3,7 @@ import { buildObject, type BuildContext } from '../desired/build.js';
 import { KeyStore } from '../desired/store.js';
 import type { DesiredObject } from '../desired/types.js';
 import { isSealed, Keyspace, parseObjectId, printable, type ObjectId } from '../keyspace.js';
-import type { SourceEvent } from '../source/types.js';
+import type { Change, SourceEvent } from '../source/types.js';
 import type { ReconcileEvent, ReconcileObserver, ReconcileStats } from './events.js';
 import { ResyncPasses } from './resync.js';
 import { SinkFanout } from './fanout.js';
@@ -46,6 +46,13 @@ export function interleaveSealed(ids: Iterable<ObjectId>): ObjectId[] {
   return out;
 }
 
+/**
+ * (9) Held changes beyond this many are not prepared ahead: a large transaction
+ * or a catch-up is not what waits on one change's latency, and preparing many
+ * payload dirs would compete with the applies for the disk.
+ */
+const SPECULATE_MAX_CHANGES = 16;
+
 /** 10000 → "10,000": counts in log messages are read by people. */
 const count = (n: number): string => n.toLocaleString('en-US');
 export type { ReconcilerOptions } from './options.js';
@@ -74,7 +81,9 @@ export type { ReconcilerOptions } from './options.js';
  *      mass-delete guard (guard.ts) until an operator confirms;
  *  (8) an `offline` snapshot (the local one, etcd unreachable at start) is served
  *      like any other but prunes nothing and is not judged by the guard: the
- *      snapshot from etcd that follows does both.
+ *      snapshot from etcd that follows does both;
+ *  (9) changes the source still holds (`held`) let the sinks prepare an update
+ *      ahead (`speculate`); only the `changes` event applies anything.
  */
 export class Reconciler {
   readonly store: KeyStore;
@@ -83,6 +92,8 @@ export class Reconciler {
 
   private readonly desired = new Map<ObjectId, DesiredObject>();
   private readonly held = new Set<ObjectId>();
+  /** (9) Objects a sink was asked to prepare, until their next reconcile. */
+  private readonly speculated = new Set<ObjectId>();
   /** Objects whose desired state was built from the store as it is now: a drift hint or resync only re-checks the sinks. */
   private readonly upToDate = new Set<ObjectId>();
   /** Objects a sink held before our first snapshot: their last good secrets may be only there. */
@@ -158,6 +169,7 @@ export class Reconciler {
 
   /** (1) */
   handle = (event: SourceEvent): void => {
+    if (event.type === 'held') return this.speculate(event.changes);
     const before = event.type === 'snapshot' && event.rebase ? 0 : this.progress.received;
     this.progress.noteEvent(event);
     if (event.type === 'snapshot') {
@@ -207,6 +219,32 @@ export class Reconciler {
     this.advance();
     this.pump();
   };
+
+  /**
+   * (9) Changes the source holds until its other watchers are known past them
+   * (SourceEvent 'held'): the objects they would change are built as they would
+   * be, and the sinks may prepare them (the file sink writes and fsyncs the new
+   * payload dir and swaps nothing) while the source waits. The `changes` event
+   * that follows decides as ever — an object is only ever applied from it — and
+   * a preparation it does not use is discarded. Only for settled objects
+   * (applied, not queued or in flight, not held), after the first sync, and not
+   * for sealed kinds: no secret is opened ahead of its turn. Queued behind the
+   * source's question (setImmediate), so it never delays the answer's request.
+   */
+  private speculate(changes: Change[]): void {
+    if (!this.progress.synced || !this.sinks.canPrepare || changes.length > SPECULATE_MAX_CHANGES) return;
+    setImmediate(() => {
+      for (const [id, keys] of this.store.preview(changes)) {
+        const previous = this.desired.get(id);
+        if (!keys || !previous || isSealed(keys.kind) || !this.upToDate.has(id) || this.held.has(id) || this.queue.has(id)) continue;
+        if (keys.global.size + keys.cluster.size > (this.opts.limits?.maxKeys ?? Infinity)) continue;
+        const result = buildObject(keys, { ...this.buildContext, unopened: 'skip' }, previous);
+        if (result.type !== 'object' || result.object.hash === previous.hash) continue;
+        this.speculated.add(id);
+        void this.sinks.prepare(result.object);
+      }
+    });
+  }
 
   /** The objects a sink can vouch for (the resync's `applied`), walked lazily: no copy of 20,000 per pass. */
   private *upToDateObjects(): Iterable<DesiredObject> {
@@ -350,13 +388,24 @@ export class Reconciler {
     this.startListing = listed;
   }
 
-  /** (2)–(5) for one object. */
+  /** (2)–(5) for one object; (9) a preparation made for it is taken by the sinks' apply or remove, else discarded. */
   private async reconcileObject(id: ObjectId, since: { force: boolean; dirtySince?: number }): Promise<void> {
+    const speculated = this.speculated.delete(id);
+    let touched = false;
+    try {
+      touched = await this.reconcileOne(id, since);
+    } finally {
+      if (speculated && !touched) this.sinks.discard(id);
+    }
+  }
+
+  /** True when a sink was asked to apply or remove the object. */
+  private async reconcileOne(id: ObjectId, since: { force: boolean; dirtySince?: number }): Promise<boolean> {
     const keys = this.store.objects.get(id);
     if (keys) this.guard.forget(id);
     const previous = this.desired.get(id);
     // A resync of an unchanged object costs a sink check, not a rebuild (the idle cost must not grow with the keyspace).
-    if (since.force && previous && this.upToDate.has(id)) return this.sinks.apply(previous, since.dirtySince, this.progress.synced);
+    if (since.force && previous && this.upToDate.has(id)) return this.sinks.apply(previous, since.dirtySince, this.progress.synced).then(() => true);
     this.upToDate.delete(id);
     let dropped: Buffer[] = [];
     let result: ReturnType<typeof buildObject>;
@@ -371,13 +420,15 @@ export class Reconciler {
     }
     this.problems.setFor(`object:${id}`, result.problems);
 
+    let touched = false;
     if (result.type === 'hold') {
       this.held.add(id);
-      if (since.force && previous) await this.sinks.apply(previous, since.dirtySince, this.progress.synced);
+      if ((touched = since.force && previous !== undefined)) await this.sinks.apply(previous!, since.dirtySince, this.progress.synced);
     } else if (result.type === 'absent') {
-      if (!keys && this.guard.isHeld(id)) return; // (7) stays until released
+      if (!keys && this.guard.isHeld(id)) return false; // (7) stays until released
       this.held.delete(id);
       if (this.desired.delete(id)) this.emit({ type: 'desired', id });
+      touched = true;
       await this.sinks.remove(id);
     } else {
       this.held.delete(id);
@@ -385,10 +436,11 @@ export class Reconciler {
       this.desired.set(id, result.object);
       if (previous?.hash !== result.object.hash) this.emit({ type: 'desired', id });
       this.upToDate.add(id);
-      if (since.force || !previous || previous.hash !== result.object.hash) await this.sinks.apply(result.object, since.dirtySince, this.progress.synced);
+      if ((touched = since.force || !previous || previous.hash !== result.object.hash)) await this.sinks.apply(result.object, since.dirtySince, this.progress.synced);
     }
     // Plaintext that left the cache and that no desired object still uses.
     zeroUnless(dropped, this.desired.get(id)?.data.values() ?? []);
+    return touched;
   }
 
   private emit(event: ReconcileEvent): void {

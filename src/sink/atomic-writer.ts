@@ -124,6 +124,13 @@ interface Stamp {
   payloadDir: StatMark;
 }
 
+/** A payload dir written ahead of its swap (`prepare`): complete, with this lstat, once `done` resolves. */
+interface Prepared {
+  hash: string;
+  tsDir: string;
+  done: Promise<StatMark>;
+}
+
 /** A stamp as handed to the next process (FileSink saves them at stop): object dir, `..data` target, the two lstat marks. */
 export type SavedStamp = [dir: string, target: string, dirMark: StatMark, payloadDirMark: StatMark];
 
@@ -134,6 +141,10 @@ export class AtomicWriter {
   private readonly stamps = new Map<string, Stamp>();
   /** Stamps of the previous process, each used at most once, by its dir's first quick check here (1). */
   private readonly carried = new Map<string, Stamp>();
+  /** Object dir -> the payload dir `prepare` wrote for it (one at a time). */
+  private readonly prepared = new Map<string, Prepared>();
+  /** Prepared payload dirs swapped in by a `write`, and thrown away (another payload came, or none). */
+  readonly preparedCounts = { swapped: 0, discarded: 0 };
 
   constructor(private readonly opts: AtomicWriterOptions) {}
 
@@ -153,7 +164,10 @@ export class AtomicWriter {
     const { dirMode } = this.opts;
     this.stamps.delete(dir);
     // (1) Skipped when the caller has just seen that the dir does not exist.
-    if (!opts.absent && this.isUpToDate(dir, payload, opts.deep ?? true, hash, opts.dirStat)) return 'unchanged';
+    if (!opts.absent && this.isUpToDate(dir, payload, opts.deep ?? true, hash, opts.dirStat)) {
+      await this.discardPrepared(dir);
+      return 'unchanged';
+    }
 
     // (2)
     await opts.ensureParent?.();
@@ -168,20 +182,11 @@ export class AtomicWriter {
       // watcher there (ours too) re-reads that dir — O(objects) per write.
       if (!modeOwnerOk(known ?? lstatSync(dir), dirMode, this.opts)) setModeOwner(dir, dirMode, this.opts);
     }
-    const tsDir = mkdtempSync(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
+    // Prepared ahead (`prepare`): complete and fsynced already.
+    const prepared = await this.takePrepared(dir, hash);
+    const tsDir = prepared ?? mkdtempSync(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
     try {
-      setModeOwner(tsDir, dirMode, this.opts);
-      // allSettled: no fsync may still be running when the catch below removes the dir.
-      const durable = !opts.volatile;
-      const shared = durable ? opts.durable : undefined;
-      // Every file is created before its fsync is awaited (writeFile's synchronous
-      // part), so the payload dir's fsync runs beside theirs, not after them: the
-      // swap waits for the slowest one rather than for a file's and then the dir's.
-      const writes = [...payload].map(([key, value]) => this.writeFile(path.join(tsDir, key), value, durable && !shared));
-      const settled = await Promise.allSettled(durable && !shared ? [...writes, fsyncDir(tsDir)] : writes);
-      const failed = settled.find((w) => w.status === 'rejected');
-      if (failed) throw failed.reason;
-      if (shared) await shared();
+      if (!prepared) await this.fillPayloadDir(tsDir, payload, !opts.volatile, opts.durable);
       await opts.beforeSwap?.(tsDir);
     } catch (err) {
       rmSync(tsDir, { recursive: true, force: true });
@@ -237,6 +242,83 @@ export class AtomicWriter {
       }
     }
     return this.stamped(dir, tsName);
+  }
+
+  /**
+   * Step (2) ahead of time, for an update that will probably come (a change etcd
+   * committed, held until the other watchers are known past it): the payload dir
+   * is written and fsynced now, beside the wait, and nothing is swapped. The
+   * `write` of the same payload then only swaps (3); a different payload (or
+   * none) leaves the dir to (6). Only for a dir that is ours already (`..data`):
+   * nothing appears in the namespace dir. Ours to trust: the dir's lstat when it
+   * was complete is kept, and any entry added, removed or renamed in it since
+   * moves its mtime; then it is not used (and goes in (6)).
+   */
+  async prepare(dir: string, payload: Payload, opts: Pick<WriteOptions, 'volatile' | 'dirStat'> = {}): Promise<boolean> {
+    const hash = payloadHash(payload, this.opts);
+    const known = this.prepared.get(dir);
+    if (known?.hash === hash) return false;
+    const dirStat = opts.dirStat ?? lstatOrUndefined(dir);
+    if (!dirStat?.isDirectory()) return false;
+    const target = readlinkOrUndefined(path.join(dir, DATA));
+    if (target === undefined || !isPayloadDirName(target) || hashInName(target) === hash) return false;
+    await this.discardPrepared(dir);
+    const tsDir = mkdtempSync(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
+    const entry: Prepared = { hash, tsDir, done: this.fillPayloadDir(tsDir, payload, !opts.volatile).then(() => statMark(lstatSync(tsDir))) };
+    this.prepared.set(dir, entry);
+    try {
+      await entry.done;
+      return true;
+    } catch {
+      if (this.prepared.get(dir) === entry) await this.discardPrepared(dir);
+      return false;
+    }
+  }
+
+  /**
+   * A prepared payload dir that no `write` will take: removed (nothing points at
+   * it). Like (6), under the caller's lock for the dir, and a link found in its
+   * place is removed itself, never followed.
+   */
+  async discardPrepared(dir: string): Promise<void> {
+    const p = this.prepared.get(dir);
+    if (!p) return;
+    this.prepared.delete(dir);
+    this.preparedCounts.discarded++;
+    await p.done.catch(() => undefined);
+    const st = lstatOrUndefined(p.tsDir);
+    if (st) removeOwnEntry(p.tsDir, st.isDirectory());
+  }
+
+  /** (2) for a prepared payload: the dir, if it is this payload's and as it was left complete. */
+  private async takePrepared(dir: string, hash: string): Promise<string | undefined> {
+    const p = this.prepared.get(dir);
+    if (!p) return undefined;
+    this.prepared.delete(dir);
+    const mark = await p.done.catch(() => undefined);
+    const st = lstatOrUndefined(p.tsDir);
+    // Not this payload, or touched since: (6) removes it with the other stale entries.
+    const use = p.hash === hash && mark !== undefined && st?.isDirectory() === true && sameStat(mark, st);
+    this.preparedCounts[use ? 'swapped' : 'discarded']++;
+    return use ? p.tsDir : undefined;
+  }
+
+  /**
+   * (2) The payload's files in the new dir `tsDir`: created, written, fsynced (or
+   * made durable by `shared`). Every file is created before its fsync is awaited
+   * (writeFile's synchronous part), so the dir's fsync runs beside theirs, not
+   * after them: the swap waits for the slowest one rather than for a file's and
+   * then the dir's. allSettled: no fsync may still be running when a caller
+   * removes the dir after a failure.
+   */
+  private async fillPayloadDir(tsDir: string, payload: Payload, durable: boolean, shared?: () => Promise<void>): Promise<void> {
+    setModeOwner(tsDir, this.opts.dirMode, this.opts);
+    if (!durable) shared = undefined;
+    const writes = [...payload].map(([key, value]) => this.writeFile(path.join(tsDir, key), value, durable && !shared));
+    const settled = await Promise.allSettled(durable && !shared ? [...writes, fsyncDir(tsDir)] : writes);
+    const failed = settled.find((w) => w.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (shared) await shared();
   }
 
   /** Just written: what the resync's cheap pass compares against (the object dir's lstat; the payload dir's and the files' digest wait for a deep check). */

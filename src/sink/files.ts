@@ -154,6 +154,41 @@ export class FileSink implements Sink {
     });
   }
 
+  /**
+   * Sink.prepare: an update of an object dir this process applied writes its new
+   * payload dir now and swaps nothing (AtomicWriter.prepare); the apply that
+   * follows only swaps. Not for a create (its dir would appear early) nor while
+   * another operation on the object is under way.
+   */
+  async prepare(obj: DesiredObject): Promise<void> {
+    if (this.closed || this.locks.has(obj.id) || this.applied.get(obj.id) === undefined || this.applied.get(obj.id) === obj.hash) return;
+    try {
+      validateObject(obj.id, obj.kind, obj.namespace, obj.name, obj.data.keys());
+      await this.exclusive(obj.id, async () => {
+        const { dir, found } = await this.checkedDir(obj.kind, obj.namespace, obj.name);
+        if (found.length < 3) return;
+        await this.writers[obj.kind].prepare(dir, obj.data, { volatile: this.onTmpfs(obj.kind), dirStat: found[2] });
+      });
+    } catch (err) {
+      this.opts.logger.debug({ id: obj.id, err: (err as Error).message }, 'files: update not prepared ahead (the apply writes it)');
+    }
+  }
+
+  /** Updates prepared ahead (`prepare`) that their apply swapped in, and that were thrown away. */
+  preparedCounts(): { swapped: number; discarded: number } {
+    const [a, b] = [this.writers.configmaps.preparedCounts, this.writers.secrets.preparedCounts];
+    return { swapped: a.swapped + b.swapped, discarded: a.discarded + b.discarded };
+  }
+
+  discard(id: ObjectId): void {
+    const [kind, namespace, name] = id.split('/') as [ObjectKind, string, string];
+    if (!this.writers[kind]) return;
+    void this.exclusive(id, async () => {
+      const { dir } = await this.checkedDir(kind, namespace, name);
+      await this.writers[kind].discardPrepared(dir);
+    }).catch((err: Error) => this.opts.logger.debug({ id, err: err.message }, 'files: a prepared update not removed (the next write of the object removes it)'));
+  }
+
   /** What `apply` would do, writing nothing (for `confsync plan`). */
   async plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'> {
     validateObject(obj.id, obj.kind, obj.namespace, obj.name, obj.data.keys());

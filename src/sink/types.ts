@@ -27,6 +27,16 @@ export interface Sink {
   apply(obj: DesiredObject, how?: ApplyOptions): Promise<ApplyResult>;
   /** What `apply` would do, doing nothing (for `confsync plan`). */
   plan(obj: DesiredObject): Promise<'create' | 'update' | 'unchanged'>;
+  /**
+   * Optional: do ahead what an `apply(obj)` that will probably follow needs, and
+   * show nothing (the file sink writes and fsyncs the payload dir of an update, and
+   * swaps nothing). Whatever comes next — `apply` of this or another state,
+   * `remove`, `discard` — takes it or throws it away. Never fails: a preparation
+   * that cannot be made is simply not there.
+   */
+  prepare?(obj: DesiredObject): Promise<void>;
+  /** Throw away what `prepare` made for `id` (no apply or remove will come for it). */
+  discard?(id: ObjectId): void;
   /** Remove an object this sink owns; does nothing when it is absent. */
   remove(id: ObjectId): Promise<void>;
   /** Ids of every object this sink currently owns, for pruning after a full sync. */

@@ -79,6 +79,9 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   let progressAnswered = false;
   let readMode = false;
   let confirming: Promise<void> | undefined;
+  let again = false;
+  /** runWatch returned: nothing more is handed on from this stream. */
+  let ended = false;
   let timer: NodeJS.Timeout | undefined;
   let soon: NodeJS.Immediate | undefined;
   let onAbort = () => {};
@@ -86,6 +89,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   const gaps: { from: number; to: number }[][] = ranges.map(() => []);
   const delivered: number[] = ranges.map(() => 0); // event responses per prefix: did any arrive during a read?
 
+  const releasedTo = () => Math.min(...revs);
   const release = (head: number) => {
     const upTo = Math.min(...revs);
     pending.sort((a, b) => a.rev - b.rev); // stable: order within a revision is kept
@@ -104,8 +108,19 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
    * revision H for all of it): per prefix its count at H, its count at revs[j], and
    * whether any key at H was modified after revs[j].
    */
-  const confirmAll = () =>
-    (confirming ??= (async () => {
+  const confirmAll = (): Promise<void> => {
+    if (confirming) {
+      // Asked while a read is out: that read's revisions predate what made us ask
+      // now (an event that arrived meanwhile), so it may not release it: ask again
+      // once it is back. Else that event waited for the next periodic check (1 s).
+      again = true;
+      return confirming.then(() => {
+        if (!again || ended) return;
+        again = false;
+        return confirmAll();
+      });
+    }
+    return (confirming = (async () => {
       try {
         const r0 = [...revs];
         const seen = [...delivered];
@@ -130,6 +145,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           throw err;
         });
         if (!res) return; // this member is behind a revision we already have: nothing to learn from it
+        if (ended) return; // the stream is gone: what is pending comes again on the next one
         const head = Number(res.header.revision);
         asked.forEach((j, a) => {
           if (head <= r0[j]!) return;
@@ -152,6 +168,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
         confirming = undefined;
       }
     })());
+  };
 
   try {
     return await new Promise<'compacted' | 'closed'>((resolve, reject) => {
@@ -194,6 +211,10 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
               else stream.write({ progress_request: {} });
             });
           }
+          // Held while the question is out: the consumer may prepare what they would
+          // change (its work is queued behind the question, so it does not delay it).
+          const held = pending.length > 0 ? changes.filter((c) => revisionOf(c) > releasedTo()) : [];
+          if (held.length > 0) s.onEvent({ type: 'held', changes: held });
           return;
         }
         // (c) Never backwards: a member that is behind answers with its own, older head.
@@ -248,6 +269,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   } finally {
     // Whatever is still pending was never handed on: every watcher resumes from
     // the last revision that was, so nothing is lost and nothing repeats.
+    ended = true;
     revs.fill(Math.min(...revs));
     clearInterval(timer);
     clearImmediate(soon);

@@ -178,6 +178,7 @@ export class EtcdSource implements Source {
           onEvent: !cu
             ? onEvent
             : (e) => {
+                if (catchUp === cu && e.type === 'held') return; // the catch-up shows nothing before it is done
                 if (catchUp !== cu || (e.type !== 'changes' && e.type !== 'progress')) return onEvent(e);
                 if (e.type === 'changes') for (const c of e.changes) c.type === 'put' ? cu.keys.set(c.kv.key, c.kv) : cu.keys.delete(c.key);
                 if (e.revision >= cu.target) this.caughtUp(cu, e.revision, onEvent), (catchUp = undefined);

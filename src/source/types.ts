@@ -31,6 +31,14 @@ export type SourceEvent =
   | { type: 'snapshot'; revision: number; kvs: Kv[]; offline?: true; resumed?: true; rebase?: true }
   /** Changes that happened after the previous event, ending at `revision`, in order. */
   | { type: 'changes'; revision: number; changes: Change[]; head: number }
+  /**
+   * Changes etcd committed that arrived on a watcher and wait (b) until the other
+   * watchers are known past them. A hint for work that shows nothing (a sink may
+   * prepare an update it then only has to swap in), never state: they come again
+   * in a `changes` event, or never, if the stream fails first (the resumed watch
+   * delivers them again).
+   */
+  | { type: 'held'; changes: Change[] }
   /** etcd confirmed nothing under the prefix changed up to `revision`. */
   | { type: 'progress'; revision: number; head: number }
   | { type: 'state'; state: ConnectionState; detail?: string };
