@@ -35,12 +35,25 @@ export interface KubernetesSinkOptions {
  *  (5) informers on owned ConfigMaps/Secrets report hand edits and deletes as
  *      drift, which the reconciler answers by re-applying (≈ one round trip).
  */
+/** Versions of our own writes remembered (oldest dropped first): a dropped one only costs one extra check. */
+const WRITTEN_MAX = 4096;
+const WRITTEN_PER_OBJECT = 4;
+
 export class KubernetesSink implements Sink {
   readonly name = 'kubernetes';
   private readonly core: k8s.CoreV1Api;
   private readonly informers: k8s.Informer<KubeObject>[] = [];
   private readonly caches = new Map<ObjectKind, k8s.ObjectCache<KubeObject>>();
   private readonly synced = new Set<ObjectKind>();
+  /**
+   * Object -> the resourceVersions its last applies by us returned. The informer
+   * then delivers those same versions: no drift, so not a second reconcile of the
+   * object (both sinks) after every write. Any other version (a hand edit, another
+   * manager, a write of ours whose event came before its response) is reported.
+   */
+  private readonly written = new Map<ObjectId, string[]>();
+  /** Object -> our apply of it under way (its watch event waits for its response: see `written`). */
+  private readonly writing = new Map<ObjectId, Promise<void>>();
   private closed = false;
 
   constructor(private readonly opts: KubernetesSinkOptions) {
@@ -138,11 +151,19 @@ export class KubernetesSink implements Sink {
           ? this.core.listConfigMapForAllNamespaces({ labelSelector: OWNED_SELECTOR })
           : this.core.listSecretForAllNamespaces({ labelSelector: OWNED_SELECTOR })) as Promise<k8s.KubernetesListObject<KubeObject>>;
       const informer = k8s.makeInformer<KubeObject>(this.opts.kubeConfig, `/api/v1/${kind}`, list, OWNED_SELECTOR);
-      const report = (o: KubeObject) => {
-        if (this.active && o.metadata?.namespace && o.metadata.name) onDrift(objectId(kind, o.metadata.namespace, o.metadata.name));
+      const report = (o: KubeObject, change: 'update' | 'delete') => {
+        if (!this.active || !o.metadata?.namespace || !o.metadata.name) return;
+        const id = objectId(kind, o.metadata.namespace, o.metadata.name);
+        const rv = o.metadata.resourceVersion;
+        // Our own apply coming back: a version one of its responses named is no drift.
+        const judge = () => (change === 'update' && rv !== undefined && this.written.get(id)?.includes(rv) ? undefined : onDrift(id));
+        // The event can come before the response of the write that made it: judged once that is in.
+        const writing = this.writing.get(id);
+        if (writing) void writing.then(judge, judge);
+        else judge();
       };
-      informer.on('update', report);
-      informer.on('delete', report);
+      informer.on('update', (o) => report(o, 'update'));
+      informer.on('delete', (o) => report(o, 'delete'));
       informer.on('connect', () => this.synced.add(kind));
       informer.on('error', (err) => {
         this.synced.delete(kind);
@@ -178,10 +199,24 @@ export class KubernetesSink implements Sink {
 
   private async ssa(kind: ObjectKind, body: KubeObject): Promise<void> {
     const { name, namespace } = body.metadata as { name: string; namespace: string };
+    const id = objectId(kind, namespace, name);
+    const write = this.applyPatches(id, kind, body);
+    this.writing.set(id, write);
+    try {
+      await write;
+    } finally {
+      if (this.writing.get(id) === write) this.writing.delete(id);
+    }
+  }
+
+  /** (3) */
+  private async applyPatches(id: ObjectId, kind: ObjectKind, body: KubeObject): Promise<void> {
+    const { name, namespace } = body.metadata as { name: string; namespace: string };
     const params = { name, namespace, body, fieldManager: this.opts.fieldManager, force: true };
     const options = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply);
     const live: KubeObject =
       kind === 'configmaps' ? await this.core.patchNamespacedConfigMap(params, options) : await this.core.patchNamespacedSecret(params, options);
+    this.noteWritten(id, live);
     // Apply never removes fields another manager owns, so data keys added by hand
     // survive it; drop them with a merge patch (null deletes a map key).
     const strays = (field: 'data' | 'binaryData') => {
@@ -193,8 +228,18 @@ export class KubernetesSink implements Sink {
     if (Object.keys(patch).length === 0) return;
     const merge = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
     const p = { name, namespace, body: patch, fieldManager: this.opts.fieldManager };
-    if (kind === 'configmaps') await this.core.patchNamespacedConfigMap(p, merge);
-    else await this.core.patchNamespacedSecret(p, merge);
+    this.noteWritten(id, kind === 'configmaps' ? await this.core.patchNamespacedConfigMap(p, merge) : await this.core.patchNamespacedSecret(p, merge));
+  }
+
+  /** The resourceVersion our write left (its watch event is not drift): the last few per object, for WRITTEN_MAX objects. */
+  private noteWritten(id: ObjectId, live: KubeObject): void {
+    const rv = live.metadata?.resourceVersion;
+    if (rv === undefined) return;
+    // Writes in a row: an event can come after the next write's response, so one version is not enough.
+    const rvs = [...(this.written.get(id) ?? []).slice(-(WRITTEN_PER_OBJECT - 1)), rv];
+    this.written.delete(id); // re-inserted last: the oldest-written object goes first
+    this.written.set(id, rvs);
+    if (this.written.size > WRITTEN_MAX) this.written.delete(this.written.keys().next().value!);
   }
 
   private async delete(kind: ObjectKind, live: KubeObject): Promise<void> {
