@@ -249,3 +249,47 @@ test('EtcdMembers: members in turn, a suspected one last (the longest-suspected 
     client.close();
   }
 });
+
+/** etcd's own count of read-only transactions it answered (the confirming reads are the source's only Txn calls). */
+async function txnsServed(endpoint: string): Promise<number> {
+  const text = await (await fetch(`${endpoint}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith('grpc_server_handled_total{') && l.includes('grpc_code="OK"') && l.includes('grpc_method="Txn"'));
+  return line === undefined ? 0 : Number(line.split(' ').at(-1));
+}
+
+test('idle: with etcd\'s revision moving under other keys, confirming reads come at most every 5 s; a change is still released at once', async () => {
+  const etcd = await startEtcd();
+  const writer = new Etcd3({ hosts: etcd.endpoint });
+  const client = createEtcdClient({ endpoints: [etcd.endpoint], prefix: '/t' });
+  const source = new EtcdSource({ client, prefixes: ['/t/global/', '/t/clusters/c1/'], logger, progressIntervalMs: 200 });
+  const c = collector();
+  try {
+    source.start(c.onEvent);
+    await until(() => c.events.some((e) => e.type === 'state' && e.state === 'watching'), 'watching');
+    await sleep(500);
+    // Other nodes' status writes, another cluster's keys: etcd's head moves, nothing watched changes.
+    const before = await txnsServed(etcd.endpoint);
+    const progressBefore = c.events.filter((e) => e.type === 'progress').length;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 6000) {
+      await writer.put('/t/status/c2/n1').value(String(Date.now()));
+      await sleep(50);
+    }
+    const reads = (await txnsServed(etcd.endpoint)) - before;
+    // Every 200 ms a progress request; on etcd < 3.4.31 each answer past our revision used to cost a read (30 here).
+    assert.ok(reads <= 3, `at most one read per 5 s while idle (got ${reads} in 6 s)`);
+    assert.ok(c.events.filter((e) => e.type === 'progress').length - progressBefore >= 10, 'the stream still reports itself alive');
+
+    // A change under a watched prefix: released at once (its own read, not the idle pace).
+    const put = await writer.put('/t/global/configmaps/default/app/k').value('now').exec();
+    const rev = Number(put.header.revision);
+    const t1 = Date.now();
+    await until(() => c.puts.some((p) => p.rev === rev), 'the put released');
+    assert.ok(Date.now() - t1 < 1000, `released in ${Date.now() - t1} ms`);
+  } finally {
+    await source.close();
+    client.close();
+    writer.close();
+    await etcd.stop();
+  }
+});

@@ -3,6 +3,9 @@ import type { Logger } from '../log.js';
 import type { EtcdMembers } from './etcd-members.js';
 import type { Change, Kv, SourceEvent } from './types.js';
 
+/** (f) An idle stream's confirming reads (where they stand in for progress answers) at most this often. */
+const IDLE_READ_MS = 5000;
+
 /** etcd answers a progress_request with one response for the whole stream, watch id -1. */
 const STREAM_WIDE = '-1';
 
@@ -61,7 +64,11 @@ export interface WatchSession {
  *      that lived only inside the gap (RELIABILITY.md, Not covered);
  *  (e) failure: silence for `stallMs` on a stream that answers progress, a read on
  *      the member failing (deadline, no leader), or committed changes undelivered
- *      for `stallMs` → reject; a compacted revision → resolve 'compacted'.
+ *      for `stallMs` → reject; a compacted revision → resolve 'compacted';
+ *  (f) an idle stream (nothing held, no prefix known behind) makes its periodic
+ *      confirming read at most every IDLE_READ_MS: the resume point and applied
+ *      revision then trail etcd's head by up to that much, and a watcher that stops
+ *      delivering while idle is found within IDLE_READ_MS + `stallMs`.
  */
 export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'> {
   const { members, member, ranges, revs, logger, signal } = s;
@@ -80,6 +87,16 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   let readMode = false;
   let confirming: Promise<void> | undefined;
   let again = false;
+  let lastRead = 0;
+  /**
+   * (f) Nothing waits on a confirming read (no event held, no prefix known to be
+   * behind) and one was made less than IDLE_READ_MS ago: the periodic read waits.
+   * On an etcd whose progress answers are not synchronised, or behind a proxy,
+   * every daemon used to read once a second whenever etcd's revision had moved —
+   * and in a fleet it always has (status writes): N daemons, N linearizable reads
+   * a second, which kept 1,000 daemons on one etcd from ever getting ready.
+   */
+  const idleRecently = () => pending.length === 0 && !behind.some(Boolean) && Date.now() - lastRead < IDLE_READ_MS;
   /** runWatch returned: nothing more is handed on from this stream. */
   let ended = false;
   let timer: NodeJS.Timeout | undefined;
@@ -122,6 +139,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
     }
     return (confirming = (async () => {
       try {
+        lastRead = Date.now();
         const r0 = [...revs];
         const seen = [...delivered];
         // Only the prefixes behind the newest delivered revision hold a release back:
@@ -225,7 +243,12 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           // past a watcher, a read tells whether it is that watcher's; when not, nothing is
           // undelivered and a quiet daemon asks etcd for no count (was: a read every `everyMs`,
           // ~0.5 % of a core idle here, and two counts of every prefix for etcd).
-          if (!synchronised) return void (header > Math.min(...revs) && check('confirming reads'));
+          if (!synchronised) {
+            if (header > Math.min(...revs) && !idleRecently()) return void check('confirming reads');
+            // Alive, and nothing waits on the answer: said without a read (the read comes at the idle pace).
+            s.onProgress();
+            return release(Math.min(...revs));
+          }
           revs.forEach((r, k) => (revs[k] = Math.max(r, header)));
         } else if (ids.has(res.watch_id)) revs[ids.get(res.watch_id)!] = Math.max(revs[ids.get(res.watch_id)!]!, header);
         else return;
@@ -254,7 +277,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           const stuck = behind.some((b) => b !== undefined && Date.now() - b.since > s.stallMs);
           if (stuck) return fail(new Error(`etcd committed changes the watch stream did not deliver for ${Math.round(s.stallMs / 1000)} s`));
         }
-        if (readMode) return void check('confirming reads');
+        if (readMode) return idleRecently() ? undefined : void check('confirming reads');
         if (silentMs <= s.stallMs) {
           stream.write({ progress_request: {} }); // liveness; progress where (c) allows, else a read when etcd is ahead
           return;
