@@ -295,6 +295,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     intervalSeconds: cfg.status.intervalSeconds,
     logger,
     snapshot: () => statusSnapshot(reconciler, base, !health.notReady(), renderer),
+    changed: () => progress.changed,
   });
   status.start();
   logger.info(

@@ -34,6 +34,12 @@ export interface StatusOptions {
   intervalSeconds: number;
   logger: Logger;
   snapshot: () => Omit<NodeStatus, 'updatedAt'>;
+  /**
+   * The newest revision of a change this node sees (its watched prefixes). A
+   * rewrite whose only news is the revision, moved past revisions that changed
+   * nothing here, waits REVISION_ONLY_MS. Without it every move is news.
+   */
+  changed?: () => number;
 }
 
 /**
@@ -48,11 +54,26 @@ export interface StatusOptions {
  */
 const POKE_GAP_MS = 1000;
 
+/**
+ * A status whose only change is the applied revision, moved by revisions that
+ * changed nothing this node watches (other nodes' status writes, other clusters'
+ * keys), is rewritten at most this often (and with the refresh every TTL/2:
+ * every 5 s by default). Each status write moves etcd's revision for every
+ * other node, so with a prompt rewrite a fleet of N nodes kept itself at N
+ * writes a second, idle. `status --wait` does not need the
+ * rewrite: it asks etcd whether anything a node watches changed since the
+ * revision the node last reported (admin/status.ts, changedUpTo).
+ */
+const REVISION_ONLY_MS = 10_000;
+
 export class StatusReporter {
   private lease?: Lease;
   private timer?: NodeJS.Timeout;
   private pokeTimer?: NodeJS.Timeout;
   private last = '';
+  /** The last body written, its revision zeroed; and that revision. */
+  private lastShape = '';
+  private lastRevision = 0;
   private lastWrite = 0;
   private writing = false;
   private closed = false;
@@ -85,10 +106,15 @@ export class StatusReporter {
       const body = JSON.stringify(snap);
       const stale = Date.now() - this.lastWrite > (this.opts.ttlSeconds * 1000) / 2;
       if (body === this.last && this.lease && !stale) return;
+      const shape = JSON.stringify({ ...snap, revision: 0 });
+      const news = (this.opts.changed?.() ?? snap.revision) > this.lastRevision || snap.revision < this.lastRevision; // (or a rebase)
+      if (shape === this.lastShape && !news && this.lease && !stale && Date.now() - this.lastWrite < REVISION_ONLY_MS) return;
       if (!this.lease) this.lease = this.newLease();
       const status: NodeStatus = { ...snap, updatedAt: new Date().toISOString() };
       await this.lease.put(this.opts.key).value(JSON.stringify(status));
       this.last = body;
+      this.lastShape = shape;
+      this.lastRevision = snap.revision;
       this.lastWrite = Date.now();
       this.ungrantedSaid = false;
     } catch (err) {

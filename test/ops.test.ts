@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Etcd3 } from 'etcd3';
 import { startEtcd } from './harness/etcd.js';
 import { withDaemon } from './harness/fixture.js';
@@ -67,6 +68,47 @@ test('/healthz, /readyz and /metrics: ready after the first sync, counters move,
     await until(async () => (await get(`${base}/readyz`)).status === 200, 'ready again', 10_000);
     assert.ok((metric((await get(`${base}/metrics`)).body, 'confsync_etcd_reconnects_total') ?? 0) >= 1);
   });
+});
+
+test('an idle node does not rewrite its status for revisions it does not watch; `status --wait` still knows it is there, and waits for a change it has not applied', async () => {
+  const etcd = await startEtcd();
+  const etcdc = new Etcd3({ hosts: etcd.endpoint });
+  const d = new DaemonProcess({ cluster: 'eu', node: 'a', etcd: { endpoints: [etcd.endpoint] }, status: { leaseTtlSeconds: 30, intervalSeconds: 0.2 } }).start();
+  const cli = (...args: string[]) => spawnSync(process.execPath, [MAIN, ...args, '--endpoints', etcd.endpoint], { encoding: 'utf8' });
+  const statusRevision = async () => JSON.parse((await etcdc.get(`${P}/status/eu/a`).string())!).revision as number;
+  try {
+    await d.ready();
+    const put = await etcdc.put(`${P}/global/configmaps/default/app/k`).value('v1').exec();
+    const rev = Number(put.header.revision);
+    await until(async () => (await statusRevision()) >= rev, 'status shows the change');
+    const shown = await statusRevision();
+
+    // Other clusters' keys and other nodes' status writes move etcd's head; nothing this node watches changes.
+    for (let i = 0; i < 20; i++) await etcdc.put(`${P}/clusters/us/configmaps/default/x/k`).value(String(i));
+    await etcdc.put(`${P}/status/us/b`).value('{}');
+    const head = etcd.revision();
+    await sleep(1500); // a second and more of progress answers
+    assert.equal(await statusRevision(), shown, 'no rewrite for revisions that changed nothing here');
+    const t0 = Date.now();
+    const wait = cli('status', '--wait', '--timeout', '10'); // target: the head
+    assert.equal(wait.status, 0, wait.stderr);
+    assert.match(wait.stdout, new RegExp(`all 1 node\\(s\\) have applied revision ${head}`));
+    assert.ok(Date.now() - t0 < 5000, `answered from etcd, not from a rewrite (${Date.now() - t0} ms)`);
+
+    // A change it watches and has not applied (the process stopped): --wait waits for the node, and times out.
+    d.send('SIGSTOP');
+    const missed = await etcdc.put(`${P}/global/configmaps/default/app/k`).value('v2').exec();
+    const late = cli('status', '--wait', '--revision', String(Number(missed.header.revision)), '--timeout', '1.5');
+    assert.equal(late.status, 1, 'a node that has not applied a change it watches is waited for');
+    assert.match(late.stderr, new RegExp(`eu/a@${shown}`));
+    d.send('SIGCONT');
+    const after = cli('status', '--wait', '--revision', String(Number(missed.header.revision)), '--timeout', '10');
+    assert.equal(after.status, 0, after.stderr);
+  } finally {
+    etcdc.close();
+    await d.cleanup();
+    await etcd.stop();
+  }
 });
 
 test('fleet status: lease-bound keys, `status --json`, `status --wait`, gone after SIGKILL within the TTL and at once after SIGTERM', async () => {

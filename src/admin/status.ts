@@ -69,6 +69,52 @@ async function newestWatched(client: Etcd3, ks: Keyspace, cluster: string, head:
   return newest;
 }
 
+/**
+ * `status --wait`: from which revision on a daemon of `cluster` has applied
+ * everything up to `target` — the newest revision in (from, target] at which
+ * something it watches changed, or `from` when nothing did. An idle daemon
+ * rewrites its status for a revision that changed nothing it sees only every
+ * so often (status.ts), so its reported revision can trail `target` while its
+ * state is already the state at `target`.
+ *
+ * "Nothing changed in (x, target]" is the source's confirming read (watch
+ * (d)): per prefix the same count at x and at target and no key at target
+ * modified after x (a delete shows in the count, a delete and re-create in the
+ * mod revision). It is monotone in x, so a binary search finds the point, one
+ * read-only transaction a step. Unknown (no read permission, x compacted):
+ * `target`, i.e. the node's own word is needed.
+ */
+export async function changedUpTo(client: Etcd3, ks: Keyspace, cluster: string, from: number, target: number): Promise<number> {
+  const { kv } = rawClients(client);
+  const ranges = ks.watchedPrefixes(cluster).map((p) => ({ key: Buffer.from(p), range_end: prefixEnd(Buffer.from(p)) }));
+  const unchangedSince = async (x: number): Promise<boolean> => {
+    const res = await kv.txn({
+      compare: [],
+      success: ranges.flatMap((r) => [
+        { request_range: { ...r, count_only: true, revision: target } },
+        { request_range: { ...r, count_only: true, revision: x } },
+        { request_range: { ...r, keys_only: true, limit: 1, revision: target, min_mod_revision: x + 1 } },
+      ]),
+      failure: [],
+    });
+    const rs = res.responses.map((r) => r.response_range!);
+    return ranges.every((_, j) => rs[3 * j]!.count === rs[3 * j + 1]!.count && rs[3 * j + 2]!.kvs.length === 0);
+  };
+  try {
+    if (from >= target || (await unchangedSince(from))) return Math.min(from, target);
+    let lo = from; // changed since lo
+    let hi = target; // unchanged since hi (trivially)
+    while (hi - lo > 1) {
+      const mid = lo + Math.floor((hi - lo) / 2);
+      if (await unchangedSince(mid)) hi = mid;
+      else lo = mid;
+    }
+    return hi;
+  } catch {
+    return target;
+  }
+}
+
 /** A status JSON with the fields the table needs of the right types, else undefined. */
 export function parseStatus(text: string): NodeStatus | undefined {
   let v: unknown;

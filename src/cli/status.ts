@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatFleet, readFleet } from '../admin/status.js';
+import { changedUpTo, formatFleet, readFleet } from '../admin/status.js';
 import { UserError } from '../errors.js';
 import { printable } from '../keyspace.js';
 import { clusterFlag, connect, connectionOptions, outputOption, printStructured, type OutputFormat } from './common.js';
@@ -32,10 +32,17 @@ export function registerStatus(program: Command): void {
           let target = flags.revision === undefined ? undefined : Number(flags.revision);
           if (target !== undefined && !Number.isInteger(target)) throw new UserError(`--revision "${flags.revision}": must be an integer`);
           const deadline = Date.now() + timeoutMs;
+          // Per cluster: from which revision on its nodes have everything up to the target (changedUpTo), and from where that was asked.
+          const reached = new Map<string, { from: number; at: number }>();
           for (;;) {
             const { head, rows } = await read();
             target ??= head;
-            const behind = rows.filter((r) => r.revision < target!);
+            for (const c of new Set(rows.filter((r) => r.revision < target!).map((r) => r.cluster))) {
+              const from = Math.min(...rows.filter((r) => r.cluster === c).map((r) => r.revision));
+              const known = reached.get(c);
+              if (!known || from < known.from) reached.set(c, { from, at: await changedUpTo(client, ks, c, from, target) });
+            }
+            const behind = rows.filter((r) => r.revision < target! && r.revision < (reached.get(r.cluster)?.at ?? target!));
             const done = rows.length > 0 && behind.length === 0;
             if (done || Date.now() > deadline) {
               if (output !== 'text') {

@@ -17,6 +17,8 @@ export class Progress {
   received = 0;
   /** Highest revision whose changes every sink has been handed. */
   applied = 0;
+  /** Highest revision of a snapshot or of changes received (not of a bare progress answer): the newest news of the watched keys. */
+  changed = 0;
   /** True once the first complete snapshot has been reconciled. */
   synced = false;
   state: ConnectionState = 'connecting';
@@ -50,10 +52,11 @@ export class Progress {
     if (event.type === 'snapshot' && event.offline && this.offline) this.offline.revision = event.revision;
     if (event.type === 'snapshot' && event.rebase) {
       // etcd's history restarted below ours (restored from an older backup): so do we.
-      this.head = this.received = this.applied = 0;
+      this.head = this.received = this.applied = this.changed = 0;
       this.unapplied.length = 0;
     }
     this.lastHeardAt = this.now();
+    if (event.type !== 'progress') this.changed = Math.max(this.changed, event.revision);
     const head = event.type === 'snapshot' ? event.revision : event.head;
     const newHead = Math.max(head, event.revision);
     if (newHead > this.head && this.unapplied.length < 10_000) this.unapplied.push({ revision: newHead, seenAt: this.now() });

@@ -71,6 +71,11 @@ export class DaemonProcess {
     return path.join(this.root, kind, ns, name, ...(key ? [key] : []));
   }
 
+  /** A signal that does not end the process (SIGSTOP, SIGCONT): nothing to wait for. */
+  send(sig: NodeJS.Signals): void {
+    this.proc?.kill(sig);
+  }
+
   async signal(sig: NodeJS.Signals): Promise<number | null> {
     this.proc?.kill(sig);
     return this.exited!;
