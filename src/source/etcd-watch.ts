@@ -65,10 +65,12 @@ export interface WatchSession {
  *  (e) failure: silence for `stallMs` on a stream that answers progress, a read on
  *      the member failing (deadline, no leader), or committed changes undelivered
  *      for `stallMs` → reject; a compacted revision → resolve 'compacted';
- *  (f) an idle stream (nothing held, no prefix known behind) makes its periodic
- *      confirming read at most every IDLE_READ_MS: the resume point and applied
- *      revision then trail etcd's head by up to that much, and a watcher that stops
- *      delivering while idle is found within IDLE_READ_MS + `stallMs`.
+ *  (f) an idle stream (nothing held, no prefix known behind) on an etcd whose
+ *      progress answers are not synchronised makes its confirming read at most
+ *      every IDLE_READ_MS (the answers still count as liveness): the resume point
+ *      and applied revision then trail etcd's head by up to that much, and a
+ *      watcher that stops delivering while idle is found within IDLE_READ_MS +
+ *      `stallMs`. Behind a proxy (read mode) the read stays at every tick.
  */
 export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'> {
   const { members, member, ranges, revs, logger, signal } = s;
@@ -91,10 +93,12 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   /**
    * (f) Nothing waits on a confirming read (no event held, no prefix known to be
    * behind) and one was made less than IDLE_READ_MS ago: the periodic read waits.
-   * On an etcd whose progress answers are not synchronised, or behind a proxy,
-   * every daemon used to read once a second whenever etcd's revision had moved —
-   * and in a fleet it always has (status writes): N daemons, N linearizable reads
-   * a second, which kept 1,000 daemons on one etcd from ever getting ready.
+   * On an etcd whose progress answers are not synchronised every daemon used to
+   * read once a second whenever etcd's revision had moved — and in a fleet it
+   * always has (status writes): N daemons, N linearizable reads a second, which
+   * kept 1,000 daemons on one etcd 3.4.23 from getting ready within 180 s. (Not
+   * behind a proxy, see the timer: there the pace cost the slowest of 500
+   * instances 10-20 s more per change.)
    */
   const idleRecently = () => pending.length === 0 && !behind.some(Boolean) && Date.now() - lastRead < IDLE_READ_MS;
   /** runWatch returned: nothing more is handed on from this stream. */
@@ -125,16 +129,18 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
    * revision H for all of it): per prefix its count at H, its count at revs[j], and
    * whether any key at H was modified after revs[j].
    */
-  const confirmAll = (): Promise<void> => {
+  const confirmAll = (forEvent = false): Promise<void> => {
     if (confirming) {
-      // Asked while a read is out: that read's revisions predate what made us ask
-      // now (an event that arrived meanwhile), so it may not release it: ask again
-      // once it is back. Else that event waited for the next periodic check (1 s).
+      // Asked for an event that arrived while a read was out: that read's revisions
+      // predate it, so it may not release it: ask again once it is back. Else that
+      // event waited for the next periodic check (1 s). A periodic ask just joins:
+      // re-asking for those kept a read out at all times under load.
+      if (!forEvent) return confirming;
       again = true;
       return confirming.then(() => {
         if (!again || ended) return;
         again = false;
-        return confirmAll();
+        return confirmAll(true);
       });
     }
     return (confirming = (async () => {
@@ -191,8 +197,8 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   try {
     return await new Promise<'compacted' | 'closed'>((resolve, reject) => {
       const fail = (err: Error) => reject(err);
-      const check = (why: string) =>
-        confirmAll().catch((err: Error) => {
+      const check = (why: string, forEvent = false) =>
+        confirmAll(forEvent).catch((err: Error) => {
           if (/OutOfRange|compacted/i.test(`${err.name} ${err.message}`)) return resolve('compacted');
           fail(new Error(`${why}; a read on the same member failed too: ${err.message}`));
         });
@@ -225,13 +231,17 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           if (ranges.length > 1 && pending.length > 0 && !soon) {
             soon = setImmediate(() => {
               soon = undefined;
-              if (readMode || !synchronised) void check('confirming reads');
+              if (readMode || !synchronised) void check('confirming reads', true);
               else stream.write({ progress_request: {} });
             });
           }
           // Held while the question is out: the consumer may prepare what they would
           // change (its work is queued behind the question, so it does not delay it).
-          const held = pending.length > 0 ? changes.filter((c) => revisionOf(c) > releasedTo()) : [];
+          // Not in read mode (behind a gRPC proxy): there a hold lasts as long as a read
+          // through the proxy, and with preparations the slowest of 500 instances took
+          // 20-25 s instead of 5-12 s per change (docs/BENCHMARKS.md); a direct stream's
+          // hold is one round trip.
+          const held = pending.length > 0 && !readMode ? changes.filter((c) => revisionOf(c) > releasedTo()) : [];
           if (held.length > 0) s.onEvent({ type: 'held', changes: held });
           return;
         }
@@ -277,7 +287,9 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           const stuck = behind.some((b) => b !== undefined && Date.now() - b.since > s.stallMs);
           if (stuck) return fail(new Error(`etcd committed changes the watch stream did not deliver for ${Math.round(s.stallMs / 1000)} s`));
         }
-        if (readMode) return idleRecently() ? undefined : void check('confirming reads');
+        // Behind a proxy the reads stay at every tick: there they are the only sign of life, and
+        // a watcher the overloaded proxy is slow to serve is found behind (and re-listed) sooner.
+        if (readMode) return void check('confirming reads');
         if (silentMs <= s.stallMs) {
           stream.write({ progress_request: {} }); // liveness; progress where (c) allows, else a read when etcd is ahead
           return;
