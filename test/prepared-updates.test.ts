@@ -47,6 +47,16 @@ async function payloadDirs(dir: string): Promise<string[]> {
   return (await readdir(dir)).filter((n) => n.startsWith('..') && n !== '..data').sort();
 }
 
+/** `app` applied at k=v1, then k=v2 prepared: the live payload dir and the prepared one. */
+async function appliedThenPrepared(sink: FileSink, dir: string): Promise<{ live: string; prepared: string }> {
+  await sink.apply(cm('app', { k: 'v1' }, 'h1'));
+  const live = await readlink(path.join(dir, '..data'));
+  await sink.prepare(cm('app', { k: 'v2' }, 'h2'));
+  const dirs = await payloadDirs(dir);
+  assert.equal(dirs.length, 2, 'the live payload dir and the prepared one');
+  return { live, prepared: dirs.find((d) => d !== live)! };
+}
+
 async function until<T>(f: () => Promise<T | undefined | false>, what: string, ms = 5000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
@@ -90,10 +100,7 @@ test('prepared, then another state applied: the preparation is thrown away and t
 
 test('prepared, then discarded (no apply came): removed; the live state is untouched', async (t) => {
   const { sink, dir } = await scratch(t);
-  await sink.apply(cm('app', { k: 'v1' }, 'h1'));
-  const live = await readlink(path.join(dir, '..data'));
-  await sink.prepare(cm('app', { k: 'v2' }, 'h2'));
-  assert.equal((await payloadDirs(dir)).length, 2);
+  const { live } = await appliedThenPrepared(sink, dir);
   sink.discard(objectId('configmaps', 'default', 'app'));
   await until(async () => (await payloadDirs(dir)).length === 1, 'prepared dir removed');
   assert.deepEqual(await payloadDirs(dir), [live]);
@@ -103,10 +110,7 @@ test('prepared, then discarded (no apply came): removed; the live state is untou
 
 test('a prepared dir touched after it was complete is not swapped in: the apply writes a fresh one', async (t) => {
   const { sink, dir } = await scratch(t);
-  await sink.apply(cm('app', { k: 'v1' }, 'h1'));
-  const live = await readlink(path.join(dir, '..data'));
-  await sink.prepare(cm('app', { k: 'v2' }, 'h2'));
-  const prepared = (await payloadDirs(dir)).find((d) => d !== live)!;
+  const { prepared } = await appliedThenPrepared(sink, dir);
   await writeFile(path.join(dir, prepared, 'planted'), 'x'); // someone with write access to the files root
   assert.equal(await sink.apply(cm('app', { k: 'v2' }, 'h2')), 'written');
   const now = await readlink(path.join(dir, '..data'));
@@ -118,10 +122,7 @@ test('a prepared dir touched after it was complete is not swapped in: the apply 
 
 test('a link put in place of a prepared dir is removed, never followed', async (t) => {
   const { parent, sink, dir } = await scratch(t);
-  await sink.apply(cm('app', { k: 'v1' }, 'h1'));
-  const live = await readlink(path.join(dir, '..data'));
-  await sink.prepare(cm('app', { k: 'v2' }, 'h2'));
-  const prepared = (await payloadDirs(dir)).find((d) => d !== live)!;
+  const { prepared } = await appliedThenPrepared(sink, dir);
   const outside = path.join(parent, 'outside');
   await mkdir(outside);
   await writeFile(path.join(outside, 'precious'), 'keep me');

@@ -12,7 +12,7 @@
 import type { Etcd3 } from 'etcd3';
 import type { NodeStatus } from '../status.js';
 import { printable, type Keyspace } from '../keyspace.js';
-import { prefixEnd } from '../source/etcd-client.js';
+import { prefixEnd, unchangedSince, unchangedSinceRanges } from '../source/etcd-client.js';
 import { rawClients } from './history.js';
 
 export interface StatusRow extends NodeStatus {
@@ -86,27 +86,19 @@ async function newestWatched(client: Etcd3, ks: Keyspace, cluster: string, head:
  */
 export async function changedUpTo(client: Etcd3, ks: Keyspace, cluster: string, from: number, target: number): Promise<number> {
   const { kv } = rawClients(client);
-  const ranges = ks.watchedPrefixes(cluster).map((p) => ({ key: Buffer.from(p), range_end: prefixEnd(Buffer.from(p)) }));
-  const unchangedSince = async (x: number): Promise<boolean> => {
-    const res = await kv.txn({
-      compare: [],
-      success: ranges.flatMap((r) => [
-        { request_range: { ...r, count_only: true, revision: target } },
-        { request_range: { ...r, count_only: true, revision: x } },
-        { request_range: { ...r, keys_only: true, limit: 1, revision: target, min_mod_revision: x + 1 } },
-      ]),
-      failure: [],
-    });
+  const ranges = ks.watchedPrefixes(cluster).map((p) => ({ key: Buffer.from(p), end: prefixEnd(Buffer.from(p)) }));
+  const unchangedFrom = async (x: number): Promise<boolean> => {
+    const res = await kv.txn({ compare: [], success: ranges.flatMap((r) => unchangedSinceRanges(r, x, target).map((request_range) => ({ request_range }))), failure: [] });
     const rs = res.responses.map((r) => r.response_range!);
-    return ranges.every((_, j) => rs[3 * j]!.count === rs[3 * j + 1]!.count && rs[3 * j + 2]!.kvs.length === 0);
+    return ranges.every((_, j) => unchangedSince(rs.slice(3 * j, 3 * j + 3)));
   };
   try {
-    if (from >= target || (await unchangedSince(from))) return Math.min(from, target);
+    if (from >= target || (await unchangedFrom(from))) return Math.min(from, target);
     let lo = from; // changed since lo
     let hi = target; // unchanged since hi (trivially)
     while (hi - lo > 1) {
       const mid = lo + Math.floor((hi - lo) / 2);
-      if (await unchangedSince(mid)) hi = mid;
+      if (await unchangedFrom(mid)) hi = mid;
       else lo = mid;
     }
     return hi;

@@ -184,7 +184,7 @@ export class AtomicWriter {
     }
     // Prepared ahead (`prepare`): complete and fsynced already.
     const prepared = await this.takePrepared(dir, hash);
-    const tsDir = prepared ?? mkdtempSync(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
+    const tsDir = prepared ?? this.newPayloadDir(dir, hash);
     try {
       if (!prepared) await this.fillPayloadDir(tsDir, payload, !opts.volatile, opts.durable);
       await opts.beforeSwap?.(tsDir);
@@ -263,7 +263,7 @@ export class AtomicWriter {
     const target = readlinkOrUndefined(path.join(dir, DATA));
     if (target === undefined || !isPayloadDirName(target) || hashInName(target) === hash) return false;
     await this.discardPrepared(dir);
-    const tsDir = mkdtempSync(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
+    const tsDir = this.newPayloadDir(dir, hash);
     const entry: Prepared = { hash, tsDir, done: this.fillPayloadDir(tsDir, payload, !opts.volatile).then(() => statMark(lstatSync(tsDir))) };
     this.prepared.set(dir, entry);
     try {
@@ -301,6 +301,11 @@ export class AtomicWriter {
     const use = p.hash === hash && mark !== undefined && st?.isDirectory() === true && sameStat(mark, st);
     this.preparedCounts[use ? 'swapped' : 'discarded']++;
     return use ? p.tsDir : undefined;
+  }
+
+  /** (2) A new, empty `..<timestamp>.<hash>.<random>` dir in `dir`. */
+  private newPayloadDir(dir: string, hash: string): string {
+    return mkdtempSync(path.join(dir, payloadDirPrefix(this.opts.now?.() ?? new Date(), hash)));
   }
 
   /**

@@ -19,6 +19,10 @@ export interface KubernetesSinkOptions {
   isActive?: () => boolean;
 }
 
+/** Versions of our own writes remembered (oldest dropped first): a dropped one only costs one extra check. */
+const WRITTEN_MAX = 4096;
+const WRITTEN_PER_OBJECT = 4;
+
 /**
  * ConfigMaps and Secrets in the local cluster, by server-side apply under one
  * field manager. Ownership: the `app.kubernetes.io/managed-by: confsync` label;
@@ -35,10 +39,6 @@ export interface KubernetesSinkOptions {
  *  (5) informers on owned ConfigMaps/Secrets report hand edits and deletes as
  *      drift, which the reconciler answers by re-applying (≈ one round trip).
  */
-/** Versions of our own writes remembered (oldest dropped first): a dropped one only costs one extra check. */
-const WRITTEN_MAX = 4096;
-const WRITTEN_PER_OBJECT = 4;
-
 export class KubernetesSink implements Sink {
   readonly name = 'kubernetes';
   private readonly core: k8s.CoreV1Api;

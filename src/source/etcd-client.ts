@@ -69,6 +69,29 @@ export function prefixEnd(prefix: Buffer): Buffer {
 }
 
 /**
+ * The confirming read for one prefix range (etcd-watch.ts (d)), as three range
+ * requests for one read-only transaction: its count at `at` (the head when
+ * undefined), its count at `since`, and one key at `at` modified after `since`.
+ */
+export function unchangedSinceRanges(range: { key: Buffer; end: Buffer }, since: number, at?: number): object[] {
+  const r = { key: range.key, range_end: range.end, ...(at === undefined ? {} : { revision: at }) };
+  return [
+    { ...r, count_only: true },
+    { ...r, count_only: true, revision: since },
+    { ...r, keys_only: true, limit: 1, min_mod_revision: since + 1 },
+  ];
+}
+
+/**
+ * The answer to those three: the prefix holds exactly what it held at `since`
+ * (every key now existed then unchanged, and there are as many; a delete shows in
+ * the count, a delete and re-create in the mod revision).
+ */
+export function unchangedSince([now, then, newer]: { count: string; kvs: unknown[] }[]): boolean {
+  return newer!.kvs.length === 0 && now!.count === then!.count;
+}
+
+/**
  * @grpc/grpc-js passes the endpoint's host as the TLS servername even when it is an
  * IP address (https://10.0.0.5:2379, the usual etcd endpoint), and Node then prints
  * "[DEP0123] DeprecationWarning: Setting the TLS ServerName to an IP address…" to

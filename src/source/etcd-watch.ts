@@ -1,5 +1,6 @@
 import type { IKeyValue, IWatchResponse } from 'etcd3';
 import type { Logger } from '../log.js';
+import { unchangedSince, unchangedSinceRanges } from './etcd-client.js';
 import type { EtcdMembers } from './etcd-members.js';
 import type { Change, Kv, SourceEvent } from './types.js';
 
@@ -110,7 +111,6 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
   const gaps: { from: number; to: number }[][] = ranges.map(() => []);
   const delivered: number[] = ranges.map(() => 0); // event responses per prefix: did any arrive during a read?
 
-  const releasedTo = () => Math.min(...revs);
   const release = (head: number) => {
     const upTo = Math.min(...revs);
     pending.sort((a, b) => a.rev - b.rev); // stable: order within a revision is kept
@@ -155,16 +155,7 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
         const top = Math.max(...r0);
         const behindTop = ranges.map((_, j) => r0[j]! < top);
         const asked = behindTop.some(Boolean) ? ranges.map((_, j) => j).filter((j) => behindTop[j]) : ranges.map((_, j) => j);
-        const res = await txn(
-          asked.flatMap((j) => {
-            const { key, end } = ranges[j]!;
-            return [
-              { key, range_end: end, count_only: true },
-              { key, range_end: end, count_only: true, revision: r0[j] },
-              { key, range_end: end, keys_only: true, limit: 1, min_mod_revision: r0[j]! + 1 },
-            ];
-          }),
-        ).catch((err: Error) => {
+        const res = await txn(asked.flatMap((j) => unchangedSinceRanges(ranges[j]!, r0[j]!))).catch((err: Error) => {
           if (/future revision/i.test(err.message)) return undefined;
           throw err;
         });
@@ -173,9 +164,8 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
         const head = Number(res.header.revision);
         asked.forEach((j, a) => {
           if (head <= r0[j]!) return;
-          const [now, then, newer] = res.responses.slice(3 * a, 3 * a + 3).map((r) => r.response_range);
           if (delivered[j] !== seen[j]) return; // the watcher moved meanwhile: the read's r0 is stale; it tells us next time
-          if (newer!.kvs.length === 0 && now!.count === then!.count) {
+          if (unchangedSince(res.responses.slice(3 * a, 3 * a + 3).map((r) => r.response_range))) {
             gaps[j] = gaps[j]!.filter((g) => g.to >= r0[j]!); // below r0: delivered or dropped already
             const last = gaps[j]!.at(-1);
             if (last?.to === r0[j]) last.to = head;
@@ -241,7 +231,8 @@ export async function runWatch(s: WatchSession): Promise<'compacted' | 'closed'>
           // through the proxy, and with preparations the slowest of 500 instances took
           // 20-25 s instead of 5-12 s per change (docs/BENCHMARKS.md); a direct stream's
           // hold is one round trip.
-          const held = pending.length > 0 && !readMode ? changes.filter((c) => revisionOf(c) > releasedTo()) : [];
+          const releasedTo = Math.min(...revs);
+          const held = pending.length > 0 && !readMode ? changes.filter((c) => revisionOf(c) > releasedTo) : [];
           if (held.length > 0) s.onEvent({ type: 'held', changes: held });
           return;
         }
