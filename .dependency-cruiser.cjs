@@ -8,7 +8,7 @@
  *   2 desired/    pure: keys -> desired objects
  *   3 sink/       where desired objects go
  *   4 reconcile/  the one loop (and its events, progress, retries)
- *   5 daemon      reactions/, render/ (templates), metrics.ts, status.ts, daemon.ts
+ *   5 daemon      reactions/, render/ (templates), metrics.ts, status.ts, heap-pacer.ts, daemon.ts
  *   6 entry       admin/ (library the CLI calls), console/ (the web console), cli/, main.ts
  *
  * Also: no cycles; a CLI verb never imports another verb (only cli/common.ts and
@@ -20,7 +20,7 @@ const layers = [
   ['desired', '^src/desired/'],
   ['sink', '^src/sink/'],
   ['reconcile', '^src/reconcile/'],
-  ['daemon', '^src/(reactions/|render/|metrics\\.ts$|status\\.ts$|daemon\\.ts$)'],
+  ['daemon', '^src/(reactions/|render/|metrics\\.ts$|status\\.ts$|heap-pacer\\.ts$|daemon\\.ts$)'],
   ['entry', '^src/(admin/|console/|cli/|main\\.ts$)'],
 ];
 

@@ -5,6 +5,7 @@ import { loadKeyring, type Keyring } from './envelope/identity.js';
 import { OpenPool } from './envelope/open-pool.js';
 import { Keyspace } from './keyspace.js';
 import type { Logger } from './log.js';
+import { HeapPacer } from './heap-pacer.js';
 import { Hooks } from './reactions/hooks.js';
 import { prepareTemplates } from './render/load.js';
 import { Renderer } from './render/renderer.js';
@@ -115,6 +116,9 @@ export async function loadIdentity(cfg: Config): Promise<Keyring | undefined> {
  * `secretsOnDiskOk`: no warning for a secrets root on a persistent disk (dev).
  */
 export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOnDiskOk?: boolean } = {}): Promise<Daemon> {
+  // Armed until the first sync and its snapshot write are done (heap-pacer.ts).
+  const pacer = new HeapPacer(logger);
+  pacer.arm();
   // First: a template refused (unreadable, invalid, reading secrets into a public file) stops the start (exit 2).
   const templates = prepareTemplates(cfg);
   const keyring = await loadIdentity(cfg);
@@ -138,6 +142,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
   const snapshot = keyring
     ? await loadSnapshot(readFrom, { cluster: cfg.cluster, prefix: cfg.etcd.prefix, keyring }, logger, readFrom === cfg.stateDir ? (b) => (loadedBase = b) : undefined)
     : undefined;
+  pacer.checkpoint(); // the snapshot file's text and its parse are garbage now
   if (!keyring) logger.info('no identity configured: no local snapshot is kept (it is sealed to the identity), so a start with etcd down serves nothing new and every start lists etcd');
   // Marks only go up: the snapshot's cover a lost or older highwater.json.
   if (snapshot) marks.merge(snapshot.marks);
@@ -190,6 +195,9 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       reconciler.resync(deep);
     }, cfg.resyncSeconds * 1000);
     resync.unref();
+    // The sync's garbage goes before the snapshot's encode (saveSnapshot, next on this
+    // step) adds its own: the peak of a cold start was that encode on top of it.
+    pacer.checkpoint(true);
     void (async () => {
       // After the first local snapshot is written (saveSnapshot runs on this same idle
       // step): its encode is a one-off heap of short-lived objects, and the drift
@@ -201,9 +209,14 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       const late = sinks.filter((s) => s.watchDrift && s.driftFrom === 'firstSync');
       for (const sink of late) await sink.watchDrift!(reconciler.markDrift);
       if (late.length) logger.info({ sinks: late.map((s) => s.name), ms: Date.now() - started }, 'drift watch started');
+      pacer.disarm();
     })().catch((err: Error) => logger.warn({ err: err.message }, 'drift watch not started; hand changes are repaired at the periodic resync only'));
   };
-  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, renderer.observe, ...(restarts ? [restarts.observe] : []), pokeStatus, afterFirstSync, saveSnapshot], marks);
+  let relisted = false;
+  const endRelistPacing: ReconcileObserver = (e) => {
+    if (e.type === 'idle' && relisted && reconciler.progress.synced) pacer.disarm(), (relisted = false);
+  };
+  const reconciler = createReconciler(cfg, sinks, logger, keyring, [metrics.observe, hooks.observe, renderer.observe, ...(restarts ? [restarts.observe] : []), pokeStatus, afterFirstSync, saveSnapshot, endRelistPacing], marks);
   const progress = reconciler.progress;
   if (keyring) {
     writer = new SnapshotWriter({
@@ -261,8 +274,11 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
       metrics.relists.inc();
       logger.info({ revision: event.revision, keys: event.kvs.length }, 'listed etcd; reconciling everything');
     }
+    // A re-list after the first sync is a start's worth of garbage again (disarmed by endRelistPacing).
+    if (event.type === 'snapshot' && !event.offline && resync) pacer.arm(), (relisted = true);
     if (writer) sourceKeys.note(event);
     reconciler.handle(event);
+    if (event.type === 'snapshot') pacer.checkpoint(); // the list's pages are garbage now
   });
   for (const sink of sinks) if (sink.driftFrom !== 'firstSync') await sink.watchDrift?.(reconciler.markDrift);
   if (kube?.enabled && kube.leaderElection.enabled) {
@@ -308,6 +324,7 @@ export async function startDaemon(cfg: Config, logger: Logger, opts: { secretsOn
     state: () => progress.state,
     async stop() {
       clearInterval(resync);
+      pacer.disarm(false);
       await elector?.stop();
       await status?.close();
       server?.close();

@@ -152,6 +152,8 @@ test('compaction while cut off → re-list; objects deleted meanwhile are pruned
     await until(() => !fs.existsSync(d.file('configmaps', 'default', 'gone')), 'pruned after re-list');
     await until(() => readOr(d.file('configmaps', 'default', 'stays', 'k')) === '2', 'updated after re-list');
     assert.match(d.log, /compacted past our revision; re-listing/);
+    // The start's heap pacing ended after the first sync, and a re-list armed it again until its sync was done.
+    await until(() => (d.log.match(/"msg":"start-up heap pacing done"/g) ?? []).length === 2, 'heap pacing ended after the first sync and after the re-list');
   } finally {
     etcdc.close();
     await d.cleanup();

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateIdentity, Keyring } from '../src/envelope/identity.js';
-import { decodeSnapshot, encodeSnapshot, encodeSnapshotAsync, SnapshotUnusable, type SnapshotContent } from '../src/state/snapshot-format.js';
+import { decodeSnapshot, encodeSnapshot, encodeSnapshotAsync, SnapshotUnusable, writeSnapshotAsync, type SnapshotContent } from '../src/state/snapshot-format.js';
 
 const a = generateIdentity();
 const b = generateIdentity();
@@ -37,6 +37,19 @@ test('round trip, also a body of several chunks and binary values', () => {
     assert.deepEqual(out.kvs, c.kvs);
     assert.deepEqual(out.marks, c.marks);
   }
+});
+
+test('written in pieces: no piece over one sealed chunk, the pieces in order are the file, the count is its length', async () => {
+  const c = content(6000, 700); // ~5 MiB of body: several chunks
+  const pieces: Buffer[] = [];
+  const bytes = await writeSnapshotAsync(c, [a.publicKey], {}, async (b) => void pieces.push(Buffer.from(b)));
+  const file = Buffer.concat(pieces);
+  assert.equal(bytes, file.length);
+  assert.ok(file.length > 4 << 20, 'the body spans chunks');
+  assert.ok(Math.max(...pieces.map((p) => p.length)) <= (1 << 20) + 17, 'never a piece larger than one sealed chunk');
+  const out = decodeSnapshot(file, expect());
+  assert.deepEqual(out.kvs, c.kvs);
+  assert.deepEqual(out.marks, c.marks);
 });
 
 test('keys with multi-byte UTF-8 (an invalid key etcd holds is saved as it is) open the same when a character straddles two chunks', () => {

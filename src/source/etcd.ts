@@ -119,7 +119,9 @@ export class EtcdSource implements Source {
       if (e.type === 'snapshot' || e.type === 'changes' || e.type === 'progress') handedOn = Math.max(handedOn, e.revision);
       emit(e);
     };
+    // Not kept in the options: the loaded keys would stay alive after their replacement.
     let resume = this.opts.resume;
+    this.opts.resume = undefined;
     let offline: number | undefined; // the snapshot revision served offline, until etcd answers
     let rebase = false;
     let listed = false;
@@ -246,6 +248,7 @@ export class EtcdSource implements Source {
   private caughtUp(cu: { keys: Map<string, Kv> }, revision: number, onEvent: (e: SourceEvent) => void): void {
     this.opts.logger.info({ revision, keys: cu.keys.size }, 'caught up from the local snapshot; reconciling everything');
     onEvent({ type: 'snapshot', revision, kvs: [...cu.keys.values()], resumed: true });
+    cu.keys.clear(); // the watch's handler holds `cu` until the stream ends: not 110,000 entries with it
   }
 
   /** (0a) etcd's head; whether it still holds the snapshot's revision, and holds the snapshot's state there. */

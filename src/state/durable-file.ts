@@ -6,14 +6,18 @@ import type { Logger } from '../log.js';
  * Replaces `file` with `data` so that a crash leaves the old or the new file,
  * never a torn one: a 0600 temp file beside it, fsync, rename, fsync the dir.
  * On failure the temp file is removed and the error is thrown (the old file stays).
+ * `data` may be a function that writes the content in pieces, in order (a large
+ * file never held whole: the local snapshot).
  */
-export async function writeDurably(file: string, data: string | Uint8Array): Promise<void> {
+export async function writeDurably(file: string, data: string | Uint8Array | ((write: (piece: Uint8Array) => Promise<void>) => Promise<unknown>)): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`;
   try {
     const fh = await fs.open(tmp, 'w', 0o600);
     try {
       await fh.chmod(0o600);
-      await fh.writeFile(data);
+      // writeFile on a handle writes at its current position: the pieces follow each other.
+      if (typeof data === 'function') await data((piece) => fh.writeFile(piece));
+      else await fh.writeFile(data);
       await fh.sync();
     } finally {
       await fh.close();

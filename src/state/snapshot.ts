@@ -48,7 +48,7 @@ import type { Logger } from '../log.js';
 import type { Kv, SourceEvent } from '../source/types.js';
 import { writeDurably } from './durable-file.js';
 import { SNAPSHOT_FILE } from './location.js';
-import { encodeSnapshotAsync, openSnapshot, SnapshotUnusable, type SnapshotContent } from './snapshot-format.js';
+import { openSnapshot, SnapshotUnusable, writeSnapshotAsync, type SnapshotContent } from './snapshot-format.js';
 import { decodeJournal, encodeRecord, journalHeader } from './snapshot-journal.js';
 
 export { SNAPSHOT_FILE };
@@ -392,13 +392,15 @@ export class SnapshotWriter {
     const id = randomBytes(16).toString('hex');
     const fileKey = new Uint8Array(randomBytes(32));
     try {
-      const bytes = await encodeSnapshotAsync({ id, cluster: this.opts.cluster, prefix: this.opts.prefix, savedAt: new Date().toISOString(), ...state }, this.opts.publicKeys, { fileKey });
+      const content = { id, cluster: this.opts.cluster, prefix: this.opts.prefix, savedAt: new Date().toISOString(), ...state };
       // dir 0700 only when we create it: an operator's own mode on an existing dir stays.
       await fs.mkdir(this.opts.stateDir, { recursive: true, mode: 0o700 });
-      await writeDurably(this.file, bytes);
+      let bytes = 0;
+      // Sealed and written a chunk at a time: the whole file is never in memory.
+      await writeDurably(this.file, async (write) => (bytes = await writeSnapshotAsync(content, this.opts.publicKeys, { fileKey }, write)));
       await fs.rm(this.journal, { force: true }).catch(() => undefined);
-      this.base = { id, fileKey, bytes: bytes.length, journalBytes: 0, records: 0, lastAt: Date.now(), marks: new Map(state.marks) };
-      return bytes.length;
+      this.base = { id, fileKey, bytes, journalBytes: 0, records: 0, lastAt: Date.now(), marks: new Map(state.marks) };
+      return bytes;
     } catch (err) {
       fileKey.fill(0);
       throw err;
