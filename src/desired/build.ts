@@ -115,8 +115,8 @@ export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: Desi
   if (held || (data.size === 0 && winners.size > 0)) return { type: 'hold', problems };
   if (data.size === 0) return { type: 'absent', problems };
 
-  const labels = { ...(globalMeta?.labels ?? {}), ...(clusterMeta?.labels ?? {}) };
-  const annotations = { ...(globalMeta?.annotations ?? {}), ...(clusterMeta?.annotations ?? {}) };
+  const labels = merged(globalMeta?.labels, clusterMeta?.labels);
+  const annotations = merged(globalMeta?.annotations, clusterMeta?.annotations);
   const type = clusterMeta?.type ?? globalMeta?.type;
   const immutable = clusterMeta?.immutable ?? globalMeta?.immutable;
   const object: DesiredObject = {
@@ -133,6 +133,14 @@ export function buildObject(keys: ObjectKeys, ctx: BuildContext, previous?: Desi
     hash: hashObject(data, { labels, annotations, type, immutable }),
   };
   return { type: 'object', object, problems };
+}
+
+/** Nothing set: one frozen empty record shared by every object without labels (or annotations), not one each. */
+const NONE: Record<string, string> = Object.freeze({}) as Record<string, string>;
+
+function merged(under: Record<string, string> | undefined, over: Record<string, string> | undefined): Record<string, string> {
+  if (!under && !over) return NONE;
+  return { ...under, ...over };
 }
 
 /** sha256 over sorted keys and values (length-prefixed, so no two payloads collide) and metadata. */
