@@ -5,6 +5,8 @@ import type { Logger } from './log.js';
 
 /** Heap growth (bytes of used heap since the last collection) that triggers a collection while armed. */
 const STEP_BYTES = 32 * 2 ** 20;
+/** The step after collections that found the growth alive (the store filling up), at most. */
+const MAX_STEP_BYTES = 128 * 2 ** 20;
 /** How often an armed pacer looks at the heap, ms. */
 const CHECK_MS = 250;
 
@@ -22,10 +24,13 @@ const CHECK_MS = 250;
  *
  * While armed (from the start until the first sync and its snapshot write are
  * done, and again for a re-list) the pacer collects whenever the used heap grew
- * STEP_BYTES past what the last collection left, and at `checkpoint()` calls the
- * start makes right after dropping something large (the loaded snapshot's
- * text). A full collection of a ~120 MiB heap is 50–100 ms of the main thread; a
- * start of 20,000 objects makes about ten of them. Disarmed, V8 alone decides.
+ * a step (STEP_BYTES) past what the last collection left, and at `checkpoint()`
+ * calls the start makes right after dropping something large (the loaded
+ * snapshot's text). A collection that finds most of the growth alive (the key
+ * store filling up) doubles the step: a restart's sync grows the live heap by
+ * ~50 MiB and would otherwise pay collections that free nothing. A full
+ * collection of a ~120 MiB heap is 50–100 ms of the main thread. Disarmed, V8
+ * alone decides.
  *
  * The collector is reached the way jest's leak detector does it: `--expose-gc`
  * set at run time, `gc` taken from a fresh context, the flag cleared again (no
@@ -36,6 +41,8 @@ export class HeapPacer {
   private timer?: NodeJS.Timeout;
   /** Used heap right after the last collection. */
   private floor = 0;
+  /** Growth that triggers the next collection: doubled while collections find the growth alive. */
+  private step = STEP_BYTES;
   /** Collections made and the main thread's time in them, for the log line at disarm. */
   private collections = 0;
   private ms = 0;
@@ -49,13 +56,14 @@ export class HeapPacer {
   arm(): void {
     if (!this.gc || this.timer) return;
     this.floor = v8.getHeapStatistics().used_heap_size;
+    this.step = STEP_BYTES;
     this.timer = setInterval(() => this.checkpoint(), CHECK_MS);
     this.timer.unref();
   }
 
   /** Collects now if the heap grew a step since the last collection, or always with `force` (armed only). */
   checkpoint(force = false): void {
-    if (this.timer && (force || v8.getHeapStatistics().used_heap_size - this.floor >= STEP_BYTES)) this.collect();
+    if (this.timer && (force || v8.getHeapStatistics().used_heap_size - this.floor >= this.step)) this.collect();
   }
 
   /** One last collection (what the start left behind), then V8 decides alone. `collect: false` when the daemon stops. */
@@ -72,10 +80,14 @@ export class HeapPacer {
 
   private collect(): void {
     const started = performance.now();
+    const before = v8.getHeapStatistics().used_heap_size;
     this.gc!();
     this.ms += performance.now() - started;
     this.collections++;
     this.floor = v8.getHeapStatistics().used_heap_size;
+    // Most of the growth was alive (a list or a snapshot filling the store): collecting
+    // again after another step would find the same. Garbage found: back to a step.
+    this.step = before - this.floor < this.step / 2 ? Math.min(this.step * 2, MAX_STEP_BYTES) : STEP_BYTES;
   }
 }
 

@@ -16,14 +16,23 @@ const used = () => v8.getHeapStatistics().used_heap_size / 2 ** 20;
  * them half-way, while they are still alive.
  */
 function garbage(mib: number): void {
+  assert.ok(alive(mib).length > 0);
+}
+
+/** ~`mib` MiB of arrays the caller keeps. */
+function alive(mib: number): number[][] {
   const keep: number[][] = [];
   for (let i = 0; i < mib * 16; i++) keep.push(Array.from({ length: 8192 }, (_, j) => j + 0.5)); // 64 KiB of doubles each
-  assert.ok(keep.length > 0);
+  return keep;
+}
+
+function capture(): { logger: Logger; lines: { fields: Record<string, unknown>; msg: string }[] } {
+  const lines: { fields: Record<string, unknown>; msg: string }[] = [];
+  return { lines, logger: { debug: (fields: Record<string, unknown>, msg: string) => lines.push({ fields, msg }) } as unknown as Logger };
 }
 
 test('armed: a checkpoint after a step of garbage collects it; disarm logs the collections and stops', () => {
-  const lines: { fields: Record<string, unknown>; msg: string }[] = [];
-  const logger = { debug: (fields: Record<string, unknown>, msg: string) => lines.push({ fields, msg }) } as unknown as Logger;
+  const { lines, logger } = capture();
   const pacer = new HeapPacer(logger);
   pacer.arm();
   assert.ok(pacer.armed);
@@ -45,4 +54,17 @@ test('armed: a checkpoint after a step of garbage collects it; disarm logs the c
   pacer.disarm(); // twice is nothing
   assert.equal(lines.filter((l) => l.msg === 'start-up heap pacing done').length, 2);
   assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined', 'gc is not left exposed to the program');
+});
+
+test('growth that stays alive doubles the step: a store filling up is not collected again and again', () => {
+  const { lines, logger } = capture();
+  const pacer = new HeapPacer(logger);
+  pacer.arm();
+  const kept = [alive(40)];
+  pacer.checkpoint(); // a step grown: collected, and found alive
+  kept.push(alive(40));
+  pacer.checkpoint(); // 40 MiB more is under the doubled step: no collection
+  pacer.disarm();
+  assert.equal(lines.at(-1)!.fields.collections, 2, 'the first checkpoint and the one at disarm');
+  assert.equal(kept.length, 2);
 });
