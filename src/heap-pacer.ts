@@ -66,13 +66,14 @@ export class HeapPacer {
     if (this.timer && (force || v8.getHeapStatistics().used_heap_size - this.floor >= this.step)) this.collect();
   }
 
-  /** One last collection (what the start left behind), then V8 decides alone. `collect: false` when the daemon stops. */
+  /** One last collection (what the start left behind, unless nearly nothing), then V8 decides alone. `collect: false` when the daemon stops. */
   disarm(collect = true): void {
     if (!this.timer) return;
     clearInterval(this.timer);
     this.timer = undefined;
+    // (Not again right after one: a restart's first-sync checkpoint was ~0.1 s before.)
+    if (collect && v8.getHeapStatistics().used_heap_size - this.floor >= STEP_BYTES / 4) this.collect();
     if (!collect) return;
-    this.collect();
     this.logger.debug({ collections: this.collections, ms: Math.round(this.ms), heapMiB: Math.round(this.floor / 2 ** 20) }, 'start-up heap pacing done');
     this.collections = 0;
     this.ms = 0;
