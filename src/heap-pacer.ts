@@ -32,51 +32,91 @@ const CHECK_MS = 250;
  * collection of a ~120 MiB heap is 50–100 ms of the main thread. Disarmed, V8
  * alone decides.
  *
+ * The pacing is the process's (ProcessPacing): daemons hosted in one process share
+ * it, and it ends with the last of them.
+ *
  * The collector is reached the way jest's leak detector does it: `--expose-gc`
  * set at run time, `gc` taken from a fresh context, the flag cleared again (no
  * other context gets it). Where that does not work the pacer does nothing.
  */
 export class HeapPacer {
-  private readonly gc = exposeGc();
+  private isArmed = false;
+
+  constructor(private readonly logger: Logger) {}
+
+  get armed(): boolean {
+    return this.isArmed;
+  }
+
+  arm(): void {
+    if (this.isArmed || !pacing.arm()) return;
+    this.isArmed = true;
+  }
+
+  /** Collects now if the heap grew a step since the last collection, or always with `force` (armed only). */
+  checkpoint(force = false): void {
+    if (this.isArmed) pacing.checkpoint(force);
+  }
+
+  /**
+   * One last collection (what the start left behind, unless nearly nothing), then V8
+   * decides alone — once no other daemon of this process is starting. `collect: false`
+   * when the daemon stops.
+   */
+  disarm(collect = true): void {
+    if (!this.isArmed) return;
+    this.isArmed = false;
+    const done = pacing.release(collect);
+    if (done) this.logger.debug({ collections: done.collections, ms: Math.round(done.ms), heapMiB: Math.round(done.floor / 2 ** 20) }, 'start-up heap pacing done');
+  }
+}
+
+/**
+ * The pacing itself, one per process: the heap is the process's, and a process may
+ * host many daemons (bench/multi-daemon.ts: 25 each), whose pacers would otherwise
+ * each collect the whole heap at every step. Armed while any of them is.
+ */
+class ProcessPacing {
+  private gc?: () => void;
+  private triedGc = false;
+  private users = 0;
   private timer?: NodeJS.Timeout;
   /** Used heap right after the last collection. */
   private floor = 0;
   /** Growth that triggers the next collection: doubled while collections find the growth alive. */
   private step = STEP_BYTES;
-  /** Collections made and the main thread's time in them, for the log line at disarm. */
+  /** Collections made and the main thread's time in them, for the log line at the end. */
   private collections = 0;
   private ms = 0;
 
-  constructor(private readonly logger: Logger) {}
-
-  get armed(): boolean {
-    return this.timer !== undefined;
+  /** False when there is no collector to pace. */
+  arm(): boolean {
+    if (!this.triedGc) (this.gc = exposeGc()), (this.triedGc = true);
+    if (!this.gc) return false;
+    if (this.users++ === 0) {
+      this.floor = v8.getHeapStatistics().used_heap_size;
+      this.step = STEP_BYTES;
+      this.collections = 0;
+      this.ms = 0;
+      this.timer = setInterval(() => this.checkpoint(false), CHECK_MS);
+      this.timer.unref();
+    }
+    return true;
   }
 
-  arm(): void {
-    if (!this.gc || this.timer) return;
-    this.floor = v8.getHeapStatistics().used_heap_size;
-    this.step = STEP_BYTES;
-    this.timer = setInterval(() => this.checkpoint(), CHECK_MS);
-    this.timer.unref();
-  }
-
-  /** Collects now if the heap grew a step since the last collection, or always with `force` (armed only). */
-  checkpoint(force = false): void {
+  checkpoint(force: boolean): void {
     if (this.timer && (force || v8.getHeapStatistics().used_heap_size - this.floor >= this.step)) this.collect();
   }
 
-  /** One last collection (what the start left behind, unless nearly nothing), then V8 decides alone. `collect: false` when the daemon stops. */
-  disarm(collect = true): void {
-    if (!this.timer) return;
+  /** What the pacing did, when this was its last user (and `collect`). */
+  release(collect: boolean): { collections: number; ms: number; floor: number } | undefined {
+    if (--this.users > 0) return undefined;
     clearInterval(this.timer);
     this.timer = undefined;
+    if (!collect) return undefined;
     // (Not again right after one: a restart's first-sync checkpoint was ~0.1 s before.)
-    if (collect && v8.getHeapStatistics().used_heap_size - this.floor >= STEP_BYTES / 4) this.collect();
-    if (!collect) return;
-    this.logger.debug({ collections: this.collections, ms: Math.round(this.ms), heapMiB: Math.round(this.floor / 2 ** 20) }, 'start-up heap pacing done');
-    this.collections = 0;
-    this.ms = 0;
+    if (v8.getHeapStatistics().used_heap_size - this.floor >= STEP_BYTES / 4) this.collect();
+    return { collections: this.collections, ms: this.ms, floor: this.floor };
   }
 
   private collect(): void {
@@ -91,6 +131,8 @@ export class HeapPacer {
     this.step = before - this.floor < this.step / 2 ? Math.min(this.step * 2, MAX_STEP_BYTES) : STEP_BYTES;
   }
 }
+
+const pacing = new ProcessPacing();
 
 function exposeGc(): (() => void) | undefined {
   try {

@@ -41,18 +41,18 @@ test('armed: a checkpoint after a step of garbage collects it, not below a step;
   pacer.checkpoint();
   const after = used();
   assert.ok(after < before - 40, `a step of garbage is collected at the checkpoint: ${before.toFixed(0)} -> ${after.toFixed(0)} MiB`);
+  pacer.disarm();
+  assert.ok(!pacer.armed);
+  assert.equal(lines.at(-1)!.msg, 'start-up heap pacing done');
+  assert.equal(lines.at(-1)!.fields.collections, 1, 'the checkpoint; none at disarm right after it');
+  pacer.disarm(); // twice is nothing
+  assert.equal(lines.filter((l) => l.msg === 'start-up heap pacing done').length, 1);
   // Below a step, a checkpoint leaves the heap alone: no collection is counted for it.
   const small = new HeapPacer(logger);
   small.arm();
   small.checkpoint();
   small.disarm();
   assert.equal(lines.at(-1)!.fields.collections, 0, 'nothing grew: no collection, not even at disarm');
-  pacer.disarm();
-  assert.ok(!pacer.armed);
-  assert.equal(lines.at(-1)!.msg, 'start-up heap pacing done');
-  assert.equal(lines.at(-1)!.fields.collections, 1, 'the checkpoint; none at disarm right after it');
-  pacer.disarm(); // twice is nothing
-  assert.equal(lines.filter((l) => l.msg === 'start-up heap pacing done').length, 2);
   assert.equal(typeof (globalThis as { gc?: unknown }).gc, 'undefined', 'gc is not left exposed to the program');
 });
 
@@ -67,4 +67,23 @@ test('growth that stays alive doubles the step: a store filling up is not collec
   pacer.disarm();
   assert.equal(lines.at(-1)!.fields.collections, 2, 'the first checkpoint and the one at disarm');
   assert.equal(kept.length, 2);
+});
+
+test('one pacing per process: daemons hosted together share it, and it ends with the last of them', () => {
+  const { lines, logger } = capture();
+  const a = new HeapPacer(logger);
+  const b = new HeapPacer(logger);
+  a.arm();
+  b.arm();
+  b.disarm(); // a is still starting: the pacing goes on, nothing said yet
+  assert.equal(lines.length, 0);
+  assert.ok(a.armed && !b.armed);
+  garbage(64);
+  const before = used();
+  b.checkpoint(); // disarmed: nothing
+  a.checkpoint();
+  assert.ok(used() < before - 40, 'the pacing still armed by a collected the garbage');
+  a.disarm();
+  assert.equal(lines.length, 1, 'said once, by the last');
+  assert.equal(lines[0]!.fields.collections, 1, 'one collection for the process, not one per daemon');
 });
