@@ -53,9 +53,12 @@ export class HeapPacer {
     this.isArmed = true;
   }
 
-  /** Collects now if the heap grew a step since the last collection, or always with `force` (armed only). */
-  checkpoint(force = false): void {
-    if (this.isArmed) pacing.checkpoint(force);
+  /**
+   * Collects now if the heap grew a step since the last collection (armed only);
+   * `soon`: a quarter step (8 MiB) will do — before something that allocates a lot.
+   */
+  checkpoint(soon = false): void {
+    if (this.isArmed) pacing.checkpoint(soon);
   }
 
   /**
@@ -104,8 +107,9 @@ class ProcessPacing {
     return true;
   }
 
-  checkpoint(force: boolean): void {
-    if (this.timer && (force || v8.getHeapStatistics().used_heap_size - this.floor >= this.step)) this.collect();
+  checkpoint(soon: boolean): void {
+    // (soon: not a collection regardless — daemons hosted in one process each ask at their first sync's end)
+    if (this.timer && v8.getHeapStatistics().used_heap_size - this.floor >= (soon ? STEP_BYTES / 4 : this.step)) this.collect();
   }
 
   /** What the pacing did, when this was its last user (and `collect`). */
