@@ -80,8 +80,8 @@ export class HeapPacer {
  * each collect the whole heap at every step. Armed while any of them is.
  */
 class ProcessPacing {
-  private gc?: () => void;
-  private triedGc = false;
+  /** The collector; null where it cannot be reached; undefined until the first arm. */
+  private gc?: (() => void) | null;
   private users = 0;
   private timer?: NodeJS.Timeout;
   /** Used heap right after the last collection. */
@@ -94,7 +94,7 @@ class ProcessPacing {
 
   /** False when there is no collector to pace. */
   arm(): boolean {
-    if (!this.triedGc) (this.gc = exposeGc()), (this.triedGc = true);
+    if (this.gc === undefined) this.gc = exposeGc() ?? null;
     if (!this.gc) return false;
     if (this.users++ === 0) {
       this.floor = v8.getHeapStatistics().used_heap_size;

@@ -20,7 +20,7 @@ function storedClass(prefix: string): StoredClass {
     ) {}
 
     get path(): string {
-      return this.key.startsWith(prefix) ? this.key.slice(prefix.length) : this.key;
+      return relativeTo(prefix, this.key);
     }
   };
 }
@@ -173,8 +173,13 @@ export class KeyStore {
   }
 
   private relative(key: string): string {
-    return key.startsWith(this.prefix) ? key.slice(this.prefix.length) : key;
+    return relativeTo(this.prefix, key);
   }
+}
+
+/** The key without the prefix: a logical path (parseKey's input, a Stored key's `path`). */
+function relativeTo(prefix: string, key: string): string {
+  return key.startsWith(prefix) ? key.slice(prefix.length) : key;
 }
 
 /**

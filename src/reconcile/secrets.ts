@@ -70,15 +70,16 @@ export class SecretCache {
     const next = new Map<string, Entry>();
     const opening: Promise<void>[] = [];
     for (const kv of keys) {
-      const cached = old.get(kv.path);
+      const path = kv.path; // (the store slices it from the key when asked: once here)
+      const cached = old.get(path);
       if (cached?.rev === kv.modRevision) {
-        next.set(kv.path, cached);
+        next.set(path, cached);
         continue;
       }
       // All of the object's new values at once (distinct paths): asked in one turn, they open as one batch.
       const entry: Entry = { rev: kv.modRevision, result: { error: 'secret not opened' } };
-      next.set(kv.path, entry);
-      opening.push(this.openOne(kv).then((r) => void (entry.result = r)));
+      next.set(path, entry);
+      opening.push(this.openOne(path, kv.value).then((r) => void (entry.result = r)));
     }
     await Promise.all(opening);
     if (next.size > 0) this.byObject.set(id, next);
@@ -102,12 +103,12 @@ export class SecretCache {
     return all;
   }
 
-  private async openOne(kv: Kv & { path: string }): Promise<Opened> {
+  private async openOne(path: string, value: Buffer): Promise<Opened> {
     // Without an identity, the structural check `lint` makes (desired/validate.ts) still
     // names a value that cannot be an envelope; with one, `open` parses the same way.
-    if (!this.open) return { error: envelopeShapeError(kv.value) ?? 'no identity configured: cannot open secrets' };
+    if (!this.open) return { error: envelopeShapeError(value) ?? 'no identity configured: cannot open secrets' };
     try {
-      return await this.open(kv.path, kv.value);
+      return await this.open(path, value);
     } catch (err) {
       return { error: (err as Error).message };
     }
